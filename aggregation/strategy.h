@@ -1,0 +1,58 @@
+// Aggregation strategies over plain float spans: no gRPC, no torch, deterministic given the seed.
+// A Strategy instance serves one job. It is not thread-safe: the coordinator serializes calls.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace fleet {
+
+// One contiguous run of an update's parameters: `size` floats that belong at `offset` of the
+// flat global parameter vector.
+struct ParamSpan {
+  const float* data;
+  size_t offset;
+  size_t size;
+};
+
+struct FitMetrics {
+  uint64_t num_examples = 0;
+  double train_loss = 0;
+  double val_loss = 0;
+  double val_accuracy = 0;
+};
+
+struct EvalMetrics {
+  uint64_t num_examples = 0;
+  double loss = 0;
+  double accuracy = 0;
+};
+
+class Strategy {
+ public:
+  virtual ~Strategy() = default;
+
+  // configure_fit: which of `candidates` train in `round`. Default: a uniform sample of `target`
+  // (all when fewer), reproducible from (seed, round).
+  virtual std::vector<std::string> SelectClients(const std::vector<std::string>& candidates,
+                                                 uint32_t round, size_t target, uint64_t seed);
+
+  // Starts a round from the current global parameters.
+  virtual void BeginRound(const std::vector<float>& global) = 0;
+  // Folds one validated update in as it arrives; memory stays O(model size).
+  virtual Status AccumulateFit(const std::vector<ParamSpan>& update, const FitMetrics& metrics) = 0;
+  // Number of updates folded in this round.
+  virtual size_t accepted() const = 0;
+  // aggregate_fit: the new global parameters. FAILED_PRECONDITION when nothing was accumulated.
+  virtual StatusOr<std::vector<float>> FinishFit(FitMetrics* summary) = 0;
+  // aggregate_evaluate.
+  virtual EvalMetrics AggregateEvaluate(const std::vector<EvalMetrics>& results);
+};
+
+StatusOr<std::unique_ptr<Strategy>> MakeStrategy(const std::string& name);
+
+}  // namespace fleet

@@ -1,0 +1,355 @@
+// fleetctl: administer a fleetfl coordinator (jobs, devices). Noun-verb commands.
+// Exit codes: 0 success, 1 error (RPC failure, job failed or stopped), 2 usage (bad flags, bad
+// job file).
+#include <google/protobuf/util/json_util.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <iostream>
+
+#include "common/config.h"
+#include "common/grpc_util.h"
+#include "common/job_spec.h"
+#include "common/log.h"
+#include "proto/fleet.grpc.pb.h"
+
+namespace {
+
+using fleet::v1::JobStatus;
+
+constexpr int kExitOk = 0;
+constexpr int kExitError = 1;
+constexpr int kExitUsage = 2;
+
+struct Options {
+  std::string coordinator;
+  std::string ca_cert;
+  std::string server_name;
+  bool insecure = false;
+  std::string output = "table";
+  int timeout_s = 30;
+};
+
+std::string Env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+
+// Precedence: flag > environment > config file > default.
+fleet::Status ResolveOptions(Options* o) {
+  std::string config = Env("FLEETCTL_CONFIG");
+  if (config.empty() && !Env("HOME").empty()) {
+    std::string def = Env("HOME") + "/.config/fleetfl/fleetctl.yaml";
+    if (access(def.c_str(), R_OK) == 0) config = def;
+  }
+  std::string file_coordinator, file_ca, file_name;
+  if (!config.empty()) {
+    ASSIGN_OR_RETURN(YAML::Node root, fleet::LoadYamlFile(config));
+    ASSIGN_OR_RETURN(fleet::ConfigMap m, fleet::ConfigMap::Create(root, config));
+    RETURN_IF_ERROR(m.Get("coordinator", &file_coordinator));
+    RETURN_IF_ERROR(m.Get("ca_cert", &file_ca));
+    RETURN_IF_ERROR(m.Get("server_name", &file_name));
+    RETURN_IF_ERROR(m.Finish());
+  }
+  auto pick = [](std::string* v, const std::string& env, const std::string& file,
+                 const std::string& def) {
+    if (!v->empty()) return;
+    *v = !env.empty() ? env : !file.empty() ? file : def;
+  };
+  pick(&o->coordinator, Env("FLEETCTL_COORDINATOR"), file_coordinator, "127.0.0.1:7443");
+  pick(&o->ca_cert, Env("FLEETCTL_CA_CERT"), file_ca, "");
+  pick(&o->server_name, Env("FLEETCTL_SERVER_NAME"), file_name, "");
+  if (o->output != "table" && o->output != "json") {
+    return fleet::InvalidArgument("-o must be 'table' or 'json'");
+  }
+  return fleet::OkStatus();
+}
+
+std::string Short(const std::string& state_name) {
+  std::string s = state_name;
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::string TimeString(int64_t unix_ms) {
+  if (unix_ms <= 0) return "-";
+  std::time_t t = static_cast<std::time_t>(unix_ms / 1000);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::string Json(const google::protobuf::Message& m) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions opts;
+  opts.add_whitespace = true;
+  opts.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(m, &out, opts);
+  return out;
+}
+
+double FinalAccuracy(const JobStatus& j) {
+  return j.rounds_size() ? j.rounds(j.rounds_size() - 1).eval_accuracy() : 0.0;
+}
+
+void PrintJobTable(const std::vector<JobStatus>& jobs) {
+  std::printf("%-18s %-20s %-10s %-9s %-9s %s\n", "ID", "NAME", "STATE", "ROUND", "EVAL_ACC",
+              "CREATED");
+  for (const auto& j : jobs) {
+    std::string round = std::to_string(j.current_round()) + "/" + std::to_string(j.spec().rounds());
+    std::printf("%-18s %-20s %-10s %-9s %-9.4f %s\n", j.id().c_str(), j.spec().name().c_str(),
+                Short(JobStatus::State_Name(j.state())).c_str(), round.c_str(), FinalAccuracy(j),
+                TimeString(j.created_unix_ms()).c_str());
+  }
+}
+
+void PrintJobDetail(const JobStatus& j) {
+  const auto& s = j.spec();
+  std::printf("id:            %s\nname:          %s\nstate:         %s\n", j.id().c_str(),
+              s.name().c_str(), Short(JobStatus::State_Name(j.state())).c_str());
+  if (!j.error().empty()) std::printf("error:         %s\n", j.error().c_str());
+  std::string hidden;
+  for (auto h : s.model().hidden()) hidden += (hidden.empty() ? "" : ",") + std::to_string(h);
+  std::printf("dataset:       %s\nmodel:         %s %s %u-[%s]-%u %s dropout %.2f\n",
+              s.dataset().c_str(), s.model().type().c_str(), s.model().task().c_str(),
+              s.model().input_dim(), hidden.c_str(), s.model().output_dim(),
+              s.model().activation().c_str(), s.model().dropout());
+  std::printf("training:      %s lr %g, %u local epochs, batch %u\n", s.train().optimizer().c_str(),
+              s.train().learning_rate(), s.train().local_epochs(), s.train().batch_size());
+  std::printf("strategy:      %s\nclients:       min %u, target %u\nrounds:        %u/%u\n",
+              s.strategy().name().c_str(), s.min_clients(), s.target_clients(),
+              j.current_round(), s.rounds());
+  std::printf("secure agg:    not yet available (plain FedAvg; see docs/security.md)\n");
+  std::printf("created:       %s\nupdated:       %s\n", TimeString(j.created_unix_ms()).c_str(),
+              TimeString(j.updated_unix_ms()).c_str());
+  if (j.rounds_size() == 0) return;
+  std::printf("\n%-6s %-9s %-9s %-11s %-8s %-9s %-9s %s\n", "ROUND", "UPDATES", "REJECTED",
+              "TRAIN_LOSS", "VAL_ACC", "EVAL_N", "EVAL_ACC", "SECONDS");
+  for (const auto& r : j.rounds()) {
+    std::string upd = std::to_string(r.participants()) + "/" + std::to_string(r.selected());
+    std::printf("%-6u %-9s %-9u %-11.4f %-8.4f %-9u %-9.4f %.2f\n", r.round(), upd.c_str(),
+                r.rejected(), r.train_loss(), r.val_accuracy(), r.eval_clients(),
+                r.eval_accuracy(), r.duration_s());
+  }
+}
+
+class Admin {
+ public:
+  explicit Admin(const Options& o) : o_(o) {}
+
+  fleet::Status Connect() {
+    fleet::ClientTlsOptions tls;
+    tls.insecure = o_.insecure;
+    tls.ca_file = o_.ca_cert;
+    tls.server_name = o_.server_name;
+    ASSIGN_OR_RETURN(auto channel, fleet::MakeChannel(o_.coordinator, tls, 64 << 20));
+    stub_ = fleet::v1::Admin::NewStub(channel);
+    return fleet::OkStatus();
+  }
+
+  void Prepare(grpc::ClientContext* ctx, bool stream = false) const {
+    if (!stream) {
+      ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(o_.timeout_s));
+    }
+  }
+
+  fleet::v1::Admin::Stub* stub() { return stub_.get(); }
+
+ private:
+  const Options& o_;
+  std::unique_ptr<fleet::v1::Admin::Stub> stub_;
+};
+
+int RpcError(const grpc::Status& s, const Options& o) {
+  std::string hint;
+  if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    hint = " (is fleet-coordinator running at " + o.coordinator +
+           "? TLS: pass --ca-cert, or --insecure for a plaintext coordinator)";
+  }
+  std::cerr << "fleetctl: " << s.error_message() << hint << "\n";
+  return kExitError;
+}
+
+// Follows a job until it ends. Live single-line progress on a TTY, one line per change otherwise.
+int Watch(Admin& admin, const Options& o, const std::string& id) {
+  grpc::ClientContext ctx;
+  admin.Prepare(&ctx, /*stream=*/true);
+  fleet::v1::WatchJobRequest req;
+  req.set_id(id);
+  auto reader = admin.stub()->WatchJob(&ctx, req);
+  const bool tty = isatty(STDOUT_FILENO) && o.output == "table";
+  JobStatus j, last;
+  bool any = false;
+  while (reader->Read(&j)) {
+    any = true;
+    last = j;
+    if (o.output == "json") {
+      std::string line;
+      google::protobuf::util::JsonPrintOptions opts;
+      opts.preserve_proto_field_names = true;
+      (void)google::protobuf::util::MessageToJsonString(j, &line, opts);
+      std::printf("%s\n", line.c_str());
+    } else {
+      std::string round_info;
+      if (j.rounds_size() > 0) {
+        const auto& r = j.rounds(j.rounds_size() - 1);
+        char buf[160];
+        std::snprintf(buf, sizeof(buf),
+                      " | last round %u: %u/%u clients, train_loss %.4f, eval_acc %.4f",
+                      r.round(), r.participants(), r.selected(), r.train_loss(),
+                      r.eval_accuracy());
+        round_info = buf;
+      }
+      std::printf("%s%s %s round %u/%u%s%s", tty ? "\r\033[K" : "", j.id().c_str(),
+                  Short(JobStatus::State_Name(j.state())).c_str(), j.current_round(),
+                  j.spec().rounds(), round_info.c_str(), tty ? "" : "\n");
+    }
+    std::fflush(stdout);
+  }
+  if (tty && any) std::printf("\n");
+  grpc::Status s = reader->Finish();
+  if (!s.ok()) return RpcError(s, o);
+  if (last.state() != JobStatus::SUCCEEDED) {
+    std::cerr << "fleetctl: job " << id << " ended " << Short(JobStatus::State_Name(last.state()))
+              << (last.error().empty() ? "" : ": " + last.error()) << "\n";
+    return kExitError;
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  fleet::SetLogComponent("fleetctl");
+  fleet::SetLogLevel(fleet::LogLevel::kWarn);
+  CLI::App app{"fleetctl: administer a fleetfl coordinator.\n"
+               "Coordinator address: --coordinator, else $FLEETCTL_COORDINATOR, else "
+               "'coordinator:' in $FLEETCTL_CONFIG or ~/.config/fleetfl/fleetctl.yaml, else "
+               "127.0.0.1:7443.\nExit codes: 0 ok, 1 error, 2 usage."};
+  app.require_subcommand(1);
+  Options o;
+  app.add_option("--coordinator", o.coordinator, "coordinator host:port");
+  app.add_option("--ca-cert", o.ca_cert, "PEM CA certificate to pin ($FLEETCTL_CA_CERT)");
+  app.add_option("--server-name", o.server_name, "expected name in the server certificate");
+  app.add_flag("--insecure", o.insecure, "plaintext connection (development only)");
+  app.add_option("-o,--output", o.output, "output format: table|json")->capture_default_str();
+  app.add_option("--timeout", o.timeout_s, "RPC timeout in seconds")->capture_default_str();
+
+  auto* job = app.add_subcommand("job", "submit, inspect, follow and stop federated jobs");
+  job->require_subcommand(1);
+  std::string file, id;
+  bool watch_after = false;
+  auto* submit = job->add_subcommand("submit", "submit a job from a YAML spec");
+  submit->add_option("-f,--file", file, "job spec YAML")->required();
+  submit->add_flag("-w,--watch", watch_after, "follow the job until it ends");
+  auto* list = job->add_subcommand("list", "list jobs");
+  auto* get = job->add_subcommand("get", "show one job with its rounds");
+  get->add_option("id", id, "job id")->required();
+  auto* watch = job->add_subcommand("watch", "follow a job until it ends (exit 0 if it succeeded)");
+  watch->add_option("id", id, "job id")->required();
+  auto* stop = job->add_subcommand("stop", "stop a running job");
+  stop->add_option("id", id, "job id")->required();
+  auto* device = app.add_subcommand("device", "inspect devices");
+  device->require_subcommand(1);
+  auto* dlist = device->add_subcommand("list", "list devices known to the coordinator");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? kExitOk : kExitUsage;
+  }
+  fleet::Status st = ResolveOptions(&o);
+  if (!st.ok()) {
+    std::cerr << "fleetctl: " << st.message() << "\n";
+    return kExitUsage;
+  }
+
+  // Parse the job file before connecting: a bad spec is a usage error, reported against the file.
+  fleet::v1::JobSpec spec;
+  if (submit->parsed()) {
+    auto parsed = fleet::LoadJobSpecFile(file);
+    if (!parsed.ok()) {
+      std::cerr << "fleetctl: " << parsed.status().message() << "\n";
+      return kExitUsage;
+    }
+    spec = std::move(parsed).value();
+  }
+
+  Admin admin(o);
+  st = admin.Connect();
+  if (!st.ok()) {
+    std::cerr << "fleetctl: " << st.message() << "\n";
+    return kExitUsage;
+  }
+  grpc::ClientContext ctx;
+  admin.Prepare(&ctx);
+
+  if (submit->parsed()) {
+    fleet::v1::SubmitJobRequest req;
+    *req.mutable_spec() = spec;
+    JobStatus resp;
+    grpc::Status s = admin.stub()->SubmitJob(&ctx, req, &resp);
+    if (!s.ok()) return RpcError(s, o);
+    if (o.output == "json") std::printf("%s\n", Json(resp).c_str());
+    else std::printf("%s\n", resp.id().c_str());
+    std::fflush(stdout);
+    return watch_after ? Watch(admin, o, resp.id()) : kExitOk;
+  }
+  if (list->parsed()) {
+    fleet::v1::ListJobsResponse resp;
+    grpc::Status s = admin.stub()->ListJobs(&ctx, fleet::v1::ListJobsRequest(), &resp);
+    if (!s.ok()) return RpcError(s, o);
+    if (o.output == "json") std::printf("%s\n", Json(resp).c_str());
+    else PrintJobTable({resp.jobs().begin(), resp.jobs().end()});
+    return kExitOk;
+  }
+  if (get->parsed() || stop->parsed()) {
+    JobStatus resp;
+    grpc::Status s;
+    if (get->parsed()) {
+      fleet::v1::GetJobRequest req;
+      req.set_id(id);
+      s = admin.stub()->GetJob(&ctx, req, &resp);
+    } else {
+      fleet::v1::StopJobRequest req;
+      req.set_id(id);
+      s = admin.stub()->StopJob(&ctx, req, &resp);
+    }
+    if (!s.ok()) return RpcError(s, o);
+    if (o.output == "json") std::printf("%s\n", Json(resp).c_str());
+    else if (get->parsed()) PrintJobDetail(resp);
+    else std::printf("%s: stop requested (state %s)\n", resp.id().c_str(),
+                     Short(JobStatus::State_Name(resp.state())).c_str());
+    return kExitOk;
+  }
+  if (watch->parsed()) return Watch(admin, o, id);
+  if (dlist->parsed()) {
+    fleet::v1::ListDevicesResponse resp;
+    grpc::Status s = admin.stub()->ListDevices(&ctx, fleet::v1::ListDevicesRequest(), &resp);
+    if (!s.ok()) return RpcError(s, o);
+    if (o.output == "json") {
+      std::printf("%s\n", Json(resp).c_str());
+      return kExitOk;
+    }
+    std::printf("%-24s %-8s %-6s %-22s %-20s %s\n", "ID", "ONLINE", "BUSY", "LAST_SEEN", "VERSION",
+                "DATASETS (train/eval rows)");
+    for (const auto& d : resp.devices()) {
+      std::string ds;
+      for (const auto& x : d.datasets()) {
+        ds += (ds.empty() ? "" : ", ") + x.name() + " " + std::to_string(x.train_examples()) + "/" +
+              std::to_string(x.eval_examples());
+      }
+      std::printf("%-24s %-8s %-6s %-22s %-20s %s\n", d.id().c_str(), d.online() ? "yes" : "no",
+                  d.busy() ? "yes" : "no", TimeString(d.last_seen_unix_ms()).c_str(),
+                  d.software_version().c_str(), ds.c_str());
+    }
+    return kExitOk;
+  }
+  return kExitUsage;
+}

@@ -1,0 +1,43 @@
+#include "client/client_config.h"
+
+namespace fleet {
+
+StatusOr<ClientConfig> LoadClientConfig(const std::string& path) {
+  ASSIGN_OR_RETURN(YAML::Node root, LoadYamlFile(path));
+  ASSIGN_OR_RETURN(ConfigMap m, ConfigMap::Create(root, path));
+  ClientConfig c;
+  std::string base_dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
+  RETURN_IF_ERROR(m.Get("coordinator", &c.coordinator));
+  RETURN_IF_ERROR(m.Require("device_id", &c.device_id));
+  RETURN_IF_ERROR(m.Get("state_dir", &c.state_dir));
+  RETURN_IF_ERROR(m.Get("torch_threads", &c.torch_threads));
+  RETURN_IF_ERROR(m.Get("max_message_mb", &c.max_message_mb));
+  RETURN_IF_ERROR(m.Get("poll_wait_ms", &c.poll_wait_ms));
+  RETURN_IF_ERROR(m.Get("chunk_kb", &c.chunk_kb));
+  if (c.torch_threads == 0 || c.torch_threads > 64) {
+    return InvalidArgument(m.Where("torch_threads") + ": must be in 1..64");
+  }
+  if (c.max_message_mb == 0 || c.max_message_mb > 1024 || c.chunk_kb == 0 ||
+      c.chunk_kb * 1024ULL > c.max_message_mb * 1024ULL * 1024ULL / 2) {
+    return InvalidArgument(path + ": need 1 <= max_message_mb <= 1024 and 1 <= chunk_kb <= half "
+                           "of max_message_mb");
+  }
+  if (c.poll_wait_ms < 100 || c.poll_wait_ms > 30000) {
+    return InvalidArgument(m.Where("poll_wait_ms") + ": must be in 100..30000");
+  }
+  ASSIGN_OR_RETURN(ConfigMap tls, m.Child("tls"));
+  RETURN_IF_ERROR(tls.Get("ca_cert", &c.tls.ca_file));
+  RETURN_IF_ERROR(tls.Get("server_name", &c.tls.server_name));
+  RETURN_IF_ERROR(tls.Finish());
+  if (!c.tls.ca_file.empty() && c.tls.ca_file[0] != '/') c.tls.ca_file = base_dir + "/" + c.tls.ca_file;
+  ASSIGN_OR_RETURN(std::vector<ConfigMap> datasets, m.ChildList("datasets"));
+  if (datasets.empty()) return InvalidArgument(path + ": 'datasets' must list at least one dataset");
+  for (auto& dm : datasets) {
+    ASSIGN_OR_RETURN(DatasetSpec d, ParseDatasetSpec(std::move(dm), base_dir));
+    c.datasets.push_back(std::move(d));
+  }
+  RETURN_IF_ERROR(m.Finish());
+  return c;
+}
+
+}  // namespace fleet

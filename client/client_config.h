@@ -1,0 +1,28 @@
+// fleet-client configuration (YAML). See README "Client config reference".
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "client/data_source.h"
+#include "common/grpc_util.h"
+#include "common/status.h"
+
+namespace fleet {
+
+struct ClientConfig {
+  std::string coordinator = "127.0.0.1:7443";
+  std::string device_id;
+  std::string state_dir;
+  ClientTlsOptions tls;
+  uint32_t torch_threads = 1;
+  uint32_t max_message_mb = 64;
+  uint32_t poll_wait_ms = 5000;      // FetchTask long-poll
+  uint32_t chunk_kb = 1024;          // PushUpdate chunk size
+  std::vector<DatasetSpec> datasets;
+};
+
+// Relative data paths resolve against the config file's directory.
+StatusOr<ClientConfig> LoadClientConfig(const std::string& path);
+
+}  // namespace fleet

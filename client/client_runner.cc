@@ -1,0 +1,284 @@
+#include "client/client_runner.h"
+
+#include <functional>
+#include <thread>
+
+#include "client/trainer.h"
+#include "common/backoff.h"
+#include "common/log.h"
+#include "common/model_layout.h"
+#include "common/tensor_codec.h"
+
+namespace fleet {
+namespace {
+constexpr char kSoftwareVersion[] = "fleet-client/0.1.0";
+}  // namespace
+
+StatusOr<std::unique_ptr<ClientRunner>> ClientRunner::Create(ClientConfig config) {
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel,
+                   MakeChannel(config.coordinator, config.tls,
+                               static_cast<int>(config.max_message_mb) * 1024 * 1024));
+  std::unique_ptr<ClientRunner> r(new ClientRunner(std::move(config), std::move(channel)));
+  RETURN_IF_ERROR(r->LoadData());
+  return r;
+}
+
+ClientRunner::ClientRunner(ClientConfig config, std::shared_ptr<grpc::Channel> channel)
+    : config_(std::move(config)),
+      channel_(std::move(channel)),
+      stub_(v1::Device::NewStub(channel_)) {}
+
+ClientRunner::~ClientRunner() { Stop(); }
+
+Status ClientRunner::LoadData() {
+  const uint64_t split_seed = std::hash<std::string>{}(config_.device_id);
+  for (const DatasetSpec& spec : config_.datasets) {
+    if (data_.count(spec.name)) {
+      return InvalidArgument("dataset '" + spec.name + "' is configured twice");
+    }
+    ASSIGN_OR_RETURN(Dataset all, LoadDataset(spec));
+    LocalData d;
+    d.spec = spec;
+    if (spec.train) {
+      SplitValidation(all, spec.validation_fraction, split_seed, &d.train, &d.val);
+    } else {
+      d.eval = std::move(all);
+    }
+    FLEET_LOG(Info) << "dataset " << spec.name << ": " << d.train.rows << " train, "
+                    << d.val.rows << " validation, " << d.eval.rows << " evaluation rows, "
+                    << std::max({d.train.cols, d.eval.cols}) << " features";
+    data_[spec.name] = std::move(d);
+  }
+  return OkStatus();
+}
+
+void ClientRunner::Stop() {
+  std::lock_guard<std::mutex> lock(mu_);
+  stop_ = true;
+  if (active_ != nullptr) active_->TryCancel();
+  cv_.notify_all();
+}
+
+void ClientRunner::SetContext(grpc::ClientContext* ctx) {
+  std::lock_guard<std::mutex> lock(mu_);
+  active_ = ctx;
+  if (ctx != nullptr && stop_) ctx->TryCancel();
+}
+
+bool ClientRunner::SleepUnlessStopped(std::chrono::milliseconds d) {
+  std::unique_lock<std::mutex> lock(mu_);
+  return !cv_.wait_for(lock, d, [&] { return stop_; });
+}
+
+Status ClientRunner::Join() {
+  v1::JoinRequest req;
+  req.set_protocol_version(kProtocolVersion);
+  req.set_device_id(config_.device_id);
+  req.set_software_version(kSoftwareVersion);
+  for (const auto& [name, d] : data_) {
+    auto* info = req.add_datasets();
+    info->set_name(name);
+    info->set_train_examples(d.train.rows);
+    info->set_eval_examples(d.eval.rows);
+  }
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  SetContext(&ctx);
+  v1::JoinResponse resp;
+  grpc::Status s = stub_->Join(&ctx, req, &resp);
+  SetContext(nullptr);
+  if (!s.ok()) return FromGrpcStatus(s);
+  heartbeat_ms_ = std::max<uint32_t>(100, resp.heartbeat_interval_ms());
+  return OkStatus();
+}
+
+void ClientRunner::HeartbeatLoop() {
+  while (SleepUnlessStopped(std::chrono::milliseconds(heartbeat_ms_.load()))) {
+    if (!joined_) continue;
+    v1::HeartbeatRequest req;
+    req.set_protocol_version(kProtocolVersion);
+    req.set_device_id(config_.device_id);
+    req.set_busy(busy_);
+    v1::HeartbeatResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    grpc::Status s = stub_->Heartbeat(&ctx, req, &resp);
+    if (s.error_code() == grpc::StatusCode::NOT_FOUND) joined_ = false;  // main loop rejoins
+  }
+}
+
+Status ClientRunner::Run() {
+  std::thread heartbeat([this] { HeartbeatLoop(); });
+  Backoff backoff(std::chrono::milliseconds(200), std::chrono::seconds(10));
+  Status fatal;
+  int failures = 0;
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stop_) break;
+    }
+    if (!joined_) {
+      Status s = Join();
+      if (s.code() == StatusCode::kFailedPrecondition) {
+        fatal = s;
+        break;
+      }
+      if (!s.ok()) {
+        // Log the first failure and then every tenth, so a long outage does not flood the log.
+        if (failures++ % 10 == 0) {
+          FLEET_LOG(Warn) << "cannot join coordinator " << config_.coordinator << ": "
+                          << s.message() << " (retrying with backoff)";
+        }
+        SleepUnlessStopped(backoff.Next());
+        continue;
+      }
+      FLEET_LOG(Info) << "joined " << config_.coordinator << " as " << config_.device_id;
+      joined_ = true;
+      failures = 0;
+      backoff.Reset();
+    }
+
+    v1::FetchTaskRequest req;
+    req.set_protocol_version(kProtocolVersion);
+    req.set_device_id(config_.device_id);
+    req.set_wait_ms(config_.poll_wait_ms);
+    v1::Task task;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::milliseconds(config_.poll_wait_ms + 10000));
+    SetContext(&ctx);
+    grpc::Status s = stub_->FetchTask(&ctx, req, &task);
+    SetContext(nullptr);
+    if (!s.ok()) {
+      if (s.error_code() == grpc::StatusCode::CANCELLED) continue;  // Stop()
+      if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
+        fatal = FromGrpcStatus(s);
+        break;
+      }
+      FLEET_LOG(Warn) << "lost the coordinator (" << s.error_message() << "); rejoining";
+      joined_ = false;
+      SleepUnlessStopped(backoff.Next());
+      continue;
+    }
+    if (task.kind() == v1::Task::NONE) continue;
+    busy_ = true;
+    Status ts = HandleTask(task);
+    busy_ = false;
+    if (!ts.ok()) {
+      FLEET_LOG(Warn) << "job " << task.job_id() << " round " << task.round() << ": "
+                      << ts.message();
+    }
+  }
+  Stop();
+  heartbeat.join();
+  return fatal;
+}
+
+Status ClientRunner::HandleTask(const v1::Task& task) {
+  auto started = std::chrono::steady_clock::now();
+  v1::UpdateHeader header;
+  header.set_protocol_version(kProtocolVersion);
+  header.set_device_id(config_.device_id);
+  header.set_job_id(task.job_id());
+  header.set_round(task.round());
+  v1::MetricsReport report;
+  report.set_protocol_version(kProtocolVersion);
+  report.set_device_id(config_.device_id);
+  report.set_job_id(task.job_id());
+  report.set_round(task.round());
+
+  // Anything that makes the task impossible is reported back, so the round does not wait for us.
+  auto decline = [&](const Status& why) -> Status {
+    if (task.kind() == v1::Task::TRAIN) {
+      header.set_error(why.message());
+      Status s = SendUpdate(task, header, "");
+      if (!s.ok()) FLEET_LOG(Debug) << "decline not delivered: " << s.message();
+    } else {
+      report.set_error(why.message());
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+      v1::ReportMetricsResponse resp;
+      stub_->ReportMetrics(&ctx, report, &resp);
+    }
+    return why;
+  };
+
+  StatusOr<ModelLayout> layout = LayoutFor(task.model());
+  if (!layout.ok()) return decline(layout.status());
+  // The coordinator is trusted no more than the network: validate the model it sent.
+  StatusOr<std::vector<TensorView>> params = DecodeParameters(task.parameters(), *layout);
+  if (!params.ok()) return decline(Status(params.status().code(), "global model rejected: " +
+                                                                     params.status().message()));
+  auto it = data_.find(task.dataset());
+  if (it == data_.end()) {
+    return decline(FailedPrecondition("this device holds no dataset '" + task.dataset() + "'"));
+  }
+  const LocalData& d = it->second;
+
+  if (task.kind() == v1::Task::TRAIN) {
+    if (d.train.rows == 0) return decline(FailedPrecondition("no training data"));
+    uint64_t seed = task.seed() ^ std::hash<std::string>{}(config_.device_id);
+    StatusOr<TrainResult> r =
+        TrainLocal(task.model(), task.train(), *layout, *params, d.train, d.val, seed);
+    if (!r.ok()) return decline(r.status());
+    header.set_num_examples(r->num_examples);
+    header.set_train_loss(r->train_loss);
+    header.set_val_loss(r->val_loss);
+    header.set_val_accuracy(r->val_accuracy);
+    std::string payload = EncodeParameters(*layout, r->params.data());
+    RETURN_IF_ERROR(SendUpdate(task, header, payload));
+    FLEET_LOG(Info) << "job " << task.job_id() << " round " << task.round() << ": trained on "
+                    << r->num_examples << " examples, loss " << r->train_loss << ", val_acc "
+                    << r->val_accuracy << " ("
+                    << std::chrono::duration<double>(std::chrono::steady_clock::now() - started)
+                           .count()
+                    << " s)";
+    return OkStatus();
+  }
+  if (task.kind() == v1::Task::EVALUATE) {
+    if (d.eval.rows == 0) return decline(FailedPrecondition("no evaluation data"));
+    StatusOr<EvalResult> r = EvaluateModel(task.model(), *layout, *params, d.eval);
+    if (!r.ok()) return decline(r.status());
+    report.set_num_examples(r->num_examples);
+    report.set_loss(r->loss);
+    report.set_accuracy(r->accuracy);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    v1::ReportMetricsResponse resp;
+    grpc::Status s = stub_->ReportMetrics(&ctx, report, &resp);
+    if (!s.ok()) return FromGrpcStatus(s);
+    FLEET_LOG(Info) << "job " << task.job_id() << " round " << task.round() << ": evaluated "
+                    << r->num_examples << " examples, accuracy " << r->accuracy;
+    return OkStatus();
+  }
+  return InvalidArgument("unknown task kind " + std::to_string(task.kind()));
+}
+
+Status ClientRunner::SendUpdate(const v1::Task& task, const v1::UpdateHeader& header,
+                                const std::string& payload) {
+  (void)task;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  SetContext(&ctx);
+  v1::PushUpdateResponse resp;
+  std::unique_ptr<grpc::ClientWriter<v1::UpdateChunk>> writer = stub_->PushUpdate(&ctx, &resp);
+  const size_t chunk_bytes = size_t{config_.chunk_kb} * 1024;
+  v1::UpdateChunk chunk;
+  *chunk.mutable_header() = header;
+  chunk.mutable_header()->set_total_bytes(payload.size());
+  size_t off = 0;
+  bool ok = true;
+  do {
+    size_t n = std::min(chunk_bytes, payload.size() - off);
+    chunk.set_data(payload.data() + off, n);
+    off += n;
+    ok = writer->Write(chunk);
+    chunk.clear_header();
+  } while (ok && off < payload.size());
+  writer->WritesDone();
+  grpc::Status s = writer->Finish();
+  SetContext(nullptr);
+  return FromGrpcStatus(s);
+}
+
+}  // namespace fleet

@@ -1,0 +1,60 @@
+// The device agent's main loop: join the coordinator (retrying with backoff and jitter while it
+// is away), heartbeat, long-poll for tasks, train or evaluate locally, send results.
+//
+// Run() blocks on the calling thread; Stop() may be called from any thread. Raw data never
+// leaves the device: only model parameters and aggregate metrics are sent.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "client/client_config.h"
+#include "client/data_source.h"
+#include "proto/fleet.grpc.pb.h"
+
+namespace fleet {
+
+class ClientRunner {
+ public:
+  static StatusOr<std::unique_ptr<ClientRunner>> Create(ClientConfig config);
+  ~ClientRunner();
+
+  // Returns OK after Stop(), or the fatal error (e.g. protocol version mismatch).
+  Status Run();
+  void Stop();
+
+ private:
+  struct LocalData {
+    DatasetSpec spec;
+    Dataset train, val, eval;
+  };
+
+  ClientRunner(ClientConfig config, std::shared_ptr<grpc::Channel> channel);
+  Status LoadData();
+  Status Join();
+  void HeartbeatLoop();
+  Status HandleTask(const v1::Task& task);
+  Status SendUpdate(const v1::Task& task, const v1::UpdateHeader& header,
+                    const std::string& payload);
+  void SetContext(grpc::ClientContext* ctx);
+  bool SleepUnlessStopped(std::chrono::milliseconds d);
+
+  const ClientConfig config_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Device::Stub> stub_;
+  std::map<std::string, LocalData> data_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;                       // guarded by mu_
+  grpc::ClientContext* active_ = nullptr;   // guarded by mu_; cancelled by Stop()
+  std::atomic<bool> joined_{false};
+  std::atomic<bool> busy_{false};
+  std::atomic<uint32_t> heartbeat_ms_{1000};
+};
+
+}  // namespace fleet

@@ -1,0 +1,90 @@
+// fleet-client: the on-device agent. Trains the coordinator's model on local data and returns
+// only model parameters and aggregate metrics.
+#include <CLI/CLI.hpp>
+
+#include <iostream>
+
+#include "client/client_runner.h"
+#include "client/trainer.h"
+#include "common/log.h"
+#include "common/signals.h"
+
+namespace {
+constexpr int kExitOk = 0;
+constexpr int kExitError = 1;
+constexpr int kExitUsage = 2;
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"fleet-client: fleetfl device agent. Joins a coordinator, trains its models on "
+               "local sensor data that never leaves the device, and returns model updates."};
+  app.set_version_flag("--version", "fleet-client 0.1.0 (protocol v" +
+                                        std::to_string(fleet::kProtocolVersion) + ")");
+  std::string config_path, coordinator, device_id, ca_cert, server_name, log_level = "info";
+  bool insecure = false, check = false;
+  app.add_option("-c,--config", config_path, "YAML client config")->required();
+  app.add_option("--coordinator", coordinator, "host:port (overrides the config)");
+  app.add_option("--device-id", device_id, "device id (overrides the config)");
+  app.add_option("--ca-cert", ca_cert, "PEM CA certificate to pin (overrides tls.ca_cert)");
+  app.add_option("--server-name", server_name, "expected name in the coordinator's certificate");
+  app.add_flag("--insecure", insecure,
+               "connect in plaintext without TLS (development only; prints a warning)");
+  app.add_flag("--check", check, "load the config and data, print a summary and exit");
+  app.add_option("--log-level", log_level, "debug|info|warn|error");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? kExitOk : kExitUsage;
+  }
+  fleet::LogLevel level;
+  if (!fleet::ParseLogLevel(log_level, &level)) {
+    std::cerr << "fleet-client: log level '" << log_level
+              << "' is not one of debug, info, warn, error\n";
+    return kExitUsage;
+  }
+  fleet::SetLogLevel(level);
+
+  auto config = fleet::LoadClientConfig(config_path);
+  if (!config.ok()) {
+    std::cerr << "fleet-client: " << config.status().message() << "\n";
+    return kExitUsage;
+  }
+  if (!coordinator.empty()) config->coordinator = coordinator;
+  if (!device_id.empty()) config->device_id = device_id;
+  if (!ca_cert.empty()) config->tls.ca_file = ca_cert;
+  if (!server_name.empty()) config->tls.server_name = server_name;
+  config->tls.insecure = insecure;
+  fleet::SetLogComponent("client/" + config->device_id);
+  fleet::ConfigureTorchThreads(static_cast<int>(config->torch_threads));
+
+  std::unique_ptr<fleet::ClientRunner> runner;
+  std::mutex mu;  // guards `runner` between main and the signal thread
+  fleet::HandleTerminationSignals([&](int) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (runner) runner->Stop();
+    else std::_Exit(kExitOk);  // still loading data: nothing to flush or clean up
+  });
+
+  auto created = fleet::ClientRunner::Create(std::move(config).value());
+  if (!created.ok()) {
+    FLEET_LOG(Error) << created.status().message();
+    return created.status().code() == fleet::StatusCode::kInvalidArgument ? kExitUsage
+                                                                           : kExitError;
+  }
+  if (check) {
+    std::cout << "fleet-client: config and data OK\n";
+    return kExitOk;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    runner = std::move(created).value();
+  }
+  fleet::Status s = runner->Run();
+  if (!s.ok()) {
+    FLEET_LOG(Error) << s.message();
+    return kExitError;
+  }
+  FLEET_LOG(Info) << "stopped";
+  return kExitOk;
+}

@@ -1,0 +1,215 @@
+#include "client/trainer.h"
+
+#include <dlfcn.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "common/log.h"
+
+namespace fleet {
+namespace {
+
+// An MLP whose parameter names match common/model_layout.h ("fc0.weight", ...).
+class MlpImpl : public torch::nn::Module {
+ public:
+  explicit MlpImpl(const v1::ModelSpec& spec) : activation_(spec.activation()) {
+    std::vector<int64_t> dims{spec.input_dim()};
+    for (auto h : spec.hidden()) dims.push_back(h);
+    dims.push_back(spec.output_dim());
+    for (size_t i = 0; i + 1 < dims.size(); ++i) {
+      layers_.push_back(register_module("fc" + std::to_string(i),
+                                        torch::nn::Linear(dims[i], dims[i + 1])));
+    }
+    dropout_ = register_module("dropout", torch::nn::Dropout(spec.dropout()));
+  }
+
+  torch::Tensor forward(torch::Tensor x) {
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      x = layers_[i]->forward(x);
+      if (i + 1 < layers_.size()) {
+        if (activation_ == "relu") x = torch::relu(x);
+        else if (activation_ == "tanh") x = torch::tanh(x);
+        else x = torch::sigmoid(x);
+        x = dropout_->forward(x);
+      }
+    }
+    return x;
+  }
+
+ private:
+  std::string activation_;
+  std::vector<torch::nn::Linear> layers_;
+  torch::nn::Dropout dropout_{nullptr};
+};
+TORCH_MODULE(Mlp);
+
+Status LoadParams(Mlp& net, const ModelLayout& layout, const std::vector<TensorView>& views) {
+  auto named = net->named_parameters();
+  torch::NoGradGuard no_grad;
+  for (const TensorView& v : views) {
+    torch::Tensor* p = named.find(v.slot->name);
+    if (p == nullptr) return Internal("model has no parameter '" + v.slot->name + "'");
+    std::vector<int64_t> shape(v.slot->shape.begin(), v.slot->shape.end());
+    // Zero-copy view of the received buffer; the only copy is into the parameter itself.
+    torch::Tensor src = torch::from_blob(const_cast<float*>(v.data), shape, torch::kFloat32);
+    if (!p->sizes().equals(src.sizes())) {
+      return Internal("parameter '" + v.slot->name + "' shape mismatch");
+    }
+    p->copy_(src);
+  }
+  (void)layout;
+  return OkStatus();
+}
+
+std::vector<float> ExportParams(Mlp& net, const ModelLayout& layout) {
+  std::vector<float> out(layout.total);
+  auto named = net->named_parameters();
+  for (const TensorSlot& t : layout.tensors) {
+    torch::Tensor p = named[t.name].detach().contiguous();
+    std::memcpy(out.data() + t.offset, p.data_ptr<float>(), t.numel * sizeof(float));
+  }
+  return out;
+}
+
+torch::Tensor Features(const Dataset& d) {
+  return torch::from_blob(const_cast<float*>(d.features.data()),
+                          {static_cast<int64_t>(d.rows), static_cast<int64_t>(d.cols)},
+                          torch::kFloat32);
+}
+
+torch::Tensor Targets(const v1::ModelSpec& model, const Dataset& d) {
+  torch::Tensor y = torch::from_blob(const_cast<float*>(d.labels.data()),
+                                     {static_cast<int64_t>(d.rows)}, torch::kFloat32);
+  if (model.task() == "classification") return y.to(torch::kInt64);
+  return y.unsqueeze(1);
+}
+
+torch::Tensor Loss(const v1::ModelSpec& model, const torch::Tensor& out, const torch::Tensor& y) {
+  if (model.task() == "classification") return torch::nn::functional::cross_entropy(out, y);
+  return torch::mse_loss(out, y);
+}
+
+EvalResult Eval(Mlp& net, const v1::ModelSpec& model, const Dataset& d) {
+  EvalResult r;
+  if (d.rows == 0) return r;
+  net->eval();
+  torch::InferenceMode guard;
+  torch::Tensor x = Features(d);
+  torch::Tensor y = Targets(model, d);
+  torch::Tensor out = net->forward(x);
+  r.num_examples = d.rows;
+  r.loss = Loss(model, out, y).item<double>();
+  if (model.task() == "classification") {
+    r.accuracy = out.argmax(1).eq(y).to(torch::kFloat64).mean().item<double>();
+  }
+  return r;
+}
+
+}  // namespace
+
+void ConfigureTorchThreads(int torch_threads) {
+  // OpenBLAS reads OPENBLAS_NUM_THREADS when it loads, before main(); set it explicitly too, so a
+  // missing environment variable cannot oversubscribe the cores together with torch's own pool.
+  using SetThreads = void (*)(int);
+  if (auto* set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
+    set(1);
+  } else {
+    FLEET_LOG(Warn) << "OpenBLAS not loaded: torch uses reference BLAS and trains ~7x slower; "
+                       "install libopenblas0-pthread (scripts/install-deps.sh)";
+  }
+  torch::set_num_threads(std::max(1, torch_threads));
+}
+
+Status CheckDataFitsModel(const v1::ModelSpec& model, const Dataset& data) {
+  if (data.cols != model.input_dim()) {
+    return FailedPrecondition("local data has " + std::to_string(data.cols) +
+                              " features, the job's model expects " +
+                              std::to_string(model.input_dim()));
+  }
+  if (model.task() == "classification") {
+    for (size_t i = 0; i < data.rows; ++i) {
+      float l = data.labels[i];
+      if (l != std::floor(l) || l < 0 || l >= static_cast<float>(model.output_dim())) {
+        return FailedPrecondition("local label " + std::to_string(l) + " (row " +
+                                  std::to_string(i) + ") is not a class in [0, " +
+                                  std::to_string(model.output_dim()) +
+                                  "); check label_offset in the client config");
+      }
+    }
+  } else if (model.output_dim() != 1) {
+    return FailedPrecondition("regression needs output_dim 1 (one label column)");
+  }
+  return OkStatus();
+}
+
+StatusOr<TrainResult> TrainLocal(const v1::ModelSpec& model, const v1::TrainSpec& train,
+                                 const ModelLayout& layout, const std::vector<TensorView>& init,
+                                 const Dataset& train_data, const Dataset& val_data,
+                                 uint64_t seed) {
+  RETURN_IF_ERROR(CheckDataFitsModel(model, train_data));
+  try {
+    torch::manual_seed(seed);
+    Mlp net(model);
+    RETURN_IF_ERROR(LoadParams(net, layout, init));
+    std::unique_ptr<torch::optim::Optimizer> opt;
+    if (train.optimizer() == "adam") {
+      opt = std::make_unique<torch::optim::Adam>(
+          net->parameters(),
+          torch::optim::AdamOptions(train.learning_rate()).weight_decay(train.weight_decay()));
+    } else {
+      opt = std::make_unique<torch::optim::SGD>(
+          net->parameters(), torch::optim::SGDOptions(train.learning_rate())
+                                 .momentum(train.momentum())
+                                 .weight_decay(train.weight_decay()));
+    }
+    torch::Tensor x = Features(train_data);
+    torch::Tensor y = Targets(model, train_data);
+    const int64_t n = static_cast<int64_t>(train_data.rows);
+    const int64_t bs = train.batch_size();
+    double epoch_loss = 0;
+    for (uint32_t epoch = 0; epoch < train.local_epochs(); ++epoch) {
+      net->train();
+      torch::Tensor perm = torch::randperm(n, torch::kInt64);
+      double loss_sum = 0;
+      for (int64_t start = 0; start < n; start += bs) {
+        torch::Tensor idx = perm.slice(0, start, std::min(n, start + bs));
+        torch::Tensor xb = x.index_select(0, idx);
+        torch::Tensor yb = y.index_select(0, idx);
+        opt->zero_grad();
+        torch::Tensor loss = Loss(model, net->forward(xb), yb);
+        loss.backward();
+        opt->step();
+        loss_sum += loss.item<double>() * static_cast<double>(idx.size(0));
+      }
+      epoch_loss = loss_sum / static_cast<double>(n);
+    }
+    if (!std::isfinite(epoch_loss)) {
+      return FailedPrecondition("local training diverged (non-finite loss); lower learning_rate");
+    }
+    TrainResult r;
+    r.num_examples = train_data.rows;
+    r.train_loss = epoch_loss;
+    EvalResult v = Eval(net, model, val_data);
+    r.val_loss = v.loss;
+    r.val_accuracy = v.accuracy;
+    r.params = ExportParams(net, layout);
+    return r;
+  } catch (const c10::Error& e) {
+    return Internal(std::string("torch: ") + e.what_without_backtrace());
+  }
+}
+
+StatusOr<EvalResult> EvaluateModel(const v1::ModelSpec& model, const ModelLayout& layout,
+                                   const std::vector<TensorView>& params, const Dataset& data) {
+  RETURN_IF_ERROR(CheckDataFitsModel(model, data));
+  try {
+    Mlp net(model);
+    RETURN_IF_ERROR(LoadParams(net, layout, params));
+    return Eval(net, model, data);
+  } catch (const c10::Error& e) {
+    return Internal(std::string("torch: ") + e.what_without_backtrace());
+  }
+}
+
+}  // namespace fleet

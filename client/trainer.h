@@ -1,0 +1,46 @@
+// Local training and evaluation of the job's model with LibTorch. This header is torch-free so
+// that only trainer.cc pays torch's compile cost.
+//
+// Not thread-safe across calls on different threads (torch's global seed); the client runs one
+// task at a time.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "client/data_source.h"
+#include "common/status.h"
+#include "common/tensor_codec.h"
+#include "proto/fleet.pb.h"
+
+namespace fleet {
+
+struct TrainResult {
+  std::vector<float> params;   // flat, in layout order
+  uint64_t num_examples = 0;
+  double train_loss = 0;       // mean loss over the last local epoch
+  double val_loss = 0;         // on the local validation split (0 when none)
+  double val_accuracy = 0;
+};
+
+struct EvalResult {
+  uint64_t num_examples = 0;
+  double loss = 0;
+  double accuracy = 0;         // classification; for regression: 0
+};
+
+// Sets torch intra-op threads and pins OpenBLAS to one thread (see README: Performance).
+void ConfigureTorchThreads(int torch_threads);
+
+// Checks that `data` fits the model (feature count, label range) before any work.
+Status CheckDataFitsModel(const v1::ModelSpec& model, const Dataset& data);
+
+StatusOr<TrainResult> TrainLocal(const v1::ModelSpec& model, const v1::TrainSpec& train,
+                                 const ModelLayout& layout, const std::vector<TensorView>& init,
+                                 const Dataset& train_data, const Dataset& val_data,
+                                 uint64_t seed);
+
+StatusOr<EvalResult> EvaluateModel(const v1::ModelSpec& model, const ModelLayout& layout,
+                                   const std::vector<TensorView>& params, const Dataset& data);
+
+}  // namespace fleet

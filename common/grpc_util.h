@@ -1,0 +1,39 @@
+// gRPC plumbing shared by the three binaries: TLS credentials, channels, Status conversion.
+// TLS is the default; plaintext requires an explicit insecure flag and logs a warning.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+
+namespace fleet {
+
+constexpr uint32_t kProtocolVersion = 1;
+
+struct ServerTlsOptions {
+  bool insecure = false;
+  std::string cert_file;  // PEM chain
+  std::string key_file;   // PEM private key
+};
+
+struct ClientTlsOptions {
+  bool insecure = false;
+  std::string ca_file;      // PEM roots to pin
+  std::string server_name;  // override for the certificate name check (optional)
+};
+
+StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
+    const ServerTlsOptions& opts);
+
+// max_message_bytes bounds both directions.
+StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& address,
+                                                     const ClientTlsOptions& opts,
+                                                     int max_message_bytes);
+
+grpc::Status ToGrpcStatus(const Status& status);
+Status FromGrpcStatus(const grpc::Status& status);
+
+}  // namespace fleet

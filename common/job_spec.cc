@@ -1,0 +1,168 @@
+#include "common/job_spec.h"
+
+#include "common/config.h"
+#include "common/file_util.h"
+#include "common/model_layout.h"
+
+namespace fleet {
+
+namespace {
+
+Status ParseModel(ConfigMap m, v1::ModelSpec* model) {
+  std::string type = "mlp", task = "classification", activation = "relu";
+  uint32_t input_dim = 0, output_dim = 0;
+  std::vector<uint32_t> hidden;
+  float dropout = 0;
+  RETURN_IF_ERROR(m.Get("type", &type));
+  RETURN_IF_ERROR(m.Get("task", &task));
+  RETURN_IF_ERROR(m.Require("input_dim", &input_dim));
+  RETURN_IF_ERROR(m.Get("hidden", &hidden));
+  RETURN_IF_ERROR(m.Require("output_dim", &output_dim));
+  RETURN_IF_ERROR(m.Get("activation", &activation));
+  RETURN_IF_ERROR(m.Get("dropout", &dropout));
+  RETURN_IF_ERROR(m.Finish());
+  model->set_type(type);
+  model->set_task(task);
+  model->set_input_dim(input_dim);
+  for (auto h : hidden) model->add_hidden(h);
+  model->set_output_dim(output_dim);
+  model->set_activation(activation);
+  model->set_dropout(dropout);
+  return OkStatus();
+}
+
+Status ParseTrain(ConfigMap m, v1::TrainSpec* train) {
+  uint32_t epochs = 1, batch = 32;
+  float lr = 0.01f, momentum = 0.0f, weight_decay = 0.0f;
+  std::string optimizer = "sgd";
+  RETURN_IF_ERROR(m.Get("local_epochs", &epochs));
+  RETURN_IF_ERROR(m.Get("batch_size", &batch));
+  RETURN_IF_ERROR(m.Get("learning_rate", &lr));
+  RETURN_IF_ERROR(m.Get("optimizer", &optimizer));
+  RETURN_IF_ERROR(m.Get("momentum", &momentum));
+  RETURN_IF_ERROR(m.Get("weight_decay", &weight_decay));
+  RETURN_IF_ERROR(m.Finish());
+  train->set_local_epochs(epochs);
+  train->set_batch_size(batch);
+  train->set_learning_rate(lr);
+  train->set_optimizer(optimizer);
+  train->set_momentum(momentum);
+  train->set_weight_decay(weight_decay);
+  return OkStatus();
+}
+
+}  // namespace
+
+StatusOr<v1::JobSpec> ParseJobSpecYaml(const std::string& text, const std::string& source) {
+  ASSIGN_OR_RETURN(YAML::Node root, ParseYaml(text, source));
+  ASSIGN_OR_RETURN(ConfigMap m, ConfigMap::Create(root, source));
+  v1::JobSpec spec;
+  std::string name, dataset;
+  RETURN_IF_ERROR(m.Require("name", &name));
+  RETURN_IF_ERROR(m.Require("dataset", &dataset));
+  spec.set_name(name);
+  spec.set_dataset(dataset);
+
+  if (!m.Has("model")) return m.MissingKey("model");
+  ASSIGN_OR_RETURN(ConfigMap model, m.Child("model"));
+  RETURN_IF_ERROR(ParseModel(std::move(model), spec.mutable_model()));
+  ASSIGN_OR_RETURN(ConfigMap train, m.Child("train"));
+  RETURN_IF_ERROR(ParseTrain(std::move(train), spec.mutable_train()));
+
+  ASSIGN_OR_RETURN(ConfigMap strategy, m.Child("strategy"));
+  std::string strategy_name = "fedavg";
+  RETURN_IF_ERROR(strategy.Get("name", &strategy_name));
+  RETURN_IF_ERROR(strategy.Finish());
+  spec.mutable_strategy()->set_name(strategy_name);
+
+  uint32_t rounds = 0, min_clients = 1, target_clients = 0, round_deadline = 60,
+           eval_deadline = 30, retries = 3;
+  uint64_t seed = 1;
+  RETURN_IF_ERROR(m.Require("rounds", &rounds));
+  RETURN_IF_ERROR(m.Get("min_clients", &min_clients));
+  RETURN_IF_ERROR(m.Get("target_clients", &target_clients));
+  RETURN_IF_ERROR(m.Get("round_deadline_s", &round_deadline));
+  RETURN_IF_ERROR(m.Get("eval_deadline_s", &eval_deadline));
+  RETURN_IF_ERROR(m.Get("max_round_retries", &retries));
+  RETURN_IF_ERROR(m.Get("seed", &seed));
+  RETURN_IF_ERROR(m.Finish());
+  spec.set_rounds(rounds);
+  spec.set_min_clients(min_clients);
+  spec.set_target_clients(target_clients == 0 ? min_clients : target_clients);
+  spec.set_round_deadline_s(round_deadline);
+  spec.set_eval_deadline_s(eval_deadline);
+  spec.set_max_round_retries(retries);
+  spec.set_seed(seed);
+
+  Status valid = ValidateJobSpec(spec);
+  if (!valid.ok()) return InvalidArgument(source + ": " + valid.message());
+  return spec;
+}
+
+StatusOr<v1::JobSpec> LoadJobSpecFile(const std::string& path) {
+  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  return ParseJobSpecYaml(text, path);
+}
+
+Status ValidateJobSpec(const v1::JobSpec& spec) {
+  if (spec.name().empty() || spec.name().size() > 128) {
+    return InvalidArgument("name must be 1..128 characters");
+  }
+  if (spec.dataset().empty()) return InvalidArgument("dataset must be set");
+  RETURN_IF_ERROR(LayoutFor(spec.model()).status());
+  const auto& model = spec.model();
+  if (model.task() != "classification" && model.task() != "regression") {
+    return InvalidArgument("model.task '" + model.task() +
+                           "' is not supported (classification, regression)");
+  }
+  if (model.activation() != "relu" && model.activation() != "tanh" &&
+      model.activation() != "sigmoid") {
+    return InvalidArgument("model.activation '" + model.activation() +
+                           "' is not supported (relu, tanh, sigmoid)");
+  }
+  if (!(model.dropout() >= 0.0f && model.dropout() < 1.0f)) {
+    return InvalidArgument("model.dropout must be in [0, 1)");
+  }
+  if (model.task() == "classification" && model.output_dim() < 2) {
+    return InvalidArgument("model.output_dim must be >= 2 classes for classification");
+  }
+  const auto& train = spec.train();
+  if (train.local_epochs() == 0 || train.local_epochs() > 1000) {
+    return InvalidArgument("train.local_epochs must be in 1..1000");
+  }
+  if (train.batch_size() == 0 || train.batch_size() > 65536) {
+    return InvalidArgument("train.batch_size must be in 1..65536");
+  }
+  if (!(train.learning_rate() > 0.0f && train.learning_rate() <= 10.0f)) {
+    return InvalidArgument("train.learning_rate must be in (0, 10]");
+  }
+  if (train.optimizer() != "sgd" && train.optimizer() != "adam") {
+    return InvalidArgument("train.optimizer '" + train.optimizer() +
+                           "' is not supported (sgd, adam)");
+  }
+  if (!(train.momentum() >= 0.0f && train.momentum() < 1.0f)) {
+    return InvalidArgument("train.momentum must be in [0, 1)");
+  }
+  if (!(train.weight_decay() >= 0.0f && train.weight_decay() < 1.0f)) {
+    return InvalidArgument("train.weight_decay must be in [0, 1)");
+  }
+  if (spec.strategy().name() != "fedavg") {
+    return InvalidArgument("strategy.name '" + spec.strategy().name() +
+                           "' is not supported (fedavg)");
+  }
+  if (spec.rounds() == 0 || spec.rounds() > 100000) {
+    return InvalidArgument("rounds must be in 1..100000");
+  }
+  if (spec.min_clients() == 0) return InvalidArgument("min_clients must be >= 1");
+  if (spec.target_clients() < spec.min_clients()) {
+    return InvalidArgument("target_clients (" + std::to_string(spec.target_clients()) +
+                           ") must be >= min_clients (" + std::to_string(spec.min_clients()) +
+                           ")");
+  }
+  if (spec.round_deadline_s() == 0 || spec.eval_deadline_s() == 0) {
+    return InvalidArgument("round_deadline_s and eval_deadline_s must be >= 1");
+  }
+  return OkStatus();
+}
+
+}  // namespace fleet

@@ -1,0 +1,19 @@
+// Job specifications: YAML (what admins write) -> v1::JobSpec (what travels and is stored).
+// fleetctl parses to report errors against the file; the coordinator re-validates every spec it
+// receives because the wire is not trusted.
+#pragma once
+
+#include <string>
+
+#include "common/status.h"
+#include "proto/fleet.pb.h"
+
+namespace fleet {
+
+StatusOr<v1::JobSpec> ParseJobSpecYaml(const std::string& text, const std::string& source);
+StatusOr<v1::JobSpec> LoadJobSpecFile(const std::string& path);
+
+// Semantic checks (ranges, supported names, min <= target, buildable model).
+Status ValidateJobSpec(const v1::JobSpec& spec);
+
+}  // namespace fleet

@@ -1,0 +1,59 @@
+#include "common/log.h"
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <mutex>
+
+namespace fleet {
+namespace {
+std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
+std::mutex g_mu;
+std::string g_component = "fleet";  // guarded by g_mu
+
+const char* LevelName(LogLevel level) {
+  switch (level) {
+    case LogLevel::kDebug: return "DEBUG";
+    case LogLevel::kInfo: return "INFO";
+    case LogLevel::kWarn: return "WARN";
+    case LogLevel::kError: return "ERROR";
+  }
+  return "?";
+}
+}  // namespace
+
+void SetLogLevel(LogLevel level) { g_level = static_cast<int>(level); }
+
+bool ParseLogLevel(const std::string& name, LogLevel* level) {
+  if (name == "debug") *level = LogLevel::kDebug;
+  else if (name == "info") *level = LogLevel::kInfo;
+  else if (name == "warn") *level = LogLevel::kWarn;
+  else if (name == "error") *level = LogLevel::kError;
+  else return false;
+  return true;
+}
+
+void SetLogComponent(const std::string& component) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  g_component = component;
+}
+
+bool LogEnabled(LogLevel level) { return static_cast<int>(level) >= g_level.load(); }
+
+void LogLine(LogLevel level, const std::string& message) {
+  using namespace std::chrono;
+  auto now = system_clock::now();
+  std::time_t secs = system_clock::to_time_t(now);
+  int ms = static_cast<int>(duration_cast<milliseconds>(now.time_since_epoch()).count() % 1000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char stamp[32];
+  std::strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
+  std::lock_guard<std::mutex> lock(g_mu);
+  std::fprintf(stderr, "%s.%03dZ %-5s %s: %s\n", stamp, ms, LevelName(level), g_component.c_str(),
+               message.c_str());
+  std::fflush(stderr);
+}
+
+}  // namespace fleet

@@ -1,0 +1,172 @@
+#include "coordinator/coordinator.h"
+
+#include "common/file_util.h"
+#include "common/job_spec.h"
+#include "common/log.h"
+#include "crypto/random.h"
+
+namespace fleet {
+namespace {
+int64_t UnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOptions options) {
+  if (!crypto::Init()) return Internal("libsodium failed to initialize");
+  RETURN_IF_ERROR(MakeDirs(options.state_dir));
+  ASSIGN_OR_RETURN(std::unique_ptr<JobStore> store,
+                   OpenSqliteStore(options.state_dir + "/coordinator.db"));
+  std::unique_ptr<Coordinator> c(new Coordinator(std::move(options), std::move(store)));
+  RETURN_IF_ERROR(c->Recover());
+  return c;
+}
+
+Coordinator::Coordinator(CoordinatorOptions options, std::unique_ptr<JobStore> store)
+    : options_(std::move(options)), store_(std::move(store)), registry_(options_.offline_after) {}
+
+Coordinator::~Coordinator() { Shutdown(); }
+
+Status Coordinator::Recover() {
+  ASSIGN_OR_RETURN(std::vector<v1::JobStatus> jobs, store_->LoadJobs());
+  for (auto& job : jobs) {
+    auto s = job.state();
+    if (s == v1::JobStatus::PENDING || s == v1::JobStatus::RUNNING) {
+      // Resuming from the last checkpoint is not implemented yet: say so instead of hanging.
+      job.set_state(v1::JobStatus::FAILED);
+      job.set_error("interrupted by a coordinator restart during round " +
+                    std::to_string(job.current_round()) + "; resubmit the job");
+      job.set_updated_unix_ms(UnixMs());
+      RETURN_IF_ERROR(store_->SaveJob(job));
+      FLEET_LOG(Warn) << "job " << job.id() << ": " << job.error();
+    }
+    finished_[job.id()] = std::move(job);
+  }
+  if (!jobs.empty()) FLEET_LOG(Info) << "loaded " << jobs.size() << " jobs from the state database";
+  return OkStatus();
+}
+
+void Coordinator::NotifyChanged() {
+  std::lock_guard<std::mutex> lock(change_mu_);
+  ++version_;
+  change_cv_.notify_all();
+}
+
+void Coordinator::WaitForChange(uint64_t* version, std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(change_mu_);
+  change_cv_.wait_for(lock, timeout, [&] { return version_ != *version; });
+  *version = version_;
+}
+
+Status Coordinator::Join(const v1::JoinRequest& request) {
+  const std::string& id = request.device_id();
+  if (id.empty() || id.size() > 128) return InvalidArgument("device_id must be 1..128 characters");
+  for (char c : id) {
+    if (!(isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) {
+      return InvalidArgument("device_id may contain only letters, digits, '-', '_' and '.'");
+    }
+  }
+  if (request.datasets_size() > 64) return InvalidArgument("too many datasets (max 64)");
+  v1::DeviceStatus status = registry_.Join(request);
+  Status s = store_->SaveDevice(status);
+  if (!s.ok()) FLEET_LOG(Error) << "cannot persist device " << id << ": " << s.message();
+  FLEET_LOG(Info) << "device " << id << " joined (" << request.datasets_size() << " datasets, "
+                  << request.software_version() << ")";
+  return OkStatus();
+}
+
+JobRunner* Coordinator::FindRunner(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = runners_.find(id);
+  return it == runners_.end() ? nullptr : it->second.get();
+}
+
+StatusOr<size_t> Coordinator::MaxUpdateBytes(const std::string& job_id) {
+  JobRunner* r = FindRunner(job_id);
+  if (r == nullptr) return NotFound("no running job " + job_id);
+  return r->max_update_bytes();
+}
+
+Status Coordinator::OnUpdate(const v1::UpdateHeader& header, std::string_view payload) {
+  JobRunner* r = FindRunner(header.job_id());
+  if (r == nullptr) return NotFound("no running job " + header.job_id());
+  return r->OnUpdate(header, payload);
+}
+
+Status Coordinator::OnMetrics(const v1::MetricsReport& report) {
+  JobRunner* r = FindRunner(report.job_id());
+  if (r == nullptr) return NotFound("no running job " + report.job_id());
+  return r->OnMetrics(report);
+}
+
+StatusOr<v1::JobStatus> Coordinator::SubmitJob(const v1::JobSpec& spec) {
+  Status valid = ValidateJobSpec(spec);
+  if (!valid.ok()) return InvalidArgument("invalid job spec: " + valid.message());
+  v1::JobStatus job;
+  job.set_id("job-" + crypto::RandomHex(6));
+  *job.mutable_spec() = spec;
+  job.set_state(v1::JobStatus::PENDING);
+  job.set_created_unix_ms(UnixMs());
+  job.set_updated_unix_ms(job.created_unix_ms());
+  RETURN_IF_ERROR(store_->SaveJob(job));
+  RunnerOptions ro;
+  ro.checkpoint_dir = options_.state_dir + "/checkpoints/" + job.id();
+  ASSIGN_OR_RETURN(std::unique_ptr<JobRunner> runner,
+                   JobRunner::Create(job, &registry_, store_.get(), ro,
+                                     [this] { NotifyChanged(); }));
+  JobRunner* raw = runner.get();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    runners_[job.id()] = std::move(runner);
+  }
+  raw->Start();
+  FLEET_LOG(Info) << "job " << job.id() << " submitted: " << spec.name() << ", dataset "
+                  << spec.dataset() << ", " << spec.rounds() << " rounds";
+  NotifyChanged();
+  return job;
+}
+
+StatusOr<v1::JobStatus> Coordinator::GetJob(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = runners_.find(id);
+  if (it != runners_.end()) return it->second->Snapshot();
+  auto f = finished_.find(id);
+  if (f != finished_.end()) return f->second;
+  return NotFound("no job with id '" + id + "'");
+}
+
+std::vector<v1::JobStatus> Coordinator::ListJobs() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<v1::JobStatus> out;
+  for (const auto& [id, job] : finished_) out.push_back(job);
+  for (const auto& [id, runner] : runners_) out.push_back(runner->Snapshot());
+  std::sort(out.begin(), out.end(), [](const v1::JobStatus& a, const v1::JobStatus& b) {
+    return a.created_unix_ms() != b.created_unix_ms() ? a.created_unix_ms() < b.created_unix_ms()
+                                                      : a.id() < b.id();
+  });
+  return out;
+}
+
+StatusOr<v1::JobStatus> Coordinator::StopJob(const std::string& id) {
+  JobRunner* r = FindRunner(id);
+  if (r == nullptr) {
+    ASSIGN_OR_RETURN(v1::JobStatus job, GetJob(id));
+    return job;  // already finished: stopping is a no-op
+  }
+  FLEET_LOG(Info) << "job " << id << ": stop requested";
+  r->Stop();
+  return r->Snapshot();
+}
+
+void Coordinator::Shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [id, r] : runners_) r->Stop("coordinator shut down during the job");
+  }
+  registry_.WakeAll();
+  NotifyChanged();
+}
+
+}  // namespace fleet

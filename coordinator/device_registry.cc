@@ -1,0 +1,123 @@
+#include "coordinator/device_registry.h"
+
+namespace fleet {
+namespace {
+int64_t UnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+DeviceRegistry::DeviceRegistry(std::chrono::milliseconds offline_after)
+    : offline_after_(offline_after) {}
+
+bool DeviceRegistry::OnlineLocked(const Record& r, Clock::time_point now) const {
+  return r.polling > 0 || now - r.last_seen <= offline_after_;
+}
+
+v1::DeviceStatus DeviceRegistry::Join(const v1::JoinRequest& request) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Record& r = devices_[request.device_id()];
+  r.status.set_id(request.device_id());
+  r.status.set_software_version(request.software_version());
+  *r.status.mutable_datasets() = request.datasets();
+  r.status.set_last_seen_unix_ms(UnixMs());
+  r.status.set_busy(false);
+  r.last_seen = Clock::now();
+  return r.status;
+}
+
+bool DeviceRegistry::Touch(const std::string& id, bool busy) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = devices_.find(id);
+  if (it == devices_.end()) return false;
+  it->second.last_seen = Clock::now();
+  it->second.status.set_last_seen_unix_ms(UnixMs());
+  it->second.status.set_busy(busy);
+  return true;
+}
+
+bool DeviceRegistry::IsKnown(const std::string& id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return devices_.count(id) > 0;
+}
+
+bool DeviceRegistry::IsOnline(const std::string& id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = devices_.find(id);
+  return it != devices_.end() && OnlineLocked(it->second, Clock::now());
+}
+
+std::vector<std::string> DeviceRegistry::Candidates(const std::string& dataset,
+                                                    bool training) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::string> out;
+  auto now = Clock::now();
+  for (const auto& [id, r] : devices_) {
+    if (!r.reserved_by.empty() || !OnlineLocked(r, now)) continue;
+    for (const auto& d : r.status.datasets()) {
+      if (d.name() == dataset && (training ? d.train_examples() : d.eval_examples()) > 0) {
+        out.push_back(id);
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+bool DeviceRegistry::Reserve(const std::string& id, const std::string& job_id,
+                             std::shared_ptr<const v1::Task> task) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = devices_.find(id);
+  if (it == devices_.end() || !OnlineLocked(it->second, Clock::now())) return false;
+  if (!it->second.reserved_by.empty() && it->second.reserved_by != job_id) return false;
+  it->second.reserved_by = job_id;
+  it->second.pending = std::move(task);
+  cv_.notify_all();
+  return true;
+}
+
+void DeviceRegistry::Release(const std::string& id, const std::string& job_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = devices_.find(id);
+  if (it == devices_.end() || it->second.reserved_by != job_id) return;
+  it->second.reserved_by.clear();
+  it->second.pending.reset();
+}
+
+std::shared_ptr<const v1::Task> DeviceRegistry::WaitForTask(const std::string& id,
+                                                            std::chrono::milliseconds max_wait) {
+  std::unique_lock<std::mutex> lock(mu_);
+  auto it = devices_.find(id);
+  if (it == devices_.end()) return nullptr;
+  Record& r = it->second;  // std::map nodes are stable; records are never erased
+  r.polling++;
+  r.last_seen = Clock::now();
+  uint64_t generation = wake_generation_;
+  cv_.wait_for(lock, max_wait, [&] { return r.pending != nullptr || wake_generation_ != generation; });
+  r.polling--;
+  r.last_seen = Clock::now();
+  r.status.set_last_seen_unix_ms(UnixMs());
+  return std::move(r.pending);
+}
+
+void DeviceRegistry::WakeAll() {
+  std::lock_guard<std::mutex> lock(mu_);
+  wake_generation_++;
+  cv_.notify_all();
+}
+
+std::vector<v1::DeviceStatus> DeviceRegistry::List() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<v1::DeviceStatus> out;
+  auto now = Clock::now();
+  for (const auto& [id, r] : devices_) {
+    v1::DeviceStatus s = r.status;
+    s.set_online(OnlineLocked(r, now));
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+}  // namespace fleet

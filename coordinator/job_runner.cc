@@ -1,0 +1,358 @@
+#include "coordinator/job_runner.h"
+
+#include <cmath>
+
+#include "common/file_util.h"
+#include "common/log.h"
+#include "common/tensor_codec.h"
+
+namespace fleet {
+namespace {
+
+int64_t UnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+bool Terminal(v1::JobStatus::State s) {
+  return s == v1::JobStatus::SUCCEEDED || s == v1::JobStatus::FAILED ||
+         s == v1::JobStatus::STOPPED;
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<JobRunner>> JobRunner::Create(v1::JobStatus job,
+                                                       DeviceRegistry* registry, JobStore* store,
+                                                       RunnerOptions options,
+                                                       std::function<void()> changed) {
+  ASSIGN_OR_RETURN(ModelLayout layout, LayoutFor(job.spec().model()));
+  ASSIGN_OR_RETURN(std::unique_ptr<Strategy> strategy, MakeStrategy(job.spec().strategy().name()));
+  RETURN_IF_ERROR(MakeDirs(options.checkpoint_dir));
+  return std::unique_ptr<JobRunner>(new JobRunner(std::move(job), std::move(layout),
+                                                  std::move(strategy), registry, store,
+                                                  std::move(options), std::move(changed)));
+}
+
+JobRunner::JobRunner(v1::JobStatus job, ModelLayout layout, std::unique_ptr<Strategy> strategy,
+                     DeviceRegistry* registry, JobStore* store, RunnerOptions options,
+                     std::function<void()> changed)
+    : layout_(std::move(layout)),
+      strategy_(std::move(strategy)),
+      registry_(registry),
+      store_(store),
+      options_(std::move(options)),
+      changed_(std::move(changed)),
+      job_(std::move(job)) {
+  global_ = InitialParameters(layout_, job_.spec().seed());
+  // The encoded size of a well-formed update is fixed by the layout; allow a margin for
+  // FlatBuffers padding and nothing more.
+  max_update_bytes_ = EncodeParameters(layout_, global_.data()).size() + 4096;
+}
+
+JobRunner::~JobRunner() {
+  Stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+void JobRunner::Start() { thread_ = std::thread([this] { Run(); }); }
+
+void JobRunner::Stop(const std::string& reason) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!stop_) stop_reason_ = reason;
+  stop_ = true;
+  cv_.notify_all();
+}
+
+v1::JobStatus JobRunner::Snapshot() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return job_;
+}
+
+bool JobRunner::Finished() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return Terminal(job_.state());
+}
+
+void JobRunner::Persist() {
+  v1::JobStatus copy = Snapshot();
+  Status s = store_->SaveJob(copy);
+  if (!s.ok()) FLEET_LOG(Error) << "job " << copy.id() << ": cannot persist state: " << s.message();
+}
+
+void JobRunner::SetState(v1::JobStatus::State state, const std::string& error) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (job_.state() == state && job_.error() == error) return;
+    job_.set_state(state);
+    job_.set_error(error);
+    job_.set_updated_unix_ms(UnixMs());
+  }
+  Persist();
+  changed_();
+}
+
+std::shared_ptr<v1::Task> JobRunner::MakeTask(v1::Task::Kind kind, uint32_t round) const {
+  auto task = std::make_shared<v1::Task>();
+  task->set_kind(kind);
+  task->set_job_id(job_.id());
+  task->set_round(round);
+  task->set_dataset(job_.spec().dataset());
+  *task->mutable_model() = job_.spec().model();
+  *task->mutable_train() = job_.spec().train();
+  task->set_parameters(EncodeParameters(layout_, global_.data()));
+  task->set_seed(job_.spec().seed() * 1000003ULL + round);
+  return task;
+}
+
+void JobRunner::Run() {
+  const v1::JobSpec spec = job_.spec();
+  const std::string id = job_.id();
+  uint32_t round = 1;
+  uint32_t failures = 0;
+  FLEET_LOG(Info) << "job " << id << " (" << spec.name() << "): starting, " << spec.rounds()
+                  << " rounds, " << layout_.total << " parameters";
+  while (round <= spec.rounds() && !stop_) {
+    v1::RoundSummary summary;
+    auto started = std::chrono::steady_clock::now();
+    bool ok = RunRound(round, &summary);
+    if (stop_) break;
+    if (!ok) {
+      ++failures;
+      FLEET_LOG(Warn) << "job " << id << " round " << round << ": only " << summary.participants()
+                      << " valid updates, min_clients is " << spec.min_clients() << " (attempt "
+                      << failures << " of " << spec.max_round_retries() + 1 << ")";
+      if (failures > spec.max_round_retries()) {
+        SetState(v1::JobStatus::FAILED,
+                 "round " + std::to_string(round) + " failed " + std::to_string(failures) +
+                     " times: fewer than min_clients (" + std::to_string(spec.min_clients()) +
+                     ") valid updates before the deadline");
+        return;
+      }
+      continue;
+    }
+    failures = 0;
+    Evaluate(round, &summary);
+    summary.set_duration_s(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+    Status s = store_->AppendRound(id, summary);
+    if (!s.ok()) FLEET_LOG(Error) << "job " << id << ": cannot persist round: " << s.message();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      *job_.add_rounds() = summary;
+      job_.set_updated_unix_ms(UnixMs());
+    }
+    Persist();
+    changed_();
+    FLEET_LOG(Info) << "job " << id << " round " << round << "/" << spec.rounds() << ": "
+                    << summary.participants() << "/" << summary.selected() << " updates ("
+                    << summary.rejected() << " rejected), train_loss " << summary.train_loss()
+                    << ", eval_accuracy " << summary.eval_accuracy() << " on "
+                    << summary.eval_clients() << " clients, " << summary.duration_s() << " s";
+    ++round;
+  }
+  if (stop_) {
+    std::string reason;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      reason = stop_reason_;
+    }
+    SetState(v1::JobStatus::STOPPED, reason);
+  } else {
+    SetState(v1::JobStatus::SUCCEEDED);
+  }
+  FLEET_LOG(Info) << "job " << id << ": " << v1::JobStatus::State_Name(Snapshot().state());
+}
+
+void JobRunner::WaitForAnswers(std::chrono::steady_clock::time_point deadline) {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stop_ && round_.answered.size() < round_.selected.size() &&
+         std::chrono::steady_clock::now() < deadline) {
+    cv_.wait_for(lock, options_.wait_poll);
+    // A device that went offline will not answer: stop waiting for it.
+    for (const auto& id : round_.selected) {
+      if (round_.answered.count(id) == 0 && !registry_->IsOnline(id)) {
+        FLEET_LOG(Warn) << "job " << job_.id() << " round " << round_.round << ": device " << id
+                        << " went offline, dropping it from the round";
+        round_.answered.insert(id);
+      }
+    }
+  }
+}
+
+bool JobRunner::RunRound(uint32_t round, v1::RoundSummary* summary) {
+  const v1::JobSpec& spec = job_.spec();
+  summary->set_round(round);
+
+  // Wait for enough eligible devices.
+  std::vector<std::string> candidates;
+  while (!stop_) {
+    candidates = registry_->Candidates(spec.dataset(), /*training=*/true);
+    if (candidates.size() >= spec.min_clients()) break;
+    SetState(v1::JobStatus::PENDING);
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, options_.wait_poll);
+  }
+  if (stop_) return false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    job_.set_current_round(round);
+  }
+  SetState(v1::JobStatus::RUNNING);
+  changed_();
+
+  std::vector<std::string> chosen =
+      strategy_->SelectClients(candidates, round, spec.target_clients(), spec.seed());
+  std::shared_ptr<const v1::Task> task = MakeTask(v1::Task::TRAIN, round);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    round_ = RoundState{};
+    round_.phase = Phase::kTrain;
+    round_.round = round;
+    strategy_->BeginRound(global_);
+    for (const auto& id : chosen) {
+      if (registry_->Reserve(id, job_.id(), task)) round_.selected.insert(id);
+    }
+  }
+  summary->set_selected(static_cast<uint32_t>(round_.selected.size()));
+  WaitForAnswers(std::chrono::steady_clock::now() + std::chrono::seconds(spec.round_deadline_s()));
+
+  StatusOr<std::vector<float>> next = FailedPrecondition("round did not run");
+  FitMetrics fit;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    round_.phase = Phase::kIdle;
+    for (const auto& id : round_.selected) {
+      if (round_.answered.count(id) == 0) {
+        FLEET_LOG(Warn) << "job " << job_.id() << " round " << round << ": device " << id
+                        << " missed the " << spec.round_deadline_s() << " s deadline (straggler)";
+      }
+      registry_->Release(id, job_.id());
+    }
+    summary->set_participants(static_cast<uint32_t>(strategy_->accepted()));
+    summary->set_rejected(round_.rejected);
+    if (strategy_->accepted() >= spec.min_clients()) next = strategy_->FinishFit(&fit);
+  }
+  if (!next.ok()) return false;
+  global_ = std::move(next).value();
+  summary->set_train_loss(fit.train_loss);
+  summary->set_val_accuracy(fit.val_accuracy);
+  Status s = WriteCheckpoint(round);
+  if (!s.ok()) FLEET_LOG(Error) << "job " << job_.id() << ": checkpoint failed: " << s.message();
+  return true;
+}
+
+void JobRunner::Evaluate(uint32_t round, v1::RoundSummary* summary) {
+  const v1::JobSpec& spec = job_.spec();
+  std::vector<std::string> candidates = registry_->Candidates(spec.dataset(), /*training=*/false);
+  if (candidates.empty() || stop_) return;
+  std::shared_ptr<const v1::Task> task = MakeTask(v1::Task::EVALUATE, round);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    round_ = RoundState{};
+    round_.phase = Phase::kEvaluate;
+    round_.round = round;
+    for (const auto& id : candidates) {
+      if (registry_->Reserve(id, job_.id(), task)) round_.selected.insert(id);
+    }
+  }
+  WaitForAnswers(std::chrono::steady_clock::now() + std::chrono::seconds(spec.eval_deadline_s()));
+  std::lock_guard<std::mutex> lock(mu_);
+  round_.phase = Phase::kIdle;
+  for (const auto& id : round_.selected) registry_->Release(id, job_.id());
+  EvalMetrics agg = strategy_->AggregateEvaluate(round_.evals);
+  summary->set_eval_clients(static_cast<uint32_t>(round_.evals.size()));
+  summary->set_eval_loss(agg.loss);
+  summary->set_eval_accuracy(agg.accuracy);
+}
+
+Status JobRunner::OnUpdate(const v1::UpdateHeader& header, std::string_view payload) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const std::string& device = header.device_id();
+  if (round_.phase != Phase::kTrain || header.round() != round_.round) {
+    return FailedPrecondition("job " + job_.id() + " is not collecting updates for round " +
+                              std::to_string(header.round()));
+  }
+  if (round_.selected.count(device) == 0) {
+    return FailedPrecondition("device " + device + " was not selected for round " +
+                              std::to_string(header.round()));
+  }
+  if (round_.answered.count(device) > 0) {
+    return Status(StatusCode::kAlreadyExists, "device " + device +
+                                                  " already answered round " +
+                                                  std::to_string(header.round()));
+  }
+  round_.answered.insert(device);
+  cv_.notify_all();
+  if (!header.error().empty()) {
+    round_.rejected++;
+    FLEET_LOG(Warn) << "job " << job_.id() << " round " << round_.round << ": device " << device
+                    << " could not train: " << header.error().substr(0, 300);
+    return OkStatus();
+  }
+
+  auto reject = [&](const std::string& why) {
+    round_.rejected++;
+    FLEET_LOG(Warn) << "job " << job_.id() << " round " << round_.round << ": rejected update from "
+                    << device << ": " << why;
+    return InvalidArgument("update rejected: " + why);
+  };
+  if (header.num_examples() == 0 || header.num_examples() > (uint64_t{1} << 32)) {
+    return reject("num_examples " + std::to_string(header.num_examples()) + " out of range");
+  }
+  for (double m : {header.train_loss(), header.val_loss(), header.val_accuracy()}) {
+    if (!std::isfinite(m)) return reject("non-finite metric");
+  }
+  StatusOr<std::vector<TensorView>> views = DecodeParameters(payload, layout_);
+  if (!views.ok()) return reject(views.status().message());
+  std::vector<ParamSpan> spans;
+  spans.reserve(views->size());
+  for (const TensorView& v : *views) spans.push_back({v.data, v.slot->offset, v.slot->numel});
+  FitMetrics metrics{header.num_examples(), header.train_loss(), header.val_loss(),
+                     header.val_accuracy()};
+  Status s = strategy_->AccumulateFit(spans, metrics);
+  if (!s.ok()) return reject(s.message());
+  return OkStatus();
+}
+
+Status JobRunner::OnMetrics(const v1::MetricsReport& report) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const std::string& device = report.device_id();
+  if (round_.phase != Phase::kEvaluate || report.round() != round_.round) {
+    return FailedPrecondition("job " + job_.id() + " is not evaluating round " +
+                              std::to_string(report.round()));
+  }
+  if (round_.selected.count(device) == 0) {
+    return FailedPrecondition("device " + device + " was not asked to evaluate");
+  }
+  if (round_.answered.count(device) > 0) {
+    return Status(StatusCode::kAlreadyExists, "device " + device + " already reported");
+  }
+  round_.answered.insert(device);
+  cv_.notify_all();
+  if (!report.error().empty()) {
+    FLEET_LOG(Warn) << "job " << job_.id() << ": device " << device
+                    << " could not evaluate: " << report.error().substr(0, 300);
+    return OkStatus();
+  }
+  if (!std::isfinite(report.loss()) || !std::isfinite(report.accuracy()) ||
+      report.accuracy() < 0 || report.accuracy() > 1 || report.num_examples() == 0) {
+    FLEET_LOG(Warn) << "job " << job_.id() << ": rejected evaluation from " << device
+                    << ": metrics out of range";
+    return InvalidArgument("evaluation metrics out of range");
+  }
+  round_.evals.push_back({report.num_examples(), report.loss(), report.accuracy()});
+  return OkStatus();
+}
+
+Status JobRunner::WriteCheckpoint(uint32_t round) {
+  std::string path = options_.checkpoint_dir + "/round-" + std::to_string(round) + ".tensors";
+  RETURN_IF_ERROR(WriteFileAtomically(path, EncodeParameters(layout_, global_.data()), 0600));
+  if (round > 2) {  // keep the last two
+    std::remove((options_.checkpoint_dir + "/round-" + std::to_string(round - 2) + ".tensors")
+                    .c_str());
+  }
+  return OkStatus();
+}
+
+}  // namespace fleet

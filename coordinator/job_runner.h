@@ -1,0 +1,99 @@
+// Runs one federated job on its own thread: for each round, select clients, send the global
+// model, collect updates until every selected client answered, went offline, or the deadline
+// passed, aggregate, checkpoint, then evaluate on the clients holding evaluation data.
+//
+// Thread-safety: OnUpdate/OnMetrics/Snapshot/Stop are called from gRPC threads; all shared state
+// is guarded by mu_. Status changes are reported through the `changed` callback (no lock held).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "aggregation/strategy.h"
+#include "common/model_layout.h"
+#include "coordinator/device_registry.h"
+#include "coordinator/store.h"
+#include "proto/fleet.pb.h"
+
+namespace fleet {
+
+struct RunnerOptions {
+  std::string checkpoint_dir;                     // <state_dir>/checkpoints/<job id>
+  std::chrono::milliseconds wait_poll{200};       // how often waits re-check liveness
+};
+
+class JobRunner {
+ public:
+  static StatusOr<std::unique_ptr<JobRunner>> Create(v1::JobStatus job, DeviceRegistry* registry,
+                                                     JobStore* store, RunnerOptions options,
+                                                     std::function<void()> changed);
+  ~JobRunner();  // stops and joins
+
+  void Start();
+  // The job ends STOPPED with `reason` as its error (unless already finished).
+  void Stop(const std::string& reason = "stopped by an administrator");
+
+  // Largest PushUpdate payload this job accepts (the encoded model plus a small margin).
+  size_t max_update_bytes() const { return max_update_bytes_; }
+
+  // A TRAIN result. Validates against the job's layout and folds it into the aggregate.
+  Status OnUpdate(const v1::UpdateHeader& header, std::string_view payload);
+  // An EVALUATE result.
+  Status OnMetrics(const v1::MetricsReport& report);
+
+  v1::JobStatus Snapshot() const;
+  bool Finished() const;
+
+ private:
+  JobRunner(v1::JobStatus job, ModelLayout layout, std::unique_ptr<Strategy> strategy,
+            DeviceRegistry* registry, JobStore* store, RunnerOptions options,
+            std::function<void()> changed);
+
+  enum class Phase { kIdle, kTrain, kEvaluate };
+  struct RoundState {
+    Phase phase = Phase::kIdle;
+    uint32_t round = 0;
+    std::set<std::string> selected;
+    std::set<std::string> answered;   // updates accepted or rejected, metrics received
+    uint32_t rejected = 0;
+    std::vector<EvalMetrics> evals;
+  };
+
+  void Run();
+  // Returns true when the round aggregated, false when it must be retried.
+  bool RunRound(uint32_t round, v1::RoundSummary* summary);
+  // Waits until every selected device answered or went offline, the deadline, or Stop().
+  void WaitForAnswers(std::chrono::steady_clock::time_point deadline);
+  void Evaluate(uint32_t round, v1::RoundSummary* summary);
+  std::shared_ptr<v1::Task> MakeTask(v1::Task::Kind kind, uint32_t round) const;
+  Status WriteCheckpoint(uint32_t round);
+  void SetState(v1::JobStatus::State state, const std::string& error = "");
+  void Persist();
+
+  const ModelLayout layout_;
+  const std::unique_ptr<Strategy> strategy_;
+  DeviceRegistry* const registry_;
+  JobStore* const store_;
+  const RunnerOptions options_;
+  const std::function<void()> changed_;
+  size_t max_update_bytes_ = 0;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  v1::JobStatus job_;            // guarded by mu_
+  RoundState round_;             // guarded by mu_
+  std::vector<float> global_;    // written only by the runner thread
+  std::atomic<bool> stop_{false};
+  std::string stop_reason_;      // guarded by mu_
+  std::thread thread_;
+};
+
+}  // namespace fleet

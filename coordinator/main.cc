@@ -1,0 +1,182 @@
+// fleet-coordinator: serves the Device and Admin gRPC services and runs federated jobs.
+#include <CLI/CLI.hpp>
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <iostream>
+#include <mutex>
+
+#include "common/config.h"
+#include "common/file_util.h"
+#include "common/grpc_util.h"
+#include "common/log.h"
+#include "common/signals.h"
+#include "coordinator/coordinator.h"
+#include "coordinator/services.h"
+
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitError = 1;
+constexpr int kExitUsage = 2;
+
+struct Settings {
+  std::string listen = "127.0.0.1:7443";
+  std::string state_dir = "./fleet-state";
+  fleet::ServerTlsOptions tls;
+  uint32_t heartbeat_interval_ms = 1000;
+  uint32_t offline_after_ms = 4000;
+  uint32_t max_message_mb = 64;
+  std::string log_level = "info";
+  std::string port_file;
+};
+
+fleet::Status LoadConfigFile(const std::string& path, Settings* s) {
+  ASSIGN_OR_RETURN(YAML::Node root, fleet::LoadYamlFile(path));
+  ASSIGN_OR_RETURN(fleet::ConfigMap m, fleet::ConfigMap::Create(root, path));
+  RETURN_IF_ERROR(m.Get("listen", &s->listen));
+  RETURN_IF_ERROR(m.Get("state_dir", &s->state_dir));
+  RETURN_IF_ERROR(m.Get("heartbeat_interval_ms", &s->heartbeat_interval_ms));
+  RETURN_IF_ERROR(m.Get("offline_after_ms", &s->offline_after_ms));
+  RETURN_IF_ERROR(m.Get("max_message_mb", &s->max_message_mb));
+  RETURN_IF_ERROR(m.Get("log_level", &s->log_level));
+  ASSIGN_OR_RETURN(fleet::ConfigMap tls, m.Child("tls"));
+  RETURN_IF_ERROR(tls.Get("cert", &s->tls.cert_file));
+  RETURN_IF_ERROR(tls.Get("key", &s->tls.key_file));
+  RETURN_IF_ERROR(tls.Finish());
+  return m.Finish();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "fleet-coordinator: distributes federated learning rounds to fleetfl devices, aggregates "
+      "their updates and serves the admin API used by fleetctl."};
+  app.set_version_flag("--version", "fleet-coordinator 0.1.0 (protocol v" +
+                                        std::to_string(fleet::kProtocolVersion) + ")");
+  std::string config_path;
+  Settings cli;
+  app.add_option("-c,--config", config_path, "YAML config file (flags override it)");
+  auto* listen = app.add_option("--listen", cli.listen, "host:port to serve on (port 0: any free)");
+  auto* state = app.add_option("--state-dir", cli.state_dir,
+                               "directory for coordinator.db and checkpoints");
+  auto* cert = app.add_option("--tls-cert", cli.tls.cert_file, "PEM server certificate chain");
+  auto* key = app.add_option("--tls-key", cli.tls.key_file, "PEM server private key");
+  bool insecure = false;
+  app.add_flag("--insecure", insecure,
+               "serve plaintext gRPC without TLS (development only; prints a warning)");
+  auto* hb = app.add_option("--heartbeat-interval-ms", cli.heartbeat_interval_ms,
+                            "heartbeat period asked of devices");
+  auto* off = app.add_option("--offline-after-ms", cli.offline_after_ms,
+                             "a device silent this long is offline and dropped from its round");
+  auto* mm = app.add_option("--max-message-mb", cli.max_message_mb,
+                            "largest gRPC message accepted or sent");
+  auto* ll = app.add_option("--log-level", cli.log_level, "debug|info|warn|error");
+  app.add_option("--port-file", cli.port_file,
+                 "write the bound port here once serving (for scripts using port 0)");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? kExitOk : kExitUsage;
+  }
+
+  Settings s;
+  if (!config_path.empty()) {
+    fleet::Status st = LoadConfigFile(config_path, &s);
+    if (!st.ok()) {
+      std::cerr << "fleet-coordinator: " << st.message() << "\n";
+      return kExitUsage;
+    }
+  }
+  if (*listen) s.listen = cli.listen;
+  if (*state) s.state_dir = cli.state_dir;
+  if (*cert) s.tls.cert_file = cli.tls.cert_file;
+  if (*key) s.tls.key_file = cli.tls.key_file;
+  if (*hb) s.heartbeat_interval_ms = cli.heartbeat_interval_ms;
+  if (*off) s.offline_after_ms = cli.offline_after_ms;
+  if (*mm) s.max_message_mb = cli.max_message_mb;
+  if (*ll) s.log_level = cli.log_level;
+  s.port_file = cli.port_file;
+  s.tls.insecure = insecure;
+
+  fleet::LogLevel level;
+  if (!fleet::ParseLogLevel(s.log_level, &level)) {
+    std::cerr << "fleet-coordinator: log level '" << s.log_level
+              << "' is not one of debug, info, warn, error\n";
+    return kExitUsage;
+  }
+  if (s.max_message_mb == 0 || s.max_message_mb > 1024 || s.heartbeat_interval_ms == 0 ||
+      s.offline_after_ms <= s.heartbeat_interval_ms) {
+    std::cerr << "fleet-coordinator: need 1 <= max_message_mb <= 1024, heartbeat_interval_ms "
+                 ">= 1 and offline_after_ms > heartbeat_interval_ms\n";
+    return kExitUsage;
+  }
+  fleet::SetLogLevel(level);
+  fleet::SetLogComponent("coordinator");
+
+  std::mutex mu;
+  std::condition_variable cv;
+  int received_signal = 0;
+  fleet::HandleTerminationSignals([&](int signo) {
+    std::lock_guard<std::mutex> lock(mu);
+    received_signal = signo;
+    cv.notify_all();
+  });
+
+  auto creds = fleet::MakeServerCredentials(s.tls);
+  if (!creds.ok()) {
+    std::cerr << "fleet-coordinator: " << creds.status().message() << "\n";
+    return kExitUsage;
+  }
+  fleet::CoordinatorOptions options;
+  options.state_dir = s.state_dir;
+  options.heartbeat_interval = std::chrono::milliseconds(s.heartbeat_interval_ms);
+  options.offline_after = std::chrono::milliseconds(s.offline_after_ms);
+  auto coordinator = fleet::Coordinator::Create(options);
+  if (!coordinator.ok()) {
+    FLEET_LOG(Error) << coordinator.status().message();
+    return kExitError;
+  }
+  fleet::DeviceService device_service(coordinator->get());
+  fleet::AdminService admin_service(coordinator->get());
+
+  int port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(s.listen, *creds, &port);
+  builder.RegisterService(&device_service);
+  builder.RegisterService(&admin_service);
+  int max_bytes = static_cast<int>(s.max_message_mb) * 1024 * 1024;
+  builder.SetMaxReceiveMessageSize(max_bytes);
+  builder.SetMaxSendMessageSize(max_bytes);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    FLEET_LOG(Error) << "cannot listen on " << s.listen << " (address in use or invalid?)";
+    return kExitError;
+  }
+  std::string host = s.listen.substr(0, s.listen.rfind(':'));
+  FLEET_LOG(Info) << "listening on " << host << ":" << port << " ("
+                  << (s.tls.insecure ? "PLAINTEXT" : "TLS") << "), state in " << s.state_dir;
+  if (!s.port_file.empty()) {
+    fleet::Status st = fleet::WriteFileAtomically(s.port_file, std::to_string(port) + "\n");
+    if (!st.ok()) {
+      FLEET_LOG(Error) << st.message();
+      server->Shutdown();
+      return kExitError;
+    }
+  }
+
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return received_signal != 0; });
+  }
+  FLEET_LOG(Info) << "signal " << received_signal << ": shutting down";
+  (*coordinator)->Shutdown();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  coordinator->reset();
+  FLEET_LOG(Info) << "stopped";
+  return kExitOk;
+}

@@ -1,0 +1,173 @@
+#include "coordinator/services.h"
+
+#include "common/grpc_util.h"
+#include "common/log.h"
+
+namespace fleet {
+namespace {
+
+grpc::Status CheckVersion(uint32_t client_version) {
+  if (client_version == kProtocolVersion) return grpc::Status::OK;
+  return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                      "protocol version mismatch: client speaks v" +
+                          std::to_string(client_version) + ", coordinator speaks v" +
+                          std::to_string(kProtocolVersion));
+}
+
+grpc::Status NotJoined(const std::string& id) {
+  return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                      "device '" + id + "' has not joined (or the coordinator restarted): Join first");
+}
+
+constexpr uint32_t kMaxLongPollMs = 30000;
+
+}  // namespace
+
+grpc::Status DeviceService::Join(grpc::ServerContext*, const v1::JoinRequest* req,
+                                 v1::JoinResponse* resp) {
+  grpc::Status v = CheckVersion(req->protocol_version());
+  if (!v.ok()) {
+    FLEET_LOG(Warn) << "refused Join from '" << req->device_id() << "': " << v.error_message();
+    return v;
+  }
+  grpc::Status s = ToGrpcStatus(c_->Join(*req));
+  if (!s.ok()) return s;
+  resp->set_protocol_version(kProtocolVersion);
+  resp->set_heartbeat_interval_ms(
+      static_cast<uint32_t>(c_->options().heartbeat_interval.count()));
+  return grpc::Status::OK;
+}
+
+grpc::Status DeviceService::Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest* req,
+                                      v1::HeartbeatResponse*) {
+  grpc::Status v = CheckVersion(req->protocol_version());
+  if (!v.ok()) return v;
+  if (!c_->registry().Touch(req->device_id(), req->busy())) return NotJoined(req->device_id());
+  return grpc::Status::OK;
+}
+
+grpc::Status DeviceService::FetchTask(grpc::ServerContext*, const v1::FetchTaskRequest* req,
+                                      v1::Task* task) {
+  grpc::Status v = CheckVersion(req->protocol_version());
+  if (!v.ok()) return v;
+  if (!c_->registry().IsKnown(req->device_id())) return NotJoined(req->device_id());
+  uint32_t wait = std::min(req->wait_ms(), kMaxLongPollMs);
+  std::shared_ptr<const v1::Task> t =
+      c_->registry().WaitForTask(req->device_id(), std::chrono::milliseconds(wait));
+  if (t) {
+    *task = *t;
+  } else {
+    task->set_kind(v1::Task::NONE);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status DeviceService::PushUpdate(grpc::ServerContext*,
+                                       grpc::ServerReader<v1::UpdateChunk>* reader,
+                                       v1::PushUpdateResponse* resp) {
+  v1::UpdateChunk chunk;
+  if (!reader->Read(&chunk) || !chunk.has_header()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "PushUpdate: the first chunk must carry the update header");
+  }
+  const v1::UpdateHeader header = chunk.header();
+  grpc::Status v = CheckVersion(header.protocol_version());
+  if (!v.ok()) return v;
+  if (!c_->registry().Touch(header.device_id(), true)) return NotJoined(header.device_id());
+  StatusOr<size_t> max = c_->MaxUpdateBytes(header.job_id());
+  if (!max.ok()) return ToGrpcStatus(max.status());
+  if (header.total_bytes() > *max) {
+    FLEET_LOG(Warn) << "job " << header.job_id() << ": refused update from "
+                    << header.device_id() << ": " << header.total_bytes()
+                    << " bytes exceeds the job's limit of " << *max;
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        "update of " + std::to_string(header.total_bytes()) +
+                            " bytes exceeds this job's limit of " + std::to_string(*max));
+  }
+  std::string payload;
+  payload.reserve(header.total_bytes());
+  do {
+    if (payload.size() + chunk.data().size() > header.total_bytes()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "update is longer than its declared total_bytes " +
+                              std::to_string(header.total_bytes()));
+    }
+    payload.append(chunk.data());
+  } while (reader->Read(&chunk));
+  if (payload.size() != header.total_bytes()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "update has " + std::to_string(payload.size()) +
+                            " bytes, header declared " + std::to_string(header.total_bytes()));
+  }
+  grpc::Status s = ToGrpcStatus(c_->OnUpdate(header, payload));
+  resp->set_accepted(s.ok());
+  return s;
+}
+
+grpc::Status DeviceService::ReportMetrics(grpc::ServerContext*, const v1::MetricsReport* req,
+                                          v1::ReportMetricsResponse*) {
+  grpc::Status v = CheckVersion(req->protocol_version());
+  if (!v.ok()) return v;
+  if (!c_->registry().Touch(req->device_id(), false)) return NotJoined(req->device_id());
+  return ToGrpcStatus(c_->OnMetrics(*req));
+}
+
+grpc::Status AdminService::SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest* req,
+                                     v1::JobStatus* resp) {
+  StatusOr<v1::JobStatus> job = c_->SubmitJob(req->spec());
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  *resp = std::move(job).value();
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::GetJob(grpc::ServerContext*, const v1::GetJobRequest* req,
+                                  v1::JobStatus* resp) {
+  StatusOr<v1::JobStatus> job = c_->GetJob(req->id());
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  *resp = std::move(job).value();
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::ListJobs(grpc::ServerContext*, const v1::ListJobsRequest*,
+                                    v1::ListJobsResponse* resp) {
+  for (auto& j : c_->ListJobs()) *resp->add_jobs() = std::move(j);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::WatchJob(grpc::ServerContext* ctx, const v1::WatchJobRequest* req,
+                                    grpc::ServerWriter<v1::JobStatus>* writer) {
+  uint64_t version = 0;
+  std::string last_sent;
+  while (!ctx->IsCancelled()) {
+    StatusOr<v1::JobStatus> job = c_->GetJob(req->id());
+    if (!job.ok()) return ToGrpcStatus(job.status());
+    std::string encoded = job->SerializeAsString();
+    if (encoded != last_sent) {
+      if (!writer->Write(*job)) return grpc::Status::OK;  // watcher went away
+      last_sent = std::move(encoded);
+    }
+    auto state = job->state();
+    if (state == v1::JobStatus::SUCCEEDED || state == v1::JobStatus::FAILED ||
+        state == v1::JobStatus::STOPPED) {
+      return grpc::Status::OK;
+    }
+    c_->WaitForChange(&version, std::chrono::milliseconds(500));
+  }
+  return grpc::Status(grpc::StatusCode::CANCELLED, "watch cancelled");
+}
+
+grpc::Status AdminService::StopJob(grpc::ServerContext*, const v1::StopJobRequest* req,
+                                   v1::JobStatus* resp) {
+  StatusOr<v1::JobStatus> job = c_->StopJob(req->id());
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  *resp = std::move(job).value();
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::ListDevices(grpc::ServerContext*, const v1::ListDevicesRequest*,
+                                       v1::ListDevicesResponse* resp) {
+  for (auto& d : c_->registry().List()) *resp->add_devices() = std::move(d);
+  return grpc::Status::OK;
+}
+
+}  // namespace fleet

@@ -1,0 +1,44 @@
+// gRPC front ends of the Coordinator (sync API). Every device RPC checks the protocol version;
+// handlers do bounded work and never hold a lock across a network write.
+#pragma once
+
+#include "coordinator/coordinator.h"
+#include "proto/fleet.grpc.pb.h"
+
+namespace fleet {
+
+class DeviceService final : public v1::Device::Service {
+ public:
+  explicit DeviceService(Coordinator* c) : c_(c) {}
+  grpc::Status Join(grpc::ServerContext*, const v1::JoinRequest*, v1::JoinResponse*) override;
+  grpc::Status Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest*,
+                         v1::HeartbeatResponse*) override;
+  grpc::Status FetchTask(grpc::ServerContext*, const v1::FetchTaskRequest*, v1::Task*) override;
+  grpc::Status PushUpdate(grpc::ServerContext*, grpc::ServerReader<v1::UpdateChunk>*,
+                          v1::PushUpdateResponse*) override;
+  grpc::Status ReportMetrics(grpc::ServerContext*, const v1::MetricsReport*,
+                             v1::ReportMetricsResponse*) override;
+
+ private:
+  Coordinator* c_;
+};
+
+class AdminService final : public v1::Admin::Service {
+ public:
+  explicit AdminService(Coordinator* c) : c_(c) {}
+  grpc::Status SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest*,
+                         v1::JobStatus*) override;
+  grpc::Status GetJob(grpc::ServerContext*, const v1::GetJobRequest*, v1::JobStatus*) override;
+  grpc::Status ListJobs(grpc::ServerContext*, const v1::ListJobsRequest*,
+                        v1::ListJobsResponse*) override;
+  grpc::Status WatchJob(grpc::ServerContext*, const v1::WatchJobRequest*,
+                        grpc::ServerWriter<v1::JobStatus>*) override;
+  grpc::Status StopJob(grpc::ServerContext*, const v1::StopJobRequest*, v1::JobStatus*) override;
+  grpc::Status ListDevices(grpc::ServerContext*, const v1::ListDevicesRequest*,
+                           v1::ListDevicesResponse*) override;
+
+ private:
+  Coordinator* c_;
+};
+
+}  // namespace fleet

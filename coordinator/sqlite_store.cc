@@ -1,0 +1,208 @@
+#include <sqlite3.h>
+
+#include <mutex>
+
+#include "coordinator/store.h"
+
+namespace fleet {
+namespace {
+
+constexpr int kSchemaVersion = 1;
+
+const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS jobs (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL,
+  state INTEGER NOT NULL,
+  current_round INTEGER NOT NULL,
+  error TEXT NOT NULL,
+  spec BLOB NOT NULL,
+  created_ms INTEGER NOT NULL,
+  updated_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rounds (
+  job_id TEXT NOT NULL REFERENCES jobs(id),
+  round INTEGER NOT NULL,
+  summary BLOB NOT NULL,
+  PRIMARY KEY (job_id, round)
+);
+CREATE TABLE IF NOT EXISTS devices (
+  id TEXT PRIMARY KEY,
+  status BLOB NOT NULL
+);
+)sql";
+
+// A prepared statement that finalizes itself.
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) { rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr); }
+  ~Stmt() { sqlite3_finalize(stmt_); }
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+  bool ok() const { return rc_ == SQLITE_OK; }
+  sqlite3_stmt* get() { return stmt_; }
+  void Bind(int i, const std::string& s) {
+    sqlite3_bind_text(stmt_, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
+  }
+  void BindBlob(int i, const std::string& s) {
+    sqlite3_bind_blob(stmt_, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
+  }
+  void Bind(int i, int64_t v) { sqlite3_bind_int64(stmt_, i, v); }
+  std::string Text(int col) {
+    const auto* p = sqlite3_column_blob(stmt_, col);
+    int n = sqlite3_column_bytes(stmt_, col);
+    return p ? std::string(static_cast<const char*>(p), static_cast<size_t>(n)) : std::string();
+  }
+  int64_t Int(int col) { return sqlite3_column_int64(stmt_, col); }
+
+ private:
+  sqlite3_stmt* stmt_ = nullptr;
+  int rc_;
+};
+
+class SqliteStore : public JobStore {
+ public:
+  explicit SqliteStore(sqlite3* db) : db_(db) {}
+  ~SqliteStore() override { sqlite3_close(db_); }
+
+  Status Init() {
+    RETURN_IF_ERROR(Exec("PRAGMA journal_mode=WAL;"));
+    RETURN_IF_ERROR(Exec("PRAGMA synchronous=NORMAL;"));
+    RETURN_IF_ERROR(Exec("PRAGMA foreign_keys=ON;"));
+    Stmt v(db_, "PRAGMA user_version;");
+    int version = 0;
+    if (v.ok() && sqlite3_step(v.get()) == SQLITE_ROW) version = static_cast<int>(v.Int(0));
+    if (version > kSchemaVersion) {
+      return FailedPrecondition("state database has schema version " + std::to_string(version) +
+                                ", newer than this coordinator's " +
+                                std::to_string(kSchemaVersion) + "; refusing to downgrade");
+    }
+    RETURN_IF_ERROR(Exec(kSchema));
+    return Exec("PRAGMA user_version=" + std::to_string(kSchemaVersion) + ";");
+  }
+
+  Status SaveJob(const v1::JobStatus& job) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    Stmt s(db_,
+           "INSERT INTO jobs(id,name,state,current_round,error,spec,created_ms,updated_ms) "
+           "VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET state=excluded.state, "
+           "current_round=excluded.current_round, error=excluded.error, "
+           "updated_ms=excluded.updated_ms;");
+    if (!s.ok()) return Error("prepare SaveJob");
+    s.Bind(1, job.id());
+    s.Bind(2, job.spec().name());
+    s.Bind(3, static_cast<int64_t>(job.state()));
+    s.Bind(4, static_cast<int64_t>(job.current_round()));
+    s.Bind(5, job.error());
+    s.BindBlob(6, job.spec().SerializeAsString());
+    s.Bind(7, job.created_unix_ms());
+    s.Bind(8, job.updated_unix_ms());
+    if (sqlite3_step(s.get()) != SQLITE_DONE) return Error("SaveJob " + job.id());
+    return OkStatus();
+  }
+
+  Status AppendRound(const std::string& job_id, const v1::RoundSummary& round) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    Stmt s(db_, "INSERT OR REPLACE INTO rounds(job_id, round, summary) VALUES(?,?,?);");
+    if (!s.ok()) return Error("prepare AppendRound");
+    s.Bind(1, job_id);
+    s.Bind(2, static_cast<int64_t>(round.round()));
+    s.BindBlob(3, round.SerializeAsString());
+    if (sqlite3_step(s.get()) != SQLITE_DONE) return Error("AppendRound " + job_id);
+    return OkStatus();
+  }
+
+  StatusOr<std::vector<v1::JobStatus>> LoadJobs() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<v1::JobStatus> jobs;
+    Stmt s(db_,
+           "SELECT id,state,current_round,error,spec,created_ms,updated_ms FROM jobs "
+           "ORDER BY created_ms, id;");
+    if (!s.ok()) return Error("prepare LoadJobs");
+    while (sqlite3_step(s.get()) == SQLITE_ROW) {
+      v1::JobStatus job;
+      job.set_id(s.Text(0));
+      job.set_state(static_cast<v1::JobStatus::State>(s.Int(1)));
+      job.set_current_round(static_cast<uint32_t>(s.Int(2)));
+      job.set_error(s.Text(3));
+      if (!job.mutable_spec()->ParseFromString(s.Text(4))) {
+        return Internal("state database: job " + job.id() + " has an unreadable spec");
+      }
+      job.set_created_unix_ms(s.Int(5));
+      job.set_updated_unix_ms(s.Int(6));
+      jobs.push_back(std::move(job));
+    }
+    for (auto& job : jobs) {
+      Stmt r(db_, "SELECT summary FROM rounds WHERE job_id=? ORDER BY round;");
+      if (!r.ok()) return Error("prepare LoadRounds");
+      r.Bind(1, job.id());
+      while (sqlite3_step(r.get()) == SQLITE_ROW) {
+        if (!job.add_rounds()->ParseFromString(r.Text(0))) {
+          return Internal("state database: job " + job.id() + " has an unreadable round");
+        }
+      }
+    }
+    return jobs;
+  }
+
+  Status SaveDevice(const v1::DeviceStatus& device) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    Stmt s(db_, "INSERT OR REPLACE INTO devices(id, status) VALUES(?,?);");
+    if (!s.ok()) return Error("prepare SaveDevice");
+    s.Bind(1, device.id());
+    s.BindBlob(2, device.SerializeAsString());
+    if (sqlite3_step(s.get()) != SQLITE_DONE) return Error("SaveDevice " + device.id());
+    return OkStatus();
+  }
+
+  StatusOr<std::vector<v1::DeviceStatus>> LoadDevices() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<v1::DeviceStatus> devices;
+    Stmt s(db_, "SELECT status FROM devices ORDER BY id;");
+    if (!s.ok()) return Error("prepare LoadDevices");
+    while (sqlite3_step(s.get()) == SQLITE_ROW) {
+      v1::DeviceStatus d;
+      if (!d.ParseFromString(s.Text(0))) return Internal("state database: unreadable device");
+      devices.push_back(std::move(d));
+    }
+    return devices;
+  }
+
+ private:
+  Status Exec(const std::string& sql) {
+    char* err = nullptr;
+    if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string msg = err ? err : "unknown error";
+      sqlite3_free(err);
+      return Internal("sqlite: " + msg);
+    }
+    return OkStatus();
+  }
+  Status Error(const std::string& what) {
+    return Internal("sqlite " + what + ": " + sqlite3_errmsg(db_));
+  }
+
+  std::mutex mu_;
+  sqlite3* db_;
+};
+
+}  // namespace
+
+StatusOr<std::unique_ptr<JobStore>> OpenSqliteStore(const std::string& path) {
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                           nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close(db);
+    return Unavailable("cannot open state database " + path + ": " + msg);
+  }
+  sqlite3_busy_timeout(db, 5000);
+  auto store = std::make_unique<SqliteStore>(db);
+  Status s = store->Init();
+  if (!s.ok()) return Status(s.code(), path + ": " + s.message());
+  return std::unique_ptr<JobStore>(std::move(store));
+}
+
+}  // namespace fleet
