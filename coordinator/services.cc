@@ -73,7 +73,7 @@ grpc::Status DeviceService::PushUpdate(grpc::ServerContext*,
   const v1::UpdateHeader header = chunk.header();
   grpc::Status v = CheckVersion(header.protocol_version());
   if (!v.ok()) return v;
-  if (!c_->registry().Touch(header.device_id(), true)) return NotJoined(header.device_id());
+  if (!c_->registry().Touch(header.device_id(), false)) return NotJoined(header.device_id());
   StatusOr<size_t> max = c_->MaxUpdateBytes(header.job_id());
   if (!max.ok()) return ToGrpcStatus(max.status());
   if (header.total_bytes() > *max) {
