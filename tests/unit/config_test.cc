@@ -1,0 +1,140 @@
+// Job specs and client configs: the shipped examples load; bad input names file, line and key.
+#include <gtest/gtest.h>
+
+#include "client/client_config.h"
+#include "common/job_spec.h"
+#include "test_util.h"
+
+namespace fleet {
+namespace {
+
+const char* kValidJob = R"(name: t
+dataset: d
+model: {input_dim: 4, hidden: [8], output_dim: 3}
+rounds: 2
+min_clients: 2
+target_clients: 3
+)";
+
+TEST(JobSpec, ShippedHarSpecLoads) {
+  auto spec = LoadJobSpecFile(std::string(FLEET_SOURCE_DIR) + "/configs/jobs/har-mlp.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->model().input_dim(), 561u);
+  EXPECT_EQ(spec->model().output_dim(), 6u);
+  EXPECT_EQ(spec->train().optimizer(), "adam");
+  EXPECT_EQ(spec->target_clients(), 16u);
+}
+
+TEST(JobSpec, DefaultsApplied) {
+  auto spec = ParseJobSpecYaml(kValidJob, "job.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->model().activation(), "relu");
+  EXPECT_EQ(spec->strategy().name(), "fedavg");
+  EXPECT_EQ(spec->train().optimizer(), "sgd");
+  EXPECT_EQ(spec->train().local_epochs(), 1u);
+  EXPECT_EQ(spec->round_deadline_s(), 60u);
+}
+
+TEST(JobSpec, UnknownKeyNamesFileLineAndKey) {
+  std::string text = std::string(kValidJob) + "train:\n  epochs: 3\n";
+  auto spec = ParseJobSpecYaml(text, "job.yaml");
+  ASSERT_FALSE(spec.ok());
+  EXPECT_NE(spec.status().message().find("job.yaml:8"), std::string::npos)
+      << spec.status().message();
+  EXPECT_NE(spec.status().message().find("unknown key 'train.epochs'"), std::string::npos);
+  EXPECT_NE(spec.status().message().find("local_epochs"), std::string::npos);  // lists known keys
+}
+
+TEST(JobSpec, WrongTypeNamesExpectedType) {
+  std::string text = kValidJob;
+  text.replace(text.find("rounds: 2"), 9, "rounds: many");
+  auto spec = ParseJobSpecYaml(text, "job.yaml");
+  ASSERT_FALSE(spec.ok());
+  EXPECT_NE(spec.status().message().find("key 'rounds': expected unsigned integer, got 'many'"),
+            std::string::npos)
+      << spec.status().message();
+}
+
+TEST(JobSpec, NegativeNumberIsNotUnsigned) {
+  std::string text = kValidJob;
+  text.replace(text.find("rounds: 2"), 9, "rounds: -2");
+  EXPECT_FALSE(ParseJobSpecYaml(text, "job.yaml").ok());
+}
+
+TEST(JobSpec, MissingRequiredKey) {
+  auto spec = ParseJobSpecYaml("name: t\ndataset: d\nrounds: 1\n", "job.yaml");
+  ASSERT_FALSE(spec.ok());
+  EXPECT_NE(spec.status().message().find("missing required key 'model'"), std::string::npos);
+}
+
+TEST(JobSpec, SemanticErrors) {
+  struct Case {
+    std::string from, to, expect;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"target_clients: 3", "target_clients: 1", "target_clients (1) must be >= min_clients"},
+           {"output_dim: 3", "output_dim: 0", "output_dim must be > 0"},
+           {"rounds: 2", "rounds: 0", "rounds must be in"},
+           {"dataset: d", "dataset: d\nstrategy: {name: median}", "strategy.name 'median'"},
+           {"dataset: d", "dataset: d\ntrain: {optimizer: lbfgs}", "optimizer 'lbfgs'"},
+           {"dataset: d", "dataset: d\ntrain: {learning_rate: 0}", "learning_rate"},
+       }) {
+    std::string text = kValidJob;
+    text.replace(text.find(c.from), c.from.size(), c.to);
+    auto spec = ParseJobSpecYaml(text, "job.yaml");
+    ASSERT_FALSE(spec.ok()) << c.to;
+    EXPECT_NE(spec.status().message().find(c.expect), std::string::npos)
+        << spec.status().message();
+  }
+}
+
+TEST(JobSpec, InvalidYamlReportsLine) {
+  auto spec = ParseJobSpecYaml("name: t\nmodel: [unclosed\n", "bad.yaml");
+  ASSERT_FALSE(spec.ok());
+  EXPECT_NE(spec.status().message().find("bad.yaml:"), std::string::npos);
+  EXPECT_NE(spec.status().message().find("invalid YAML"), std::string::npos);
+}
+
+TEST(ClientConfig, ShippedExamplesLoad) {
+  for (const char* name : {"har-subject.yaml", "occupancy.yaml"}) {
+    auto c = LoadClientConfig(std::string(FLEET_SOURCE_DIR) + "/configs/clients/" + name);
+    ASSERT_TRUE(c.ok()) << name << ": " << c.status().ToString();
+    ASSERT_EQ(c->datasets.size(), 1u);
+  }
+}
+
+TEST(ClientConfig, RejectsUnknownNestedKey) {
+  testing::TempDir dir;
+  std::string path = dir.Write("c.yaml", R"(device_id: d1
+datasets:
+  - name: x
+    files:
+      - path: a.csv
+        features: rest
+        label: y
+        colour: blue
+)");
+  auto c = LoadClientConfig(path);
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("unknown key 'datasets[0].files[0].colour'"),
+            std::string::npos)
+      << c.status().message();
+}
+
+TEST(ClientConfig, RejectsBadRoleAndMissingDeviceId) {
+  testing::TempDir dir;
+  auto c = LoadClientConfig(dir.Write("a.yaml", "datasets: []\n"));
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("device_id"), std::string::npos);
+  c = LoadClientConfig(dir.Write("b.yaml", R"(device_id: d
+datasets:
+  - name: x
+    role: teach
+    files: [{path: a, features: rest, label: 0}]
+)"));
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("expected 'train' or 'evaluate'"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace fleet
