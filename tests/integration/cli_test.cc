@@ -1,0 +1,110 @@
+// Binaries as scripts see them: --help, exit codes, and clear errors for bad input.
+#include <gtest/gtest.h>
+
+#include "harness.h"
+
+namespace fleet::testing {
+namespace {
+
+TEST(Cli, HelpAndVersionExitZero) {
+  Cluster c;
+  for (const char* bin : {FLEET_COORDINATOR_BIN, FLEET_CLIENT_BIN, FLEETCTL_BIN}) {
+    auto r = RunCommand({bin, "--help"}, c.dir());
+    EXPECT_EQ(r.exit_code, 0) << bin << r.output;
+    EXPECT_NE(r.output.find("Usage"), std::string::npos) << r.output;
+  }
+  auto v = RunCommand({FLEET_COORDINATOR_BIN, "--version"}, c.dir());
+  EXPECT_EQ(v.exit_code, 0);
+  EXPECT_NE(v.output.find("protocol v1"), std::string::npos);
+}
+
+TEST(Cli, UsageErrorsExitTwo) {
+  Cluster c;
+  EXPECT_EQ(RunCommand({FLEETCTL_BIN, "job", "frobnicate"}, c.dir()).exit_code, 2);
+  EXPECT_EQ(RunCommand({FLEETCTL_BIN}, c.dir()).exit_code, 2);
+  EXPECT_EQ(RunCommand({FLEET_COORDINATOR_BIN, "--no-such-flag"}, c.dir()).exit_code, 2);
+  EXPECT_EQ(RunCommand({FLEET_CLIENT_BIN}, c.dir()).exit_code, 2);  // --config is required
+}
+
+TEST(Cli, TlsIsTheDefaultAndInsecureWarns) {
+  Cluster c;
+  auto r = RunCommand({FLEET_COORDINATOR_BIN, "--listen", "127.0.0.1:0", "--state-dir", c.dir() + "/s"},
+               c.dir(), std::chrono::seconds(20));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--insecure"), std::string::npos) << r.output;
+
+  Process p;
+  ASSERT_TRUE(p.Start({FLEET_COORDINATOR_BIN, "--insecure", "--listen", "127.0.0.1:0",
+                       "--state-dir", c.dir() + "/s", "--port-file", c.dir() + "/p"},
+                      c.dir() + "/insecure.log"));
+  ASSERT_TRUE(WaitFor([&] { return !ReadAll(c.dir() + "/p").empty(); }, std::chrono::seconds(20)));
+  EXPECT_NE(p.Log().find("WARN"), std::string::npos);
+  EXPECT_NE(p.Log().find("PLAINTEXT"), std::string::npos);
+  std::string addr = "127.0.0.1:" + std::to_string(std::stoi(ReadAll(c.dir() + "/p")));
+  auto list = RunCommand({FLEETCTL_BIN, "--insecure", "--coordinator", addr, "job", "list"}, c.dir());
+  EXPECT_EQ(list.exit_code, 0) << list.output;
+  // fleetctl without a CA and without --insecure refuses rather than guessing.
+  auto refused = RunCommand({FLEETCTL_BIN, "--coordinator", addr, "job", "list"}, c.dir());
+  EXPECT_EQ(refused.exit_code, 2) << refused.output;
+  p.Kill(SIGTERM);
+  EXPECT_EQ(p.Wait(std::chrono::seconds(10)), 0) << "SIGTERM is a clean shutdown";
+}
+
+TEST(Cli, WrongCaIsRefused) {
+  Cluster c;
+  ASSERT_TRUE(c.StartCoordinator()) << c.coordinator().Log();
+  Cluster other;  // a different throwaway CA
+  auto r = RunCommand({FLEETCTL_BIN, "--coordinator", c.address(), "--ca-cert", other.ca(), "--timeout",
+                "5", "job", "list"},
+               c.dir());
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+}
+
+TEST(Cli, BadJobSpecExitsTwoNamingTheKey) {
+  Cluster c;
+  ASSERT_TRUE(c.StartCoordinator()) << c.coordinator().Log();
+  std::string job = c.WriteJob("bad", 2, 1, 1, "local_epochs: 3\n");
+  auto r = c.Fleetctl({"job", "submit", "-f", job});
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find(job), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("unknown key 'local_epochs'"), std::string::npos) << r.output;
+  auto missing = c.Fleetctl({"job", "submit", "-f", c.dir() + "/nope.yaml"});
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_NE(missing.output.find("nope.yaml"), std::string::npos);
+  // Nothing was created by the failed submissions.
+  EXPECT_EQ(c.Fleetctl({"job", "list"}).output.find("job-"), std::string::npos);
+}
+
+TEST(Cli, UnknownJobAndUnreachableCoordinatorExitOne) {
+  Cluster c;
+  ASSERT_TRUE(c.StartCoordinator()) << c.coordinator().Log();
+  auto r = c.Fleetctl({"job", "get", "job-doesnotexist"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("no job with id 'job-doesnotexist'"), std::string::npos) << r.output;
+  auto down = RunCommand({FLEETCTL_BIN, "--coordinator", "127.0.0.1:" + std::to_string(FreePort()),
+                   "--ca-cert", c.ca(), "--timeout", "2", "job", "list"},
+                  c.dir());
+  EXPECT_EQ(down.exit_code, 1);
+  EXPECT_NE(down.output.find("is fleet-coordinator running"), std::string::npos) << down.output;
+}
+
+TEST(Cli, BadClientConfigExitsTwoNamingTheKey) {
+  Cluster c;
+  std::string path = c.HarClientConfig(1, true, "127.0.0.1:1");
+  std::string text = ReadAll(path) + "gpu: true\n";
+  std::ofstream(path) << text;
+  auto r = RunCommand({FLEET_CLIENT_BIN, "--config", path}, c.dir());
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("unknown key 'gpu'"), std::string::npos) << r.output;
+}
+
+TEST(Cli, ClientCheckLoadsRealData) {
+  Cluster c;
+  auto r = RunCommand({FLEET_CLIENT_BIN, "--check", "--config", c.HarClientConfig(1, true, "127.0.0.1:1")},
+               c.dir());
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("278 train, 69 validation"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace fleet::testing

@@ -1,0 +1,223 @@
+// The device protocol against a real coordinator process, with the test playing the devices
+// over real TLS gRPC: FedAvg is checked numerically, and every class of bad update is rejected
+// without touching the aggregate.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <future>
+
+#include "common/grpc_util.h"
+#include "common/model_layout.h"
+#include "common/tensor_codec.h"
+#include "harness.h"
+#include "proto/fleet.grpc.pb.h"
+
+namespace fleet::testing {
+namespace {
+
+class FakeDevices {
+ public:
+  explicit FakeDevices(Cluster& c) {
+    ClientTlsOptions tls;
+    tls.ca_file = c.ca();
+    channel_ = *MakeChannel(c.address(), tls, 64 << 20);
+    device_ = v1::Device::NewStub(channel_);
+    admin_ = v1::Admin::NewStub(channel_);
+  }
+
+  grpc::Status Join(const std::string& id, uint32_t version = kProtocolVersion) {
+    v1::JoinRequest req;
+    req.set_protocol_version(version);
+    req.set_device_id(id);
+    auto* d = req.add_datasets();
+    d->set_name("numbers");
+    d->set_train_examples(10);
+    v1::JoinResponse resp;
+    grpc::ClientContext ctx;
+    return device_->Join(&ctx, req, &resp);
+  }
+
+  v1::Task Fetch(const std::string& id) {
+    v1::FetchTaskRequest req;
+    req.set_protocol_version(kProtocolVersion);
+    req.set_device_id(id);
+    req.set_wait_ms(10000);
+    v1::Task task;
+    grpc::ClientContext ctx;
+    EXPECT_TRUE(device_->FetchTask(&ctx, req, &task).ok());
+    return task;
+  }
+
+  grpc::Status Push(const std::string& id, const std::string& job, uint32_t round, uint64_t n,
+                    const std::string& payload, uint64_t declared = 0, size_t chunk = 7) {
+    grpc::ClientContext ctx;
+    v1::PushUpdateResponse resp;
+    auto w = device_->PushUpdate(&ctx, &resp);
+    v1::UpdateChunk c;
+    auto* h = c.mutable_header();
+    h->set_protocol_version(kProtocolVersion);
+    h->set_device_id(id);
+    h->set_job_id(job);
+    h->set_round(round);
+    h->set_num_examples(n);
+    h->set_total_bytes(declared ? declared : payload.size());
+    size_t off = 0;
+    do {  // small chunks: reassembly is part of what is tested
+      size_t len = std::min(chunk, payload.size() - off);
+      c.set_data(payload.substr(off, len));
+      off += len;
+      if (!w->Write(c)) break;
+      c.clear_header();
+    } while (off < payload.size());
+    w->WritesDone();
+    return w->Finish();
+  }
+
+  v1::Admin::Stub* admin() { return admin_.get(); }
+
+ private:
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Device::Stub> device_;
+  std::unique_ptr<v1::Admin::Stub> admin_;
+};
+
+v1::JobSpec NumbersJob() {
+  v1::JobSpec spec;
+  spec.set_name("numbers");
+  spec.set_dataset("numbers");
+  auto* m = spec.mutable_model();
+  m->set_type("mlp");
+  m->set_task("classification");
+  m->set_input_dim(3);
+  m->set_output_dim(2);
+  m->set_activation("relu");
+  auto* t = spec.mutable_train();
+  t->set_local_epochs(1);
+  t->set_batch_size(4);
+  t->set_learning_rate(0.1f);
+  t->set_optimizer("sgd");
+  spec.mutable_strategy()->set_name("fedavg");
+  spec.set_rounds(2);
+  spec.set_min_clients(3);
+  spec.set_target_clients(8);
+  spec.set_round_deadline_s(60);
+  spec.set_eval_deadline_s(5);
+  spec.set_seed(9);
+  return spec;
+}
+
+TEST(DeviceProtocol, VersionMismatchIsFailedPreconditionNamingBothVersions) {
+  Cluster c;
+  ASSERT_TRUE(c.StartCoordinator()) << c.coordinator().Log();
+  FakeDevices f(c);
+  grpc::Status s = f.Join("old-device", 99);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(s.error_message().find("client speaks v99"), std::string::npos) << s.error_message();
+  EXPECT_NE(s.error_message().find("coordinator speaks v1"), std::string::npos);
+  EXPECT_EQ(f.Join("bad id with spaces").error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST(DeviceProtocol, FedAvgIsExactAndBadUpdatesLeaveTheAggregateUntouched) {
+  Cluster c;
+  ASSERT_TRUE(c.StartCoordinator()) << c.coordinator().Log();
+  FakeDevices f(c);
+  const std::vector<std::string> ids{"good-a", "good-b", "good-c", "bad-shape",
+                                     "bad-nan", "bad-size",  "bad-decl"};
+  for (const auto& id : ids) ASSERT_TRUE(f.Join(id).ok());
+
+  grpc::ClientContext ctx;
+  v1::SubmitJobRequest req;
+  *req.mutable_spec() = NumbersJob();
+  v1::JobStatus job;
+  ASSERT_TRUE(f.admin()->SubmitJob(&ctx, req, &job).ok());
+
+  const ModelLayout layout = *LayoutFor(req.spec().model());
+  std::map<std::string, v1::Task> tasks;
+  for (const auto& id : ids) {
+    tasks[id] = f.Fetch(id);
+    ASSERT_EQ(tasks[id].kind(), v1::Task::TRAIN) << id;
+    ASSERT_EQ(tasks[id].round(), 1u);
+  }
+  // The initial model the coordinator sent decodes against the job's layout.
+  ASSERT_TRUE(DecodeParameters(tasks["good-a"].parameters(), layout).ok());
+
+  std::vector<std::vector<float>> good(3, std::vector<float>(layout.total));
+  const std::vector<uint64_t> counts{10, 30, 60};
+  for (size_t k = 0; k < 3; ++k) {
+    for (size_t i = 0; i < layout.total; ++i) {
+      good[k][i] = std::sin(static_cast<float>(i * (k + 1))) * static_cast<float>(k + 1);
+    }
+  }
+  const std::string jid = job.id();
+  // Wrong shape: an update for a model with a hidden layer.
+  v1::ModelSpec other = req.spec().model();
+  other.add_hidden(4);
+  ModelLayout other_layout = *LayoutFor(other);
+  std::vector<float> other_params(other_layout.total, 0.5f);
+  grpc::Status s = f.Push("bad-shape", jid, 1, 10, EncodeParameters(other_layout, other_params.data()));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  // NaN.
+  std::vector<float> nan_params = good[0];
+  nan_params[2] = std::nanf("");
+  s = f.Push("bad-nan", jid, 1, 10, EncodeParameters(layout, nan_params.data()));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("non-finite"), std::string::npos) << s.error_message();
+  // Over the size limit: refused before the bytes are read.
+  s = f.Push("bad-size", jid, 1, 10, std::string(100, 'x'), /*declared=*/1u << 30);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  // Declared length does not match what was sent.
+  std::string enc = EncodeParameters(layout, good[0].data());
+  s = f.Push("bad-decl", jid, 1, 10, enc, enc.size() - 4);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  for (size_t k = 0; k < 3; ++k) {
+    s = f.Push(ids[k], jid, 1, counts[k], EncodeParameters(layout, good[k].data()));
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  // Replay of an accepted update, a wrong round, an unknown job.
+  s = f.Push("good-a", jid, 1, 10, EncodeParameters(layout, good[0].data()));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  s = f.Push("good-b", jid, 7, 10, EncodeParameters(layout, good[1].data()));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  s = f.Push("good-b", "job-nope", 1, 10, EncodeParameters(layout, good[1].data()));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+
+  // bad-size and bad-decl never delivered an update; they stop polling and go offline, so the
+  // round closes without waiting for its deadline. The three good devices fetch round 2, whose
+  // model is the FedAvg of round 1.
+  // All three poll at once, as live clients do (a device that neither polls nor heartbeats is
+  // offline and not selected).
+  auto fa = std::async(std::launch::async, [&] { return f.Fetch("good-a"); });
+  auto fb = std::async(std::launch::async, [&] { return f.Fetch("good-b"); });
+  auto fc = std::async(std::launch::async, [&] { return f.Fetch("good-c"); });
+  v1::Task next = fa.get();
+  EXPECT_EQ(fb.get().round(), 2u);
+  EXPECT_EQ(fc.get().round(), 2u);
+  ASSERT_EQ(next.kind(), v1::Task::TRAIN) << "round 2 did not start";
+  ASSERT_EQ(next.round(), 2u);
+  auto views = DecodeParameters(next.parameters(), layout);
+  ASSERT_TRUE(views.ok()) << views.status().ToString();
+  std::vector<float> got = Flatten(*views, layout);
+  for (size_t i = 0; i < layout.total; ++i) {
+    double expect = 0;
+    for (size_t k = 0; k < 3; ++k) expect += static_cast<double>(counts[k]) * good[k][i];
+    expect /= 100.0;
+    EXPECT_NEAR(got[i], expect, 1e-6) << "parameter " << i;
+  }
+
+  grpc::ClientContext gctx;
+  v1::GetJobRequest g;
+  g.set_id(jid);
+  v1::JobStatus status;
+  ASSERT_TRUE(f.admin()->GetJob(&gctx, g, &status).ok());
+  ASSERT_GE(status.rounds_size(), 1);
+  EXPECT_EQ(status.rounds(0).participants(), 3u);
+  EXPECT_EQ(status.rounds(0).rejected(), 2u);  // shape and NaN reached the aggregator's checks
+  EXPECT_EQ(status.rounds(0).selected(), 7u);
+  std::string log = c.coordinator().Log();
+  EXPECT_NE(log.find("rejected update from bad-shape"), std::string::npos);
+  EXPECT_NE(log.find("rejected update from bad-nan"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace fleet::testing

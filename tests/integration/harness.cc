@@ -1,0 +1,120 @@
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cstdio>
+#include <memory>
+
+namespace fleet::testing {
+
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  int port = ntohs(addr.sin_port);
+  close(fd);
+  return port;
+}
+
+Cluster::Cluster() {
+  const char* base = std::getenv("TMPDIR");
+  std::string tmpl = std::string(base ? base : "/tmp") + "/fleet-it.XXXXXX";
+  dir_ = mkdtemp(tmpl.data());
+  std::system((std::string(FLEET_SOURCE_DIR) + "/scripts/make-dev-certs.sh " + dir_ + "/pki")
+                  .c_str());
+}
+
+Cluster::~Cluster() {
+  for (auto& c : clients_) c->Kill(SIGKILL);
+  coordinator_.Kill(SIGKILL);
+  if (std::getenv("FLEET_KEEP_TEST_DIRS") == nullptr) {
+    std::system(("rm -rf '" + dir_ + "'").c_str());
+  }
+}
+
+bool Cluster::StartCoordinator(std::vector<std::string> extra, int port) {
+  std::string port_file = dir_ + "/port";
+  std::remove(port_file.c_str());
+  std::vector<std::string> argv{FLEET_COORDINATOR_BIN,
+                                "--listen",
+                                "127.0.0.1:" + std::to_string(port),
+                                "--port-file",
+                                port_file,
+                                "--state-dir",
+                                dir_ + "/coordinator",
+                                "--tls-cert",
+                                dir_ + "/pki/server.pem",
+                                "--tls-key",
+                                dir_ + "/pki/server.key",
+                                "--heartbeat-interval-ms",
+                                "300",
+                                "--offline-after-ms",
+                                "1500"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  if (!coordinator_.Start(argv, dir_ + "/coordinator.log")) return false;
+  bool up = WaitFor([&] { return !ReadAll(port_file).empty() || !coordinator_.Running(); },
+                    std::chrono::seconds(20));
+  if (!up || ReadAll(port_file).empty()) return false;
+  port_ = std::stoi(ReadAll(port_file));
+  return true;
+}
+
+std::string Cluster::HarClientConfig(int subject, bool train, const std::string& address) {
+  std::string path = dir_ + "/client-" + std::to_string(subject) + ".yaml";
+  std::ofstream out(path);
+  out << "coordinator: " << (address.empty() ? this->address() : address) << "\n"
+      << "device_id: har-subject-" << subject << "\n"
+      << "tls:\n  ca_cert: " << ca() << "\n"
+      << "poll_wait_ms: 1000\n"
+      << "datasets:\n"
+      << "  - name: uci-har\n"
+      << "    role: " << (train ? "train" : "evaluate") << "\n"
+      << (train ? "    validation_fraction: 0.2\n" : "")
+      << "    label_offset: -1\n"
+      << "    files:\n"
+      << "      - path: " << FLEET_HAR_DIR << "/subject-" << subject << ".txt\n"
+      << "        format: whitespace\n"
+      << "        subject: 0\n"
+      << "        label: 1\n"
+      << "        features: rest\n";
+  return path;
+}
+
+Process& Cluster::StartHarClient(int subject, bool train, const std::string& address) {
+  std::string config = HarClientConfig(subject, train, address);
+  clients_.push_back(std::make_unique<Process>());
+  clients_.back()->Start({FLEET_CLIENT_BIN, "--config", config},
+                         dir_ + "/client-" + std::to_string(subject) + ".log");
+  return *clients_.back();
+}
+
+std::string Cluster::WriteJob(const std::string& name, int rounds, int min_clients, int target,
+                              const std::string& extra) {
+  std::string path = dir_ + "/" + name + ".yaml";
+  std::ofstream out(path);
+  out << "name: " << name << "\n"
+      << "dataset: uci-har\n"
+      << "model: {type: mlp, task: classification, input_dim: 561, hidden: [32], output_dim: 6}\n"
+      << "train: {optimizer: adam, learning_rate: 0.002, local_epochs: 1, batch_size: 32}\n"
+      << "rounds: " << rounds << "\n"
+      << "min_clients: " << min_clients << "\n"
+      << "target_clients: " << target << "\n"
+      << "round_deadline_s: 60\n"
+      << extra;
+  return path;
+}
+
+CommandResult Cluster::Fleetctl(std::vector<std::string> args) {
+  std::vector<std::string> argv{FLEETCTL_BIN, "--coordinator", address(), "--ca-cert", ca()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunCommand(argv, dir_);
+}
+
+}  // namespace fleet::testing

@@ -1,0 +1,150 @@
+// Integration-test harness: real fleet-coordinator / fleet-client / fleetctl processes on
+// 127.0.0.1 with ports chosen by the kernel (port 0, read back from --port-file), a throwaway
+// TLS CA, and per-subject UCI HAR files. Every process is killed when its object dies.
+#pragma once
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <memory>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+namespace fleet::testing {
+
+inline std::string ReadAll(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+class Process {
+ public:
+  Process() = default;
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+  ~Process() { Kill(SIGKILL); }
+
+  // Starts argv[0] with stdout and stderr appended to `log`.
+  bool Start(const std::vector<std::string>& argv, const std::string& log) {
+    log_ = log;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    int rc = posix_spawn(&pid_, args[0], &fa, nullptr, args.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    return rc == 0;
+  }
+
+  void Kill(int sig) {
+    if (pid_ <= 0) return;
+    ::kill(pid_, sig);
+    if (sig == SIGKILL) Wait(std::chrono::seconds(10));
+  }
+
+  // Exit code, or -signal, or -1000 on timeout (the process keeps running).
+  int Wait(std::chrono::milliseconds timeout) {
+    if (pid_ <= 0) return exit_code_;
+    auto end = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      int status = 0;
+      pid_t r = waitpid(pid_, &status, WNOHANG);
+      if (r == pid_) {
+        pid_ = -1;
+        exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+        return exit_code_;
+      }
+      if (std::chrono::steady_clock::now() > end) return -1000;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+
+  bool Running() const { return pid_ > 0 && waitpid(pid_, nullptr, WNOHANG) == 0; }
+  std::string Log() const { return ReadAll(log_); }
+
+ private:
+  pid_t pid_ = -1;
+  int exit_code_ = -1;
+  std::string log_;
+};
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr interleaved
+};
+
+inline CommandResult RunCommand(const std::vector<std::string>& argv, const std::string& scratch_dir,
+                         std::chrono::seconds timeout = std::chrono::seconds(120)) {
+  static int counter = 0;
+  std::string log = scratch_dir + "/cmd-" + std::to_string(++counter) + ".log";
+  Process p;
+  CommandResult r;
+  if (!p.Start(argv, log)) return r;
+  r.exit_code = p.Wait(timeout);
+  r.output = ReadAll(log);
+  return r;
+}
+
+// Waits until `pred` holds, polling; false after `timeout`.
+template <typename Pred>
+bool WaitFor(Pred pred, std::chrono::milliseconds timeout) {
+  auto end = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return pred();
+}
+
+// A free loopback port (bound, read back, released): for tests that must know the port before
+// the coordinator starts.
+int FreePort();
+
+class Cluster {
+ public:
+  Cluster();
+  ~Cluster();
+
+  const std::string& dir() const { return dir_; }
+  std::string ca() const { return dir_ + "/pki/ca.pem"; }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  int port() const { return port_; }
+
+  // Starts the coordinator with TLS on port 0 (or `port`) and waits until it serves.
+  bool StartCoordinator(std::vector<std::string> extra = {}, int port = 0);
+  Process& coordinator() { return coordinator_; }
+
+  // Writes a client config for HAR subject `subject` and starts fleet-client with it.
+  Process& StartHarClient(int subject, bool train = true, const std::string& address = "");
+
+  std::string HarClientConfig(int subject, bool train, const std::string& address);
+  // Writes a job spec derived from configs/jobs/har-mlp.yaml with the given overrides.
+  std::string WriteJob(const std::string& name, int rounds, int min_clients, int target,
+                       const std::string& extra = "");
+
+  CommandResult Fleetctl(std::vector<std::string> args);
+
+ private:
+  std::string dir_;
+  int port_ = 0;
+  Process coordinator_;
+  std::vector<std::unique_ptr<Process>> clients_;
+};
+
+}  // namespace fleet::testing
