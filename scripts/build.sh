@@ -7,6 +7,8 @@ build=${BUILD_DIR:-$root/build}
 werror=OFF
 [ "${CI:-}" = "true" ] && werror=ON
 export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/ccache}
+# Relative paths in the cache key: clean clones elsewhere (CI) still hit the cache.
+export CCACHE_BASEDIR=$root CCACHE_NOHASHDIR=1
 if [ ! -f "$build/build.ninja" ]; then
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=${BUILD_TYPE:-RelWithDebInfo} \
     -DFLEET_WERROR=$werror -DFLEET_SANITIZE="${FLEET_SANITIZE:-}" >/dev/null

@@ -1,0 +1,260 @@
+// Round benchmark: N simulated devices with no-op training against the real fleet-coordinator
+// process over TLS on loopback, D float32 parameters. Reports seconds per round (median of
+// rounds 2-10) next to a floor measured in the same run: the raw gRPC transfer of the same bytes
+// (model down to N devices, N updates up, same chunking, same TLS) against a server that does no
+// FL work. Also the coordinator's peak RSS. Writes one JSON object to stdout.
+//
+// usage: round_bench COORDINATOR_BIN PKI_DIR N D
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "common/grpc_util.h"
+#include "common/model_layout.h"
+#include "common/tensor_codec.h"
+#include "proto/fleet.grpc.pb.h"
+
+extern char** environ;
+using namespace fleet;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr size_t kChunk = 1 << 20;
+constexpr int kRounds = 10;
+
+std::string ReadAll(const std::string& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+std::shared_ptr<grpc::Channel> Channel(const std::string& addr, const std::string& ca, int i) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(256 << 20);
+  args.SetMaxSendMessageSize(256 << 20);
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // one connection per device
+  args.SetInt("fleet.bench.device", i);
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = ReadAll(ca);
+  return grpc::CreateCustomChannel(addr, grpc::SslCredentials(ssl), args);
+}
+
+grpc::Status Push(v1::Device::Stub* stub, const v1::UpdateHeader& header, const std::string& data) {
+  grpc::ClientContext ctx;
+  v1::PushUpdateResponse resp;
+  auto w = stub->PushUpdate(&ctx, &resp);
+  v1::UpdateChunk c;
+  *c.mutable_header() = header;
+  c.mutable_header()->set_total_bytes(data.size());
+  for (size_t off = 0; off < data.size(); off += kChunk) {
+    c.set_data(data.data() + off, std::min(kChunk, data.size() - off));
+    if (!w->Write(c)) break;
+    c.clear_header();
+  }
+  w->WritesDone();
+  return w->Finish();
+}
+
+// The floor: a Device service that serves a fixed payload and discards uploads.
+class FloorService final : public v1::Device::Service {
+ public:
+  explicit FloorService(std::string payload) { task_.set_parameters(std::move(payload)); }
+  grpc::Status FetchTask(grpc::ServerContext*, const v1::FetchTaskRequest*, v1::Task* t) override {
+    *t = task_;
+    return grpc::Status::OK;
+  }
+  grpc::Status PushUpdate(grpc::ServerContext*, grpc::ServerReader<v1::UpdateChunk>* r,
+                          v1::PushUpdateResponse* resp) override {
+    v1::UpdateChunk c;
+    size_t n = 0;
+    while (r->Read(&c)) n += c.data().size();
+    resp->set_accepted(n > 0);
+    return grpc::Status::OK;
+  }
+
+ private:
+  v1::Task task_;
+};
+
+double FloorSecondsPerRound(const std::string& pki, int n, const std::string& payload) {
+  FloorService service(payload);
+  grpc::SslServerCredentialsOptions ssl;
+  ssl.pem_key_cert_pairs.push_back({ReadAll(pki + "/server.key"), ReadAll(pki + "/server.pem")});
+  int port = 0;
+  grpc::ServerBuilder b;
+  b.AddListeningPort("127.0.0.1:0", grpc::SslServerCredentials(ssl), &port);
+  b.RegisterService(&service);
+  b.SetMaxReceiveMessageSize(256 << 20);
+  b.SetMaxSendMessageSize(256 << 20);
+  auto server = b.BuildAndStart();
+  std::string addr = "127.0.0.1:" + std::to_string(port);
+  std::vector<std::unique_ptr<v1::Device::Stub>> stubs;
+  for (int i = 0; i < n; ++i) stubs.push_back(v1::Device::NewStub(Channel(addr, pki + "/ca.pem", i)));
+  std::vector<double> rounds;
+  for (int r = 0; r < kRounds; ++r) {
+    auto start = Clock::now();
+    std::vector<std::thread> threads;
+    for (int i = 0; i < n; ++i) {
+      threads.emplace_back([&, i] {
+        grpc::ClientContext ctx;
+        v1::Task t;
+        stubs[i]->FetchTask(&ctx, v1::FetchTaskRequest(), &t);
+        v1::UpdateHeader h;
+        Push(stubs[i].get(), h, t.parameters());
+      });
+    }
+    for (auto& t : threads) t.join();
+    rounds.push_back(std::chrono::duration<double>(Clock::now() - start).count());
+  }
+  server->Shutdown();
+  rounds.erase(rounds.begin());  // first round includes connection setup, as below
+  return Median(rounds);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 5) {
+    std::fprintf(stderr, "usage: round_bench COORDINATOR_BIN PKI_DIR N D\n");
+    return 2;
+  }
+  const std::string bin = argv[1], pki = argv[2];
+  const int n = std::atoi(argv[3]);
+  const size_t d = static_cast<size_t>(std::atof(argv[4]));
+  // A single linear layer with 2 outputs: 2*in + 2 = d parameters.
+  v1::JobSpec spec;
+  spec.set_name("bench");
+  spec.set_dataset("bench");
+  auto* m = spec.mutable_model();
+  m->set_type("mlp");
+  m->set_task("classification");
+  m->set_input_dim(static_cast<uint32_t>(d / 2 - 1));
+  m->set_output_dim(2);
+  m->set_activation("relu");
+  auto* t = spec.mutable_train();
+  t->set_local_epochs(1);
+  t->set_batch_size(1);
+  t->set_learning_rate(0.1f);
+  t->set_optimizer("sgd");
+  spec.mutable_strategy()->set_name("fedavg");
+  spec.set_rounds(kRounds);
+  spec.set_min_clients(n);
+  spec.set_target_clients(n);
+  spec.set_round_deadline_s(120);
+  spec.set_eval_deadline_s(5);
+  spec.set_seed(1);
+  ModelLayout layout = *LayoutFor(*m);
+  std::vector<float> params = InitialParameters(layout, 1);
+  std::string payload = EncodeParameters(layout, params.data());
+
+  // The real coordinator, as a separate process.
+  char state[] = "/tmp/fleet-bench.XXXXXX";
+  std::string dir = mkdtemp(state);
+  std::vector<std::string> args{bin, "--listen", "127.0.0.1:0", "--port-file", dir + "/port",
+                                "--state-dir", dir, "--tls-cert", pki + "/server.pem",
+                                "--tls-key", pki + "/server.key", "--log-level", "warn",
+                                "--max-message-mb", "256"};
+  std::vector<char*> cargs;
+  for (auto& a : args) cargs.push_back(a.data());
+  cargs.push_back(nullptr);
+  pid_t pid = 0;
+  posix_spawn(&pid, cargs[0], nullptr, nullptr, cargs.data(), environ);
+  for (int i = 0; i < 200 && ReadAll(dir + "/port").empty(); ++i) usleep(50000);
+  std::string addr = "127.0.0.1:" + std::to_string(std::atoi(ReadAll(dir + "/port").c_str()));
+
+  std::atomic<bool> done{false};
+  std::vector<std::thread> devices;
+  for (int i = 0; i < n; ++i) {
+    devices.emplace_back([&, i] {
+      auto stub = v1::Device::NewStub(Channel(addr, pki + "/ca.pem", i));
+      std::string id = "bench-" + std::to_string(i);
+      v1::JoinRequest jr;
+      jr.set_protocol_version(kProtocolVersion);
+      jr.set_device_id(id);
+      auto* ds = jr.add_datasets();
+      ds->set_name("bench");
+      ds->set_train_examples(1);
+      {
+        grpc::ClientContext ctx;
+        v1::JoinResponse resp;
+        stub->Join(&ctx, jr, &resp);
+      }
+      while (!done) {
+        grpc::ClientContext ctx;
+        v1::FetchTaskRequest fr;
+        fr.set_protocol_version(kProtocolVersion);
+        fr.set_device_id(id);
+        fr.set_wait_ms(500);
+        v1::Task task;
+        if (!stub->FetchTask(&ctx, fr, &task).ok() || task.kind() != v1::Task::TRAIN) continue;
+        v1::UpdateHeader h;  // no-op training: send the model back
+        h.set_protocol_version(kProtocolVersion);
+        h.set_device_id(id);
+        h.set_job_id(task.job_id());
+        h.set_round(task.round());
+        h.set_num_examples(1);
+        Push(stub.get(), h, task.parameters());
+      }
+    });
+  }
+  auto admin = v1::Admin::NewStub(Channel(addr, pki + "/ca.pem", -1));
+  v1::JobStatus job;
+  {
+    grpc::ClientContext ctx;
+    v1::SubmitJobRequest req;
+    *req.mutable_spec() = spec;
+    grpc::Status s = admin->SubmitJob(&ctx, req, &job);
+    if (!s.ok()) {
+      std::fprintf(stderr, "submit: %s\n", s.error_message().c_str());
+      return 1;
+    }
+  }
+  v1::JobStatus st;
+  for (;;) {
+    grpc::ClientContext ctx;
+    v1::GetJobRequest g;
+    g.set_id(job.id());
+    admin->GetJob(&ctx, g, &st);
+    if (st.state() == v1::JobStatus::SUCCEEDED || st.state() == v1::JobStatus::FAILED) break;
+    usleep(100000);
+  }
+  done = true;
+  for (auto& th : devices) th.join();
+  std::string status = ReadAll("/proc/" + std::to_string(pid) + "/status");
+  double rss_mb = 0;
+  auto pos = status.find("VmHWM:");
+  if (pos != std::string::npos) rss_mb = std::atof(status.c_str() + pos + 6) / 1024.0;
+  kill(pid, SIGTERM);
+  waitpid(pid, nullptr, 0);
+  std::system(("rm -rf '" + dir + "'").c_str());
+  if (st.state() != v1::JobStatus::SUCCEEDED) {
+    std::fprintf(stderr, "bench job failed: %s\n", st.error().c_str());
+    return 1;
+  }
+  std::vector<double> per_round;
+  for (int i = 1; i < st.rounds_size(); ++i) per_round.push_back(st.rounds(i).duration_s());
+  double s_per_round = Median(per_round);
+  double floor = FloorSecondsPerRound(pki, n, payload);
+  std::printf("{\"n\": %d, \"d\": %zu, \"s_per_round\": %.4f, \"floor_s_per_round\": %.4f, "
+              "\"ratio_to_floor\": %.2f, \"coordinator_peak_rss_mb\": %.1f}\n",
+              n, layout.total, s_per_round, floor, floor > 0 ? s_per_round / floor : 0, rss_mb);
+  return 0;
+}
