@@ -1,18 +1,12 @@
 #include "coordinator/coordinator.h"
 
+#include "common/clock.h"
 #include "common/file_util.h"
 #include "common/job_spec.h"
 #include "common/log.h"
 #include "crypto/random.h"
 
 namespace fleet {
-namespace {
-int64_t UnixMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-}  // namespace
 
 StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOptions options) {
   if (!crypto::Init()) return Internal("libsodium failed to initialize");
@@ -38,7 +32,7 @@ Status Coordinator::Recover() {
       job.set_state(v1::JobStatus::FAILED);
       job.set_error("interrupted by a coordinator restart during round " +
                     std::to_string(job.current_round()) + "; resubmit the job");
-      job.set_updated_unix_ms(UnixMs());
+      job.set_updated_unix_ms(UnixMillis());
       RETURN_IF_ERROR(store_->SaveJob(job));
       FLEET_LOG(Warn) << "job " << job.id() << ": " << job.error();
     }
@@ -108,7 +102,7 @@ StatusOr<v1::JobStatus> Coordinator::SubmitJob(const v1::JobSpec& spec) {
   job.set_id("job-" + crypto::RandomHex(6));
   *job.mutable_spec() = spec;
   job.set_state(v1::JobStatus::PENDING);
-  job.set_created_unix_ms(UnixMs());
+  job.set_created_unix_ms(UnixMillis());
   job.set_updated_unix_ms(job.created_unix_ms());
   RETURN_IF_ERROR(store_->SaveJob(job));
   RunnerOptions ro;

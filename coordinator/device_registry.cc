@@ -1,13 +1,8 @@
 #include "coordinator/device_registry.h"
 
+#include "common/clock.h"
+
 namespace fleet {
-namespace {
-int64_t UnixMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-}  // namespace
 
 DeviceRegistry::DeviceRegistry(std::chrono::milliseconds offline_after)
     : offline_after_(offline_after) {}
@@ -22,7 +17,7 @@ v1::DeviceStatus DeviceRegistry::Join(const v1::JoinRequest& request) {
   r.status.set_id(request.device_id());
   r.status.set_software_version(request.software_version());
   *r.status.mutable_datasets() = request.datasets();
-  r.status.set_last_seen_unix_ms(UnixMs());
+  r.status.set_last_seen_unix_ms(UnixMillis());
   r.status.set_busy(false);
   r.last_seen = Clock::now();
   return r.status;
@@ -33,7 +28,7 @@ bool DeviceRegistry::Touch(const std::string& id, bool busy) {
   auto it = devices_.find(id);
   if (it == devices_.end()) return false;
   it->second.last_seen = Clock::now();
-  it->second.status.set_last_seen_unix_ms(UnixMs());
+  it->second.status.set_last_seen_unix_ms(UnixMillis());
   it->second.status.set_busy(busy);
   return true;
 }
@@ -98,7 +93,7 @@ std::shared_ptr<const v1::Task> DeviceRegistry::WaitForTask(const std::string& i
   cv_.wait_for(lock, max_wait, [&] { return r.pending != nullptr || wake_generation_ != generation; });
   r.polling--;
   r.last_seen = Clock::now();
-  r.status.set_last_seen_unix_ms(UnixMs());
+  r.status.set_last_seen_unix_ms(UnixMillis());
   return std::move(r.pending);
 }
 

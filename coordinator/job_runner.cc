@@ -2,18 +2,13 @@
 
 #include <cmath>
 
+#include "common/clock.h"
 #include "common/file_util.h"
 #include "common/log.h"
 #include "common/tensor_codec.h"
 
 namespace fleet {
 namespace {
-
-int64_t UnixMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 bool Terminal(v1::JobStatus::State s) {
   return s == v1::JobStatus::SUCCEEDED || s == v1::JobStatus::FAILED ||
@@ -86,7 +81,7 @@ void JobRunner::SetState(v1::JobStatus::State state, const std::string& error) {
     if (job_.state() == state && job_.error() == error) return;
     job_.set_state(state);
     job_.set_error(error);
-    job_.set_updated_unix_ms(UnixMs());
+    job_.set_updated_unix_ms(UnixMillis());
   }
   Persist();
   changed_();
@@ -140,7 +135,7 @@ void JobRunner::Run() {
     {
       std::lock_guard<std::mutex> lock(mu_);
       *job_.add_rounds() = summary;
-      job_.set_updated_unix_ms(UnixMs());
+      job_.set_updated_unix_ms(UnixMillis());
     }
     Persist();
     changed_();
