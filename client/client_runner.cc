@@ -191,7 +191,7 @@ Status ClientRunner::HandleTask(const v1::Task& task) {
   auto decline = [&](const Status& why) -> Status {
     if (task.kind() == v1::Task::TRAIN) {
       header.set_error(why.message());
-      Status s = SendUpdate(task, header, "");
+      Status s = SendUpdate(header, "");
       if (!s.ok()) FLEET_LOG(Debug) << "decline not delivered: " << s.message();
     } else {
       report.set_error(why.message());
@@ -226,7 +226,7 @@ Status ClientRunner::HandleTask(const v1::Task& task) {
     header.set_val_loss(r->val_loss);
     header.set_val_accuracy(r->val_accuracy);
     std::string payload = EncodeParameters(*layout, r->params.data());
-    RETURN_IF_ERROR(SendUpdate(task, header, payload));
+    RETURN_IF_ERROR(SendUpdate(header, payload));
     FLEET_LOG(Info) << "job " << task.job_id() << " round " << task.round() << ": trained on "
                     << r->num_examples << " examples, loss " << r->train_loss << ", val_acc "
                     << r->val_accuracy << " ("
@@ -237,7 +237,7 @@ Status ClientRunner::HandleTask(const v1::Task& task) {
   }
   if (task.kind() == v1::Task::EVALUATE) {
     if (d.eval.rows == 0) return decline(FailedPrecondition("no evaluation data"));
-    StatusOr<EvalResult> r = EvaluateModel(task.model(), *layout, *params, d.eval);
+    StatusOr<EvalResult> r = EvaluateModel(task.model(), *params, d.eval);
     if (!r.ok()) return decline(r.status());
     report.set_num_examples(r->num_examples);
     report.set_loss(r->loss);
@@ -254,9 +254,7 @@ Status ClientRunner::HandleTask(const v1::Task& task) {
   return InvalidArgument("unknown task kind " + std::to_string(task.kind()));
 }
 
-Status ClientRunner::SendUpdate(const v1::Task& task, const v1::UpdateHeader& header,
-                                const std::string& payload) {
-  (void)task;
+Status ClientRunner::SendUpdate(const v1::UpdateHeader& header, const std::string& payload) {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
   SetContext(&ctx);

@@ -38,8 +38,7 @@ class ClientRunner {
   Status Join();
   void HeartbeatLoop();
   Status HandleTask(const v1::Task& task);
-  Status SendUpdate(const v1::Task& task, const v1::UpdateHeader& header,
-                    const std::string& payload);
+  Status SendUpdate(const v1::UpdateHeader& header, const std::string& payload);
   void SetContext(grpc::ClientContext* ctx);
   bool SleepUnlessStopped(std::chrono::milliseconds d);
 

@@ -44,7 +44,7 @@ class MlpImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Mlp);
 
-Status LoadParams(Mlp& net, const ModelLayout& layout, const std::vector<TensorView>& views) {
+Status LoadParams(Mlp& net, const std::vector<TensorView>& views) {
   auto named = net->named_parameters();
   torch::NoGradGuard no_grad;
   for (const TensorView& v : views) {
@@ -58,7 +58,6 @@ Status LoadParams(Mlp& net, const ModelLayout& layout, const std::vector<TensorV
     }
     p->copy_(src);
   }
-  (void)layout;
   return OkStatus();
 }
 
@@ -151,7 +150,7 @@ StatusOr<TrainResult> TrainLocal(const v1::ModelSpec& model, const v1::TrainSpec
   try {
     torch::manual_seed(seed);
     Mlp net(model);
-    RETURN_IF_ERROR(LoadParams(net, layout, init));
+    RETURN_IF_ERROR(LoadParams(net, init));
     std::unique_ptr<torch::optim::Optimizer> opt;
     if (train.optimizer() == "adam") {
       opt = std::make_unique<torch::optim::Adam>(
@@ -200,12 +199,12 @@ StatusOr<TrainResult> TrainLocal(const v1::ModelSpec& model, const v1::TrainSpec
   }
 }
 
-StatusOr<EvalResult> EvaluateModel(const v1::ModelSpec& model, const ModelLayout& layout,
+StatusOr<EvalResult> EvaluateModel(const v1::ModelSpec& model,
                                    const std::vector<TensorView>& params, const Dataset& data) {
   RETURN_IF_ERROR(CheckDataFitsModel(model, data));
   try {
     Mlp net(model);
-    RETURN_IF_ERROR(LoadParams(net, layout, params));
+    RETURN_IF_ERROR(LoadParams(net, params));
     return Eval(net, model, data);
   } catch (const c10::Error& e) {
     return Internal(std::string("torch: ") + e.what_without_backtrace());

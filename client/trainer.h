@@ -40,7 +40,7 @@ StatusOr<TrainResult> TrainLocal(const v1::ModelSpec& model, const v1::TrainSpec
                                  const Dataset& train_data, const Dataset& val_data,
                                  uint64_t seed);
 
-StatusOr<EvalResult> EvaluateModel(const v1::ModelSpec& model, const ModelLayout& layout,
+StatusOr<EvalResult> EvaluateModel(const v1::ModelSpec& model,
                                    const std::vector<TensorView>& params, const Dataset& data);
 
 }  // namespace fleet

@@ -54,7 +54,7 @@ TEST(Trainer, LearnsSeparableProblem) {
   ConfigureTorchThreads(1);
   Fixture f;
   Dataset train = Blobs(400, 1), val = Blobs(100, 2);
-  auto before = EvaluateModel(f.model, f.layout, f.views, val);
+  auto before = EvaluateModel(f.model, f.views, val);
   ASSERT_TRUE(before.ok()) << before.status().ToString();
   auto r = TrainLocal(f.model, f.train, f.layout, f.views, train, val, 7);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
@@ -67,7 +67,7 @@ TEST(Trainer, LearnsSeparableProblem) {
   std::string enc = EncodeParameters(f.layout, r->params.data());
   auto views = DecodeParameters(enc, f.layout);
   ASSERT_TRUE(views.ok());
-  auto after = EvaluateModel(f.model, f.layout, *views, val);
+  auto after = EvaluateModel(f.model, *views, val);
   ASSERT_TRUE(after.ok());
   EXPECT_NEAR(after->accuracy, r->val_accuracy, 1e-9);
 }
@@ -123,7 +123,7 @@ TEST(Trainer, RegressionTrains) {
   f.views = *DecodeParameters(f.encoded, f.layout);
   Dataset d = Blobs(200, 1);
   for (size_t i = 0; i < d.rows; ++i) d.labels[i] = d.features[i * 4] * 2.0f;  // y = 2 x0
-  auto before = EvaluateModel(f.model, f.layout, f.views, d);
+  auto before = EvaluateModel(f.model, f.views, d);
   f.train.set_learning_rate(0.01f);
   auto r = TrainLocal(f.model, f.train, f.layout, f.views, d, d, 1);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
