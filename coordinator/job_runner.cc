@@ -39,10 +39,10 @@ JobRunner::JobRunner(v1::JobStatus job, ModelLayout layout, std::unique_ptr<Stra
       options_(std::move(options)),
       changed_(std::move(changed)),
       job_(std::move(job)) {
-  global_ = InitialParameters(layout_, job_.spec().seed());
+  SetGlobal(InitialParameters(layout_, job_.spec().seed()));
   // The encoded size of a well-formed update is fixed by the layout; allow a margin for
   // FlatBuffers padding and nothing more.
-  max_update_bytes_ = EncodeParameters(layout_, global_.data()).size() + 4096;
+  max_update_bytes_ = global_encoded_.size() + 4096;
 }
 
 JobRunner::~JobRunner() {
@@ -87,6 +87,13 @@ void JobRunner::SetState(v1::JobStatus::State state, const std::string& error) {
   changed_();
 }
 
+// The global model is serialized once per change and shared by the checkpoint, the evaluation
+// task and the next round's training task.
+void JobRunner::SetGlobal(std::vector<float> params) {
+  global_ = std::move(params);
+  global_encoded_ = EncodeParameters(layout_, global_.data());
+}
+
 std::shared_ptr<v1::Task> JobRunner::MakeTask(v1::Task::Kind kind, uint32_t round) const {
   auto task = std::make_shared<v1::Task>();
   task->set_kind(kind);
@@ -95,7 +102,7 @@ std::shared_ptr<v1::Task> JobRunner::MakeTask(v1::Task::Kind kind, uint32_t roun
   task->set_dataset(job_.spec().dataset());
   *task->mutable_model() = job_.spec().model();
   *task->mutable_train() = job_.spec().train();
-  task->set_parameters(EncodeParameters(layout_, global_.data()));
+  task->set_parameters(global_encoded_);
   task->set_seed(job_.spec().seed() * 1000003ULL + round);
   return task;
 }
@@ -229,7 +236,7 @@ bool JobRunner::RunRound(uint32_t round, v1::RoundSummary* summary) {
     if (strategy_->accepted() >= spec.min_clients()) next = strategy_->FinishFit(&fit);
   }
   if (!next.ok()) return false;
-  global_ = std::move(next).value();
+  SetGlobal(std::move(next).value());
   summary->set_train_loss(fit.train_loss);
   summary->set_val_accuracy(fit.val_accuracy);
   Status s = WriteCheckpoint(round);
@@ -342,7 +349,7 @@ Status JobRunner::OnMetrics(const v1::MetricsReport& report) {
 
 Status JobRunner::WriteCheckpoint(uint32_t round) {
   std::string path = options_.checkpoint_dir + "/round-" + std::to_string(round) + ".tensors";
-  RETURN_IF_ERROR(WriteFileAtomically(path, EncodeParameters(layout_, global_.data()), 0600));
+  RETURN_IF_ERROR(WriteFileAtomically(path, global_encoded_, 0600));
   if (round > 2) {  // keep the last two
     std::remove((options_.checkpoint_dir + "/round-" + std::to_string(round - 2) + ".tensors")
                     .c_str());

@@ -73,6 +73,7 @@ class JobRunner {
   // Waits until every selected device answered or went offline, the deadline, or Stop().
   void WaitForAnswers(std::chrono::steady_clock::time_point deadline);
   void Evaluate(uint32_t round, v1::RoundSummary* summary);
+  void SetGlobal(std::vector<float> params);
   std::shared_ptr<v1::Task> MakeTask(v1::Task::Kind kind, uint32_t round) const;
   Status WriteCheckpoint(uint32_t round);
   void SetState(v1::JobStatus::State state, const std::string& error = "");
@@ -91,6 +92,7 @@ class JobRunner {
   v1::JobStatus job_;            // guarded by mu_
   RoundState round_;             // guarded by mu_
   std::vector<float> global_;    // written only by the runner thread
+  std::string global_encoded_;   // EncodeParameters(global_), refreshed with it
   std::atomic<bool> stop_{false};
   std::string stop_reason_;      // guarded by mu_
   std::thread thread_;
