@@ -39,7 +39,7 @@ __extension__ typedef __int128 I128;
 __extension__ typedef unsigned __int128 U128;
 
 constexpr char kDeriveKeyRegression[] =
-    "";
+    "b347ff3140e400fd0e82e7f87ec8a2a6068f1401be3eab3362c062a9c420c080";
 
 std::string Unhex(const std::string& hex) {
   std::string out(hex.size() / 2, '\0');
