@@ -124,17 +124,34 @@ void PrintJobDetail(const JobStatus& j) {
   std::printf("strategy:      %s\nclients:       min %u, target %u\nrounds:        %u/%u\n",
               s.strategy().name().c_str(), s.min_clients(), s.target_clients(),
               j.current_round(), s.rounds());
-  std::printf("secure agg:    not yet available (plain FedAvg; see docs/security.md)\n");
+  const auto& sa = s.secure_aggregation();
+  if (sa.disabled()) {
+    std::printf("secure agg:    OFF (enabled: false) - the coordinator sees every update\n");
+  } else {
+    std::string k = sa.neighbours() ? std::to_string(sa.neighbours()) : "auto";
+    std::string t = sa.threshold() ? std::to_string(sa.threshold()) : "auto";
+    std::printf("secure agg:    on (SecAgg+): corrupt %.2f, dropout %.2f, k %s, t %s, clip %g, "
+                "%u-bit values, weight cap %u\n",
+                sa.corrupt_fraction(), sa.dropout_fraction(), k.c_str(), t.c_str(), sa.clip(),
+                sa.value_bits(), sa.max_weight());
+  }
   std::printf("created:       %s\nupdated:       %s\n", TimeString(j.created_unix_ms()).c_str(),
               TimeString(j.updated_unix_ms()).c_str());
+  for (const auto& a : j.aborts()) {
+    std::printf("aborted round:  %u at %s: %s\n", a.round(), TimeString(a.unix_ms()).c_str(),
+                a.reason().c_str());
+  }
   if (j.rounds_size() == 0) return;
-  std::printf("\n%-6s %-9s %-9s %-11s %-8s %-9s %-9s %s\n", "ROUND", "UPDATES", "REJECTED",
-              "TRAIN_LOSS", "VAL_ACC", "EVAL_N", "EVAL_ACC", "SECONDS");
+  std::printf("\n%-6s %-9s %-9s %-11s %-8s %-9s %-9s %-8s %s\n", "ROUND", "UPDATES", "REJECTED",
+              "TRAIN_LOSS", "VAL_ACC", "EVAL_N", "EVAL_ACC", "SECAGG", "SECONDS");
   for (const auto& r : j.rounds()) {
     std::string upd = std::to_string(r.participants()) + "/" + std::to_string(r.selected());
-    std::printf("%-6u %-9s %-9u %-11.4f %-8.4f %-9u %-9.4f %.2f\n", r.round(), upd.c_str(),
+    std::string sec = r.secure() ? "k" + std::to_string(r.secagg_neighbours()) + ",t" +
+                                       std::to_string(r.secagg_threshold())
+                                 : "off";
+    std::printf("%-6u %-9s %-9u %-11.4f %-8.4f %-9u %-9.4f %-8s %.2f\n", r.round(), upd.c_str(),
                 r.rejected(), r.train_loss(), r.val_accuracy(), r.eval_clients(),
-                r.eval_accuracy(), r.duration_s());
+                r.eval_accuracy(), sec.c_str(), r.duration_s());
   }
 }
 

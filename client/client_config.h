@@ -20,6 +20,9 @@ struct ClientConfig {
   uint32_t poll_wait_ms = 5000;      // FetchTask long-poll
   uint32_t chunk_kb = 1024;          // PushUpdate chunk size
   std::vector<DatasetSpec> datasets;
+  // Fault injection for integration tests (command line only): exit abruptly right before
+  // sending this SecAgg+ step: advertise|share_keys|masked_input|consistency|unmask.
+  std::string fault_exit_before;
 };
 
 // Relative data paths resolve against the config file's directory.

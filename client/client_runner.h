@@ -13,7 +13,10 @@
 #include <string>
 
 #include "client/client_config.h"
+#include "common/model_layout.h"
+#include "common/tensor_codec.h"
 #include "client/data_source.h"
+#include "crypto/keys.h"
 #include "proto/fleet.grpc.pb.h"
 
 namespace fleet {
@@ -39,13 +42,25 @@ class ClientRunner {
   void HeartbeatLoop();
   Status HandleTask(const v1::Task& task);
   Status SendUpdate(const v1::UpdateHeader& header, const std::string& payload);
+  // A TRAIN task of a secure job: the SecAgg+ client protocol around local training.
+  Status TrainSecurely(const v1::Task& task, const ModelLayout& layout,
+                       const std::vector<TensorView>& global, const LocalData& data,
+                       v1::UpdateHeader header);
+  // One SecAgg RPC; an abort from the coordinator becomes an error naming its reason.
+  StatusOr<v1::SecAggResponse> SecAggStep(const v1::Task& task, v1::SecAggRequest request,
+                                          std::chrono::milliseconds timeout);
   void SetContext(grpc::ClientContext* ctx);
+  void MaybeFault(const std::string& step) const;
   bool SleepUnlessStopped(std::chrono::milliseconds d);
 
   const ClientConfig config_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Device::Stub> stub_;
   std::map<std::string, LocalData> data_;
+  // Signs this device's secure-aggregation messages; registered with the coordinator at Join.
+  // Generated per process: until enrollment (certificates) exists, the coordinator trusts the
+  // key a device joins with.
+  const crypto::SigningKey signing_key_ = crypto::SigningKey::Generate();
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -31,6 +31,11 @@ int main(int argc, char** argv) {
                "connect in plaintext without TLS (development only; prints a warning)");
   app.add_flag("--check", check, "load the config and data, print a summary and exit");
   app.add_option("--log-level", log_level, "debug|info|warn|error");
+  std::string fault;
+  // Hidden (empty group): a test-only failpoint, see ClientConfig::fault_exit_before.
+  app.add_option("--fault-exit-before", fault)
+      ->check(CLI::IsMember({"advertise", "share_keys", "masked_input", "consistency", "unmask"}))
+      ->group("");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -55,6 +60,7 @@ int main(int argc, char** argv) {
   if (!ca_cert.empty()) config->tls.ca_file = ca_cert;
   if (!server_name.empty()) config->tls.server_name = server_name;
   config->tls.insecure = insecure;
+  config->fault_exit_before = fault;
   fleet::SetLogComponent("client/" + config->device_id);
   fleet::ConfigureTorchThreads(static_cast<int>(config->torch_threads));
 

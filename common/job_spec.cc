@@ -51,7 +51,42 @@ Status ParseTrain(ConfigMap m, v1::TrainSpec* train) {
   return OkStatus();
 }
 
+Status ParseSecureAggregation(ConfigMap m, v1::SecureAggregationSpec* sa) {
+  bool enabled = true;
+  float corrupt = 0.05f, dropout = 0.05f, clip = 1.0f;
+  uint32_t neighbours = 0, threshold = 0, value_bits = 16, max_weight = 1000, stage_timeout = 30;
+  RETURN_IF_ERROR(m.Get("enabled", &enabled));
+  RETURN_IF_ERROR(m.Get("corrupt_fraction", &corrupt));
+  RETURN_IF_ERROR(m.Get("dropout_fraction", &dropout));
+  RETURN_IF_ERROR(m.Get("neighbours", &neighbours));
+  RETURN_IF_ERROR(m.Get("threshold", &threshold));
+  RETURN_IF_ERROR(m.Get("clip", &clip));
+  RETURN_IF_ERROR(m.Get("value_bits", &value_bits));
+  RETURN_IF_ERROR(m.Get("max_weight", &max_weight));
+  RETURN_IF_ERROR(m.Get("stage_timeout_s", &stage_timeout));
+  RETURN_IF_ERROR(m.Finish());
+  sa->set_disabled(!enabled);
+  sa->set_corrupt_fraction(corrupt);
+  sa->set_dropout_fraction(dropout);
+  sa->set_neighbours(neighbours);
+  sa->set_threshold(threshold);
+  sa->set_clip(clip);
+  sa->set_value_bits(value_bits);
+  sa->set_max_weight(max_weight);
+  sa->set_stage_timeout_s(stage_timeout);
+  return OkStatus();
+}
+
 }  // namespace
+
+SecAggThreatModel ThreatModelOf(const v1::SecureAggregationSpec& sa) {
+  SecAggThreatModel th;
+  th.corrupt_fraction = sa.corrupt_fraction();
+  th.dropout_fraction = sa.dropout_fraction();
+  th.neighbours = sa.neighbours();
+  th.threshold = sa.threshold();
+  return th;
+}
 
 StatusOr<v1::JobSpec> ParseJobSpecYaml(const std::string& text, const std::string& source) {
   ASSIGN_OR_RETURN(YAML::Node root, ParseYaml(text, source));
@@ -74,8 +109,10 @@ StatusOr<v1::JobSpec> ParseJobSpecYaml(const std::string& text, const std::strin
   RETURN_IF_ERROR(strategy.Get("name", &strategy_name));
   RETURN_IF_ERROR(strategy.Finish());
   spec.mutable_strategy()->set_name(strategy_name);
+  ASSIGN_OR_RETURN(ConfigMap secure, m.Child("secure_aggregation"));
+  RETURN_IF_ERROR(ParseSecureAggregation(std::move(secure), spec.mutable_secure_aggregation()));
 
-  uint32_t rounds = 0, min_clients = 1, target_clients = 0, round_deadline = 60,
+  uint32_t rounds = 0, min_clients = 3, target_clients = 0, round_deadline = 60,
            eval_deadline = 30, retries = 3;
   uint64_t seed = 1;
   RETURN_IF_ERROR(m.Require("rounds", &rounds));
@@ -161,6 +198,29 @@ Status ValidateJobSpec(const v1::JobSpec& spec) {
   }
   if (spec.round_deadline_s() == 0 || spec.eval_deadline_s() == 0) {
     return InvalidArgument("round_deadline_s and eval_deadline_s must be >= 1");
+  }
+  const auto& sa = spec.secure_aggregation();
+  if (!sa.disabled()) {
+    auto bad = [](const Status& s) {
+      return InvalidArgument("secure_aggregation: " + s.message());
+    };
+    if (spec.min_clients() < 3) {
+      return InvalidArgument(
+          "secure_aggregation needs min_clients >= 3 (with 2, each client could subtract its own "
+          "update from the sum); set min_clients or `secure_aggregation: {enabled: false}`");
+    }
+    Status th = ValidateThreatModel(ThreatModelOf(sa));
+    if (!th.ok()) return bad(th);
+    QuantizationSpec q{sa.clip(), sa.value_bits(), sa.max_weight(), 32};
+    Status qs = ValidateQuantization(q);
+    if (!qs.ok()) return bad(qs);
+    StatusOr<uint32_t> bits = ModulusBitsFor(spec.target_clients(), sa.value_bits(), sa.max_weight());
+    if (!bits.ok()) return bad(bits.status());
+    if (sa.stage_timeout_s() == 0) return bad(InvalidArgument("stage_timeout_s must be >= 1"));
+    // The selected clients must admit parameters at all (refuses e.g. a threshold below what
+    // the corrupt fraction demands for this many clients).
+    StatusOr<SecAggGraphParams> p = ChooseGraphParams(spec.target_clients(), ThreatModelOf(sa));
+    if (!p.ok()) return bad(p.status());
   }
   return OkStatus();
 }

@@ -5,6 +5,8 @@
 
 #include <string>
 
+#include "aggregation/quantize.h"
+#include "aggregation/secagg_params.h"
 #include "common/status.h"
 #include "proto/fleet.pb.h"
 
@@ -12,6 +14,9 @@ namespace fleet {
 
 StatusOr<v1::JobSpec> ParseJobSpecYaml(const std::string& text, const std::string& source);
 StatusOr<v1::JobSpec> LoadJobSpecFile(const std::string& path);
+
+// The SecAgg+ threat model a job's spec asks for.
+SecAggThreatModel ThreatModelOf(const v1::SecureAggregationSpec& sa);
 
 // Semantic checks (ranges, supported names, min <= target, buildable model).
 Status ValidateJobSpec(const v1::JobSpec& spec);

@@ -63,6 +63,15 @@ Status Coordinator::Join(const v1::JoinRequest& request) {
     }
   }
   if (request.datasets_size() > 64) return InvalidArgument("too many datasets (max 64)");
+  if (!request.signing_public_key().empty() && request.signing_public_key().size() != 32) {
+    return InvalidArgument("signing_public_key must be 32 bytes (Ed25519)");
+  }
+  std::string old_key = registry_.SigningKey(id);
+  if (!old_key.empty() && old_key != request.signing_public_key()) {
+    // Without enrolled certificates a device key is trusted on first use; a change is worth
+    // an operator's attention.
+    FLEET_LOG(Warn) << "device " << id << " re-joined with a different signing key";
+  }
   v1::DeviceStatus status = registry_.Join(request);
   Status s = store_->SaveDevice(status);
   if (!s.ok()) FLEET_LOG(Error) << "cannot persist device " << id << ": " << s.message();
@@ -87,6 +96,12 @@ Status Coordinator::OnUpdate(const v1::UpdateHeader& header, std::string_view pa
   JobRunner* r = FindRunner(header.job_id());
   if (r == nullptr) return NotFound("no running job " + header.job_id());
   return r->OnUpdate(header, payload);
+}
+
+StatusOr<v1::SecAggResponse> Coordinator::OnSecAgg(const v1::SecAggRequest& request) {
+  JobRunner* r = FindRunner(request.job_id());
+  if (r == nullptr) return NotFound("no running job " + request.job_id());
+  return r->OnSecAgg(request);
 }
 
 Status Coordinator::OnMetrics(const v1::MetricsReport& report) {

@@ -19,8 +19,15 @@ v1::DeviceStatus DeviceRegistry::Join(const v1::JoinRequest& request) {
   *r.status.mutable_datasets() = request.datasets();
   r.status.set_last_seen_unix_ms(UnixMillis());
   r.status.set_busy(false);
+  r.signing_key = request.signing_public_key();
   r.last_seen = Clock::now();
   return r.status;
+}
+
+std::string DeviceRegistry::SigningKey(const std::string& id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = devices_.find(id);
+  return it == devices_.end() ? std::string() : it->second.signing_key;
 }
 
 bool DeviceRegistry::Touch(const std::string& id, bool busy) {

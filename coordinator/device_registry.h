@@ -29,6 +29,8 @@ class DeviceRegistry {
   bool Touch(const std::string& id, bool busy);
   bool IsKnown(const std::string& id) const;
   bool IsOnline(const std::string& id) const;
+  // The Ed25519 key the device registered at Join (empty if none).
+  std::string SigningKey(const std::string& id) const;
 
   // Online, unreserved devices holding `dataset` with training (or evaluation) examples.
   std::vector<std::string> Candidates(const std::string& dataset, bool training) const;
@@ -52,6 +54,7 @@ class DeviceRegistry {
     v1::DeviceStatus status;
     Clock::time_point last_seen;
     int polling = 0;
+    std::string signing_key;
     std::string reserved_by;
     std::shared_ptr<const v1::Task> pending;
   };

@@ -1,5 +1,7 @@
 #include "coordinator/job_runner.h"
 
+#include <sodium.h>
+
 #include <cmath>
 
 #include "common/clock.h"
@@ -43,6 +45,18 @@ JobRunner::JobRunner(v1::JobStatus job, ModelLayout layout, std::unique_ptr<Stra
   // The encoded size of a well-formed update is fixed by the layout; allow a margin for
   // FlatBuffers padding and nothing more.
   max_update_bytes_ = global_encoded_.size() + 4096;
+  if (secure()) {
+    const auto& sa = job_.spec().secure_aggregation();
+    quant_.clip = sa.clip();
+    quant_.value_bits = sa.value_bits();
+    quant_.max_weight = sa.max_weight();
+    // Validated at submission; a stored job that no longer validates fails its first round.
+    StatusOr<uint32_t> bits =
+        ModulusBitsFor(job_.spec().target_clients(), sa.value_bits(), sa.max_weight());
+    quant_.modulus_bits = bits.ok() ? *bits : 64;
+    size_t masked = (layout_.total + kSecAggExtraElements) * quant_.modulus_bits / 8;
+    max_update_bytes_ = std::max(max_update_bytes_, masked);
+  }
 }
 
 JobRunner::~JobRunner() {
@@ -104,6 +118,17 @@ std::shared_ptr<v1::Task> JobRunner::MakeTask(v1::Task::Kind kind, uint32_t roun
   *task->mutable_train() = job_.spec().train();
   task->set_parameters(global_encoded_);
   task->set_seed(job_.spec().seed() * 1000003ULL + round);
+  if (kind == v1::Task::TRAIN && secure()) {
+    const auto& sa = job_.spec().secure_aggregation();
+    v1::SecAggTaskConfig* c = task->mutable_secagg();
+    c->set_modulus_bits(quant_.modulus_bits);
+    c->set_value_bits(quant_.value_bits);
+    c->set_clip(quant_.clip);
+    c->set_max_weight(quant_.max_weight);
+    c->set_min_survivors(job_.spec().min_clients());
+    c->set_stage_timeout_ms(sa.stage_timeout_s() * 1000);
+    c->set_round_deadline_ms(job_.spec().round_deadline_s() * 1000);
+  }
   return task;
 }
 
@@ -117,18 +142,16 @@ void JobRunner::Run() {
   while (round <= spec.rounds() && !stop_) {
     v1::RoundSummary summary;
     auto started = std::chrono::steady_clock::now();
-    bool ok = RunRound(round, &summary);
+    std::string why;
+    bool ok = RunRound(round, &summary, &why);
     if (stop_) break;
     if (!ok) {
       ++failures;
-      FLEET_LOG(Warn) << "job " << id << " round " << round << ": only " << summary.participants()
-                      << " valid updates, min_clients is " << spec.min_clients() << " (attempt "
+      FLEET_LOG(Warn) << "job " << id << " round " << round << ": " << why << " (attempt "
                       << failures << " of " << spec.max_round_retries() + 1 << ")";
       if (failures > spec.max_round_retries()) {
-        SetState(v1::JobStatus::FAILED,
-                 "round " + std::to_string(round) + " failed " + std::to_string(failures) +
-                     " times: fewer than min_clients (" + std::to_string(spec.min_clients()) +
-                     ") valid updates before the deadline");
+        SetState(v1::JobStatus::FAILED, "round " + std::to_string(round) + " failed " +
+                                            std::to_string(failures) + " times; last: " + why);
         return;
       }
       continue;
@@ -182,7 +205,7 @@ void JobRunner::WaitForAnswers(std::chrono::steady_clock::time_point deadline) {
   }
 }
 
-bool JobRunner::RunRound(uint32_t round, v1::RoundSummary* summary) {
+bool JobRunner::RunRound(uint32_t round, v1::RoundSummary* summary, std::string* why) {
   const v1::JobSpec& spec = job_.spec();
   summary->set_round(round);
 
@@ -213,10 +236,16 @@ bool JobRunner::RunRound(uint32_t round, v1::RoundSummary* summary) {
     round_.round = round;
     strategy_->BeginRound(global_);
     for (const auto& id : chosen) {
+      if (secure() && registry_->SigningKey(id).size() != 32) {
+        FLEET_LOG(Warn) << "job " << job_.id() << ": device " << id
+                        << " has no signing key (old client?); it cannot join secure rounds";
+        continue;
+      }
       if (registry_->Reserve(id, job_.id(), task)) round_.selected.insert(id);
     }
   }
   summary->set_selected(static_cast<uint32_t>(round_.selected.size()));
+  if (secure()) return RunSecureStages(round, summary, why);
   WaitForAnswers(std::chrono::steady_clock::now() + std::chrono::seconds(spec.round_deadline_s()));
 
   StatusOr<std::vector<float>> next = FailedPrecondition("round did not run");
@@ -235,7 +264,11 @@ bool JobRunner::RunRound(uint32_t round, v1::RoundSummary* summary) {
     summary->set_rejected(round_.rejected);
     if (strategy_->accepted() >= spec.min_clients()) next = strategy_->FinishFit(&fit);
   }
-  if (!next.ok()) return false;
+  if (!next.ok()) {
+    *why = "only " + std::to_string(summary->participants()) + " valid updates, min_clients is " +
+           std::to_string(spec.min_clients());
+    return false;
+  }
   SetGlobal(std::move(next).value());
   summary->set_train_loss(fit.train_loss);
   summary->set_val_accuracy(fit.val_accuracy);
@@ -269,8 +302,13 @@ void JobRunner::Evaluate(uint32_t round, v1::RoundSummary* summary) {
 }
 
 Status JobRunner::OnUpdate(const v1::UpdateHeader& header, std::string_view payload) {
+  if (secure()) return OnMaskedUpdate(header, payload);
   std::lock_guard<std::mutex> lock(mu_);
   const std::string& device = header.device_id();
+  if (header.masked()) {
+    return InvalidArgument("job " + job_.id() + " does not use secure aggregation; send a "
+                           "plain update");
+  }
   if (round_.phase != Phase::kTrain || header.round() != round_.round) {
     return FailedPrecondition("job " + job_.id() + " is not collecting updates for round " +
                               std::to_string(header.round()));

@@ -17,6 +17,8 @@
 #include <thread>
 #include <vector>
 
+#include "aggregation/quantize.h"
+#include "aggregation/secagg_server.h"
 #include "aggregation/strategy.h"
 #include "common/model_layout.h"
 #include "coordinator/device_registry.h"
@@ -48,6 +50,9 @@ class JobRunner {
   Status OnUpdate(const v1::UpdateHeader& header, std::string_view payload);
   // An EVALUATE result.
   Status OnMetrics(const v1::MetricsReport& report);
+  // One SecAgg+ step of the current round: hands the message to the state machine, then waits
+  // until that stage closes and returns the device's input for the next one.
+  StatusOr<v1::SecAggResponse> OnSecAgg(const v1::SecAggRequest& request);
 
   v1::JobStatus Snapshot() const;
   bool Finished() const;
@@ -68,8 +73,12 @@ class JobRunner {
   };
 
   void Run();
-  // Returns true when the round aggregated, false when it must be retried.
-  bool RunRound(uint32_t round, v1::RoundSummary* summary);
+  // Returns true when the round aggregated, false (with *why) when it must be retried.
+  bool RunRound(uint32_t round, v1::RoundSummary* summary, std::string* why);
+  // The SecAgg+ stages of a round whose devices are reserved; fills the summary.
+  bool RunSecureStages(uint32_t round, v1::RoundSummary* summary, std::string* why);
+  bool secure() const { return !job_.spec().secure_aggregation().disabled(); }
+  Status OnMaskedUpdate(const v1::UpdateHeader& header, std::string_view payload);
   // Waits until every selected device answered or went offline, the deadline, or Stop().
   void WaitForAnswers(std::chrono::steady_clock::time_point deadline);
   void Evaluate(uint32_t round, v1::RoundSummary* summary);
@@ -91,6 +100,10 @@ class JobRunner {
   std::condition_variable cv_;
   v1::JobStatus job_;            // guarded by mu_
   RoundState round_;             // guarded by mu_
+  // The current (or last) secure round's state machine; shared so that RPC handlers still
+  // answer from it after the runner moved on. Guarded by mu_.
+  std::shared_ptr<SecAggServer> secagg_;
+  QuantizationSpec quant_;
   std::vector<float> global_;    // written only by the runner thread
   std::string global_encoded_;   // EncodeParameters(global_), refreshed with it
   std::atomic<bool> stop_{false};

@@ -112,6 +112,17 @@ grpc::Status DeviceService::ReportMetrics(grpc::ServerContext*, const v1::Metric
   return ToGrpcStatus(c_->OnMetrics(*req));
 }
 
+grpc::Status DeviceService::SecAgg(grpc::ServerContext*, const v1::SecAggRequest* req,
+                                   v1::SecAggResponse* resp) {
+  grpc::Status v = CheckVersion(req->protocol_version());
+  if (!v.ok()) return v;
+  if (!c_->registry().Touch(req->device_id(), true)) return NotJoined(req->device_id());
+  StatusOr<v1::SecAggResponse> r = c_->OnSecAgg(*req);
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  *resp = std::move(r).value();
+  return grpc::Status::OK;
+}
+
 grpc::Status AdminService::SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest* req,
                                      v1::JobStatus* resp) {
   StatusOr<v1::JobStatus> job = c_->SubmitJob(req->spec());

@@ -18,6 +18,8 @@ class DeviceService final : public v1::Device::Service {
                           v1::PushUpdateResponse*) override;
   grpc::Status ReportMetrics(grpc::ServerContext*, const v1::MetricsReport*,
                              v1::ReportMetricsResponse*) override;
+  grpc::Status SecAgg(grpc::ServerContext*, const v1::SecAggRequest*,
+                      v1::SecAggResponse*) override;
 
  private:
   Coordinator* c_;

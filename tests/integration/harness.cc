@@ -87,10 +87,13 @@ std::string Cluster::HarClientConfig(int subject, bool train, const std::string&
   return path;
 }
 
-Process& Cluster::StartHarClient(int subject, bool train, const std::string& address) {
+Process& Cluster::StartHarClient(int subject, bool train, const std::string& address,
+                                const std::vector<std::string>& extra_args) {
   std::string config = HarClientConfig(subject, train, address);
   clients_.push_back(std::make_unique<Process>());
-  clients_.back()->Start({FLEET_CLIENT_BIN, "--config", config},
+  std::vector<std::string> argv = {FLEET_CLIENT_BIN, "--config", config};
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  clients_.back()->Start(argv,
                          dir_ + "/client-" + std::to_string(subject) + ".log");
   return *clients_.back();
 }

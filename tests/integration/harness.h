@@ -131,7 +131,8 @@ class Cluster {
   Process& coordinator() { return coordinator_; }
 
   // Writes a client config for HAR subject `subject` and starts fleet-client with it.
-  Process& StartHarClient(int subject, bool train = true, const std::string& address = "");
+  Process& StartHarClient(int subject, bool train = true, const std::string& address = "",
+                          const std::vector<std::string>& extra_args = {});
 
   std::string HarClientConfig(int subject, bool train, const std::string& address);
   // Writes a job spec derived from configs/jobs/har-mlp.yaml with the given overrides.

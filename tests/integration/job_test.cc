@@ -8,6 +8,10 @@
 namespace fleet::testing {
 namespace {
 
+// Jobs of one or two clients cannot use secure aggregation (a sum of two reveals each to the
+// other); these tests are about scheduling, so they opt out explicitly.
+constexpr char kPlain[] = "secure_aggregation: {enabled: false}\n";
+
 int CountOf(const std::string& haystack, const std::string& needle) {
   int n = 0;
   for (size_t p = haystack.find(needle); p != std::string::npos; p = haystack.find(needle, p + 1)) ++n;
@@ -105,7 +109,7 @@ TEST(Job, ClientStartedBeforeCoordinatorRetriesAndJoins) {
   ASSERT_TRUE(WaitFor([&] { return client.Log().find("joined") != std::string::npos; },
                       std::chrono::seconds(30)))
       << client.Log();
-  auto submit = c.Fleetctl({"job", "submit", "-f", c.WriteJob("it-late", 2, 1, 1), "--watch"});
+  auto submit = c.Fleetctl({"job", "submit", "-f", c.WriteJob("it-late", 2, 1, 1, kPlain), "--watch"});
   EXPECT_EQ(submit.exit_code, 0) << submit.output;
 }
 
@@ -113,7 +117,7 @@ TEST(Job, StopEndsJobAndWatchReportsFailure) {
   Cluster c;
   ASSERT_TRUE(c.StartCoordinator()) << c.coordinator().Log();
   // No client holds the dataset: the job stays pending until stopped.
-  auto submit = c.Fleetctl({"job", "submit", "-f", c.WriteJob("it-stop", 3, 2, 2)});
+  auto submit = c.Fleetctl({"job", "submit", "-f", c.WriteJob("it-stop", 3, 2, 2, kPlain)});
   ASSERT_EQ(submit.exit_code, 0) << submit.output;
   std::string id = submit.output.substr(0, submit.output.find('\n'));
   EXPECT_NE(c.Fleetctl({"job", "get", id}).output.find("pending"), std::string::npos);
@@ -127,7 +131,7 @@ TEST(Job, StopEndsJobAndWatchReportsFailure) {
 TEST(Job, CoordinatorRestartKeepsHistoryAndFailsInterruptedJobs) {
   Cluster c;
   ASSERT_TRUE(c.StartCoordinator()) << c.coordinator().Log();
-  auto submit = c.Fleetctl({"job", "submit", "-f", c.WriteJob("it-restart", 3, 2, 2)});
+  auto submit = c.Fleetctl({"job", "submit", "-f", c.WriteJob("it-restart", 3, 2, 2, kPlain)});
   ASSERT_EQ(submit.exit_code, 0);
   std::string id = submit.output.substr(0, submit.output.find('\n'));
   c.coordinator().Kill(SIGKILL);

@@ -12,7 +12,7 @@ const char* kValidJob = R"(name: t
 dataset: d
 model: {input_dim: 4, hidden: [8], output_dim: 3}
 rounds: 2
-min_clients: 2
+max_round_retries: 3
 target_clients: 3
 )";
 
@@ -33,6 +33,44 @@ TEST(JobSpec, DefaultsApplied) {
   EXPECT_EQ(spec->train().optimizer(), "sgd");
   EXPECT_EQ(spec->train().local_epochs(), 1u);
   EXPECT_EQ(spec->round_deadline_s(), 60u);
+  // Secure aggregation is on unless a spec says otherwise, with the documented defaults.
+  EXPECT_EQ(spec->min_clients(), 3u);
+  const auto& sa = spec->secure_aggregation();
+  EXPECT_FALSE(sa.disabled());
+  EXPECT_FLOAT_EQ(sa.corrupt_fraction(), 0.05f);
+  EXPECT_FLOAT_EQ(sa.dropout_fraction(), 0.05f);
+  EXPECT_EQ(sa.value_bits(), 16u);
+  EXPECT_EQ(sa.max_weight(), 1000u);
+  // An unset proto field means secure too (specs submitted over the API).
+  EXPECT_FALSE(v1::SecureAggregationSpec().disabled());
+}
+
+TEST(JobSpec, SecureAggregationOptOutAndInsecureSettingsRefused) {
+  auto off = ParseJobSpecYaml(std::string(kValidJob) + "secure_aggregation: {enabled: false}\n",
+                              "job.yaml");
+  ASSERT_TRUE(off.ok()) << off.status().ToString();
+  EXPECT_TRUE(off->secure_aggregation().disabled());
+  auto two = ParseJobSpecYaml(std::string(kValidJob) + "min_clients: 2\n", "job.yaml");
+  ASSERT_FALSE(two.ok());
+  EXPECT_NE(two.status().message().find("min_clients >= 3"), std::string::npos);
+  two = ParseJobSpecYaml(std::string(kValidJob) + "min_clients: 2\nsecure_aggregation: {enabled: false}\n", "job.yaml");
+  EXPECT_TRUE(two.ok());
+  two = ParseJobSpecYaml(std::string(kValidJob) + "min_clients: 2\n", "job.yaml");
+  ASSERT_FALSE(two.ok());
+  EXPECT_NE(two.status().message().find("min_clients >= 3"), std::string::npos);
+  std::string ten = kValidJob;
+  ten.replace(ten.find("target_clients: 3"), 17, "target_clients: 10");
+  auto low_t = ParseJobSpecYaml(ten + "secure_aggregation: {corrupt_fraction: 0.3, neighbours: 10, "
+                                      "threshold: 3}\n",
+                                "job.yaml");
+  ASSERT_FALSE(low_t.ok());
+  EXPECT_NE(low_t.status().message().find("insecure"), std::string::npos)
+      << low_t.status().message();
+  auto typo = ParseJobSpecYaml(std::string(kValidJob) + "secure_aggregation: {enable: true}\n",
+                               "job.yaml");
+  ASSERT_FALSE(typo.ok());
+  EXPECT_NE(typo.status().message().find("secure_aggregation.enable"), std::string::npos)
+      << typo.status().message();
 }
 
 TEST(JobSpec, UnknownKeyNamesFileLineAndKey) {

@@ -1,0 +1,212 @@
+// JobRunner's secure-aggregation path: drives the SecAgg+ stages of a round (aggregation/
+// SecAggServer) with deadlines and liveness, and serves the devices' SecAgg RPCs.
+#include <sodium.h>
+
+#include "common/clock.h"
+#include "common/job_spec.h"
+#include "common/log.h"
+#include "coordinator/job_runner.h"
+
+namespace fleet {
+
+using Stage = SecAggServer::Stage;
+
+bool JobRunner::RunSecureStages(uint32_t round, v1::RoundSummary* summary, std::string* why) {
+  const v1::JobSpec& spec = job_.spec();
+  const auto& sa = spec.secure_aggregation();
+  SecAggServer::Options opt;
+  opt.job_id = job_.id();
+  opt.round = round;
+  opt.vector_length = layout_.total + kSecAggExtraElements;
+  opt.modulus_bits = quant_.modulus_bits;
+  opt.min_survivors = spec.min_clients();
+  opt.threat = ThreatModelOf(sa);
+  randombytes_buf(opt.graph_seed.data(), opt.graph_seed.size());
+  std::map<std::string, crypto::Bytes32> devices;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& id : round_.selected) {
+      crypto::FromString(registry_->SigningKey(id), &devices[id]);
+    }
+  }
+  StatusOr<std::unique_ptr<SecAggServer>> created = SecAggServer::Create(opt, devices);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (created.ok()) {
+      secagg_ = std::move(created).value();
+    } else {
+      secagg_.reset();
+    }
+  }
+
+  const auto stage_timeout = std::chrono::seconds(sa.stage_timeout_s());
+  std::shared_ptr<SecAggServer> server;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    server = secagg_;
+    while (server && server->stage() < Stage::kDone) {
+      const Stage stage = server->stage();
+      const auto deadline =
+          std::chrono::steady_clock::now() +
+          (stage == Stage::kMaskedInput ? std::chrono::seconds(spec.round_deadline_s())
+                                        : stage_timeout);
+      // Wait while some device that can still answer has not: online and not declined.
+      while (!stop_ && std::chrono::steady_clock::now() < deadline) {
+        bool waiting = false;
+        for (const auto& id : server->Pending()) {
+          waiting |= round_.answered.count(id) == 0 && registry_->IsOnline(id);
+        }
+        if (!waiting) break;
+        cv_.wait_for(lock, options_.wait_poll);
+      }
+      if (stop_) {
+        server->Abort("the job was stopped");
+        break;
+      }
+      for (const auto& id : server->Pending()) {
+        FLEET_LOG(Warn) << "job " << job_.id() << " round " << round << ": device " << id
+                        << " dropped out in " << SecAggServer::StageName(stage);
+      }
+      server->CloseStage();
+      cv_.notify_all();
+    }
+    round_.phase = Phase::kIdle;
+    for (const auto& id : round_.selected) registry_->Release(id, job_.id());
+    cv_.notify_all();
+  }
+
+  summary->set_secure(true);
+  summary->set_rejected(round_.rejected);
+  if (!server) {
+    *why = "secure aggregation could not start: " + created.status().message();
+    return false;
+  }
+  summary->set_secagg_neighbours(server->params().k);
+  summary->set_secagg_threshold(server->params().t);
+  summary->set_participants(static_cast<uint32_t>(server->survivors()));
+  FLEET_LOG(Info) << "job " << job_.id() << " round " << round << ": secure aggregation "
+                  << server->Progress();
+  if (server->stage() != Stage::kDone) {
+    *why = "secure aggregation aborted " + server->abort_reason() + "; nothing was unmasked";
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      v1::RoundAbort* a = job_.add_aborts();
+      a->set_round(round);
+      a->set_reason(server->abort_reason());
+      a->set_unix_ms(UnixMillis());
+      if (job_.aborts_size() > 100) job_.mutable_aborts()->DeleteSubrange(0, 1);
+    }
+    Persist();
+    changed_();
+    return false;
+  }
+  StatusOr<DequantizedSum> deq = DequantizeSum(server->sum(), quant_);
+  if (!deq.ok()) {
+    *why = "secure aggregate unusable: " + deq.status().message();
+    return false;
+  }
+  std::vector<float> next = global_;
+  for (size_t i = 0; i < next.size(); ++i) next[i] += deq->mean_delta[i];
+  SetGlobal(std::move(next));
+  summary->set_train_loss(deq->train_loss);
+  summary->set_val_accuracy(deq->val_accuracy);
+  Status s = WriteCheckpoint(round);
+  if (!s.ok()) FLEET_LOG(Error) << "job " << job_.id() << ": checkpoint failed: " << s.message();
+  return true;
+}
+
+Status JobRunner::OnMaskedUpdate(const v1::UpdateHeader& header, std::string_view payload) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const std::string& device = header.device_id();
+  if (round_.phase != Phase::kTrain || header.round() != round_.round || !secagg_) {
+    return FailedPrecondition("job " + job_.id() + " is not collecting updates for round " +
+                              std::to_string(header.round()));
+  }
+  if (round_.selected.count(device) == 0) {
+    return FailedPrecondition("device " + device + " was not selected for round " +
+                              std::to_string(header.round()));
+  }
+  if (!header.error().empty()) {
+    if (round_.answered.insert(device).second) round_.rejected++;
+    cv_.notify_all();
+    FLEET_LOG(Warn) << "job " << job_.id() << " round " << round_.round << ": device " << device
+                    << " could not train: " << header.error().substr(0, 300);
+    return OkStatus();
+  }
+  if (!header.masked()) {
+    return InvalidArgument("job " + job_.id() +
+                           " uses secure aggregation: plaintext updates are refused");
+  }
+  Status s = secagg_->MaskedInput(device, payload);
+  if (!s.ok()) {
+    if (s.code() == StatusCode::kInvalidArgument) round_.rejected++;
+    FLEET_LOG(Warn) << "job " << job_.id() << " round " << round_.round
+                    << ": rejected masked input from " << device << ": " << s.message();
+    return s;
+  }
+  cv_.notify_all();
+  return OkStatus();
+}
+
+StatusOr<v1::SecAggResponse> JobRunner::OnSecAgg(const v1::SecAggRequest& req) {
+  std::unique_lock<std::mutex> lock(mu_);
+  const std::string& device = req.device_id();
+  std::shared_ptr<SecAggServer> server = secagg_;
+  if (!secure() || !server || round_.phase != Phase::kTrain || req.round() != round_.round) {
+    return FailedPrecondition("job " + job_.id() + " is not running secure aggregation round " +
+                              std::to_string(req.round()));
+  }
+  if (round_.selected.count(device) == 0) {
+    return FailedPrecondition("device " + device + " was not selected for round " +
+                              std::to_string(req.round()));
+  }
+  Stage stage;
+  Status s;
+  switch (req.step_case()) {
+    case v1::SecAggRequest::kAdvertise:
+      stage = Stage::kAdvertise;
+      s = server->Advertise(device, req.advertise());
+      break;
+    case v1::SecAggRequest::kShareKeys:
+      stage = Stage::kShareKeys;
+      s = server->ShareKeys(device, req.share_keys());
+      break;
+    case v1::SecAggRequest::kAwaitSurvivors:
+      stage = Stage::kMaskedInput;  // the masked input itself came through PushUpdate
+      break;
+    case v1::SecAggRequest::kConsistency:
+      stage = Stage::kConsistency;
+      s = server->Consistency(device, req.consistency());
+      break;
+    case v1::SecAggRequest::kUnmask:
+      stage = Stage::kUnmask;
+      s = server->Unmask(device, req.unmask());
+      break;
+    default:
+      return InvalidArgument("SecAgg request carries no step");
+  }
+  if (!s.ok()) {
+    FLEET_LOG(Warn) << "job " << job_.id() << " round " << req.round() << ": rejected "
+                    << SecAggServer::StageName(stage) << " message from " << device << ": "
+                    << s.message();
+    return s;
+  }
+  cv_.notify_all();
+  const v1::JobSpec& spec = job_.spec();
+  const auto limit = std::chrono::steady_clock::now() +
+                     std::chrono::seconds(spec.round_deadline_s() +
+                                          5 * spec.secure_aggregation().stage_timeout_s() + 10);
+  while (server->stage() <= stage && !stop_) {
+    if (cv_.wait_until(lock, limit) == std::cv_status::timeout) {
+      return Status(StatusCode::kDeadlineExceeded, "secure aggregation stage did not close");
+    }
+  }
+  if (server->stage() <= stage) {
+    v1::SecAggResponse r;
+    r.set_abort_reason("the job was stopped");
+    return r;
+  }
+  return server->ResponseFor(device, stage);
+}
+
+}  // namespace fleet

@@ -1,0 +1,103 @@
+// Secure aggregation with real processes: LibTorch clients on UCI HAR, the coordinator over TLS,
+// and clients that exit abruptly right before a chosen SecAgg+ step (--fault-exit-before).
+#include <gtest/gtest.h>
+
+#include <regex>
+
+#include "harness.h"
+
+namespace fleet::testing {
+namespace {
+
+int OnlineCount(Cluster& c) {
+  std::string out = c.Fleetctl({"device", "list"}).output;
+  int n = 0;
+  for (size_t p = out.find(" yes"); p != std::string::npos; p = out.find(" yes", p + 1)) ++n;
+  return n;
+}
+
+std::vector<int> Ints(const std::string& json, const std::string& key) {
+  std::vector<int> out;
+  std::regex re("\"" + key + "\": ([0-9]+)");
+  for (auto it = std::sregex_iterator(json.begin(), json.end(), re); it != std::sregex_iterator();
+       ++it) {
+    out.push_back(std::stoi((*it)[1]));
+  }
+  return out;
+}
+
+// Seven clients; four exit at a different stage each (after AdvertiseKeys). Round 1 must still
+// produce the sum of the five whose masked inputs arrived, and round 2 runs on the three left.
+TEST(SecureJob, ClientsKilledAtEachStageStillYieldTheSurvivorsSum) {
+  Cluster c;
+  ASSERT_TRUE(c.StartCoordinator()) << c.coordinator().Log();
+  const std::vector<std::string> faults = {"share_keys", "masked_input", "consistency", "unmask"};
+  const std::vector<int> subjects = {1, 3, 5, 6, 7, 8, 11};
+  std::vector<Process*> faulty;
+  for (size_t i = 0; i < subjects.size(); ++i) {
+    std::vector<std::string> extra;
+    if (i < faults.size()) extra = {"--fault-exit-before", faults[i]};
+    Process& p = c.StartHarClient(subjects[i], true, "", extra);
+    if (i < faults.size()) faulty.push_back(&p);
+  }
+  ASSERT_TRUE(WaitFor([&] { return OnlineCount(c) >= 7; }, std::chrono::seconds(60)));
+  auto submit = c.Fleetctl(
+      {"job", "submit", "--watch", "-f",
+       c.WriteJob("it-secure-drop", 2, 3, 7,
+                  "secure_aggregation: {neighbours: 6, threshold: 3, dropout_fraction: 0.6, "
+                  "stage_timeout_s: 20}\n")});
+  ASSERT_EQ(submit.exit_code, 0) << submit.output << c.coordinator().Log();
+  std::string id = submit.output.substr(0, submit.output.find('\n'));
+  auto get = c.Fleetctl({"-o", "json", "job", "get", id});
+  EXPECT_NE(get.output.find("\"state\": \"SUCCEEDED\""), std::string::npos) << get.output;
+  EXPECT_EQ(Ints(get.output, "participants"), (std::vector<int>{5, 3})) << get.output;
+  EXPECT_EQ(Ints(get.output, "secagg_threshold"), (std::vector<int>{3, 3}));
+  for (Process* p : faulty) EXPECT_EQ(p->Wait(std::chrono::seconds(5)), 3) << p->Log();
+  std::string log = c.coordinator().Log();
+  for (const char* stage : {"dropped out in ShareKeys", "dropped out in MaskedInputCollection",
+                            "dropped out in ConsistencyCheck", "dropped out in Unmasking"}) {
+    EXPECT_NE(log.find(stage), std::string::npos) << stage << "\n" << log;
+  }
+  auto table = c.Fleetctl({"job", "get", id});
+  EXPECT_NE(table.output.find("secure agg:    on (SecAgg+)"), std::string::npos) << table.output;
+  EXPECT_NE(table.output.find("k6,t3"), std::string::npos) << table.output;
+}
+
+// Two of four clients vanish at ConsistencyCheck: fewer than t = 3 holders remain, the round
+// aborts with nothing unmasked, and the job records why.
+TEST(SecureJob, BelowThresholdAbortsCleanlyAndRecordsWhy) {
+  Cluster c;
+  ASSERT_TRUE(c.StartCoordinator()) << c.coordinator().Log();
+  for (int s : {1, 3}) c.StartHarClient(s, true, "", {"--fault-exit-before", "consistency"});
+  for (int s : {5, 6}) c.StartHarClient(s);
+  ASSERT_TRUE(WaitFor([&] { return OnlineCount(c) >= 4; }, std::chrono::seconds(60)));
+  auto submit = c.Fleetctl(
+      {"job", "submit", "--watch", "-f",
+       c.WriteJob("it-secure-abort", 2, 3, 4,
+                  "max_round_retries: 0\nsecure_aggregation: {neighbours: 4, threshold: 3}\n")});
+  EXPECT_EQ(submit.exit_code, 1) << submit.output;
+  std::string id = submit.output.substr(0, submit.output.find('\n'));
+  auto get = c.Fleetctl({"-o", "json", "job", "get", id});
+  EXPECT_NE(get.output.find("\"state\": \"FAILED\""), std::string::npos) << get.output;
+  EXPECT_NE(get.output.find("\"aborts\""), std::string::npos) << get.output;
+  EXPECT_NE(get.output.find("below the threshold t=3"), std::string::npos) << get.output;
+  EXPECT_NE(get.output.find("nothing was unmasked"), std::string::npos) << get.output;
+  EXPECT_TRUE(Ints(get.output, "participants").empty());  // no round completed
+  auto table = c.Fleetctl({"job", "get", id});
+  EXPECT_NE(table.output.find("aborted round:  1"), std::string::npos) << table.output;
+}
+
+TEST(SecureJob, OptingOutIsExplicitAndShown) {
+  Cluster c;
+  ASSERT_TRUE(c.StartCoordinator()) << c.coordinator().Log();
+  auto submit = c.Fleetctl({"job", "submit", "-f",
+                            c.WriteJob("it-plain", 1, 3, 3,
+                                       "secure_aggregation: {enabled: false}\n")});
+  ASSERT_EQ(submit.exit_code, 0) << submit.output;
+  std::string id = submit.output.substr(0, submit.output.find('\n'));
+  auto table = c.Fleetctl({"job", "get", id});
+  EXPECT_NE(table.output.find("secure agg:    OFF"), std::string::npos) << table.output;
+}
+
+}  // namespace
+}  // namespace fleet::testing
