@@ -48,6 +48,7 @@ class SecAggServer {
       Options options, std::map<std::string, crypto::Bytes32> devices);
 
   Stage stage() const { return stage_; }
+  uint32_t round() const { return options_.round; }
   const std::string& abort_reason() const { return abort_reason_; }
   const SecAggGraphParams& params() const { return params_; }
 

@@ -4,7 +4,10 @@
 // (model down to N devices, N updates up, same chunking, same TLS) against a server that does no
 // FL work. Also the coordinator's peak RSS. Writes one JSON object to stdout.
 //
-// usage: round_bench COORDINATOR_BIN PKI_DIR N D
+// MODE secure runs the same rounds through SecAgg+ (devices mask a zero update) and also reports
+// the protocol bytes each client exchanged beyond the masked update itself.
+//
+// usage: round_bench COORDINATOR_BIN PKI_DIR N D [plain|secure]
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <spawn.h>
@@ -20,7 +23,10 @@
 #include <thread>
 #include <vector>
 
+#include "aggregation/quantize.h"
+#include "aggregation/secagg_client.h"
 #include "common/grpc_util.h"
+#include "crypto/random.h"
 #include "common/model_layout.h"
 #include "common/tensor_codec.h"
 #include "proto/fleet.grpc.pb.h"
@@ -132,10 +138,13 @@ double FloorSecondsPerRound(const std::string& pki, int n, const std::string& pa
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 5) {
-    std::fprintf(stderr, "usage: round_bench COORDINATOR_BIN PKI_DIR N D\n");
+  if (argc != 5 && argc != 6) {
+    std::fprintf(stderr, "usage: round_bench COORDINATOR_BIN PKI_DIR N D [plain|secure]\n");
     return 2;
   }
+  const bool secure = argc == 6 && std::string(argv[5]) == "secure";
+  if (!crypto::Init()) return 1;
+  std::atomic<uint64_t> protocol_bytes{0};
   const std::string bin = argv[1], pki = argv[2];
   const int n = std::atoi(argv[3]);
   const size_t d = static_cast<size_t>(std::atof(argv[4]));
@@ -161,6 +170,14 @@ int main(int argc, char** argv) {
   spec.set_round_deadline_s(120);
   spec.set_eval_deadline_s(5);
   spec.set_seed(1);
+  auto* sa = spec.mutable_secure_aggregation();
+  sa->set_disabled(!secure);
+  sa->set_corrupt_fraction(0.05f);
+  sa->set_dropout_fraction(0.05f);
+  sa->set_clip(1.0f);
+  sa->set_value_bits(16);
+  sa->set_max_weight(1000);
+  sa->set_stage_timeout_s(30);
   ModelLayout layout = *LayoutFor(*m);
   std::vector<float> params = InitialParameters(layout, 1);
   std::string payload = EncodeParameters(layout, params.data());
@@ -186,7 +203,9 @@ int main(int argc, char** argv) {
     devices.emplace_back([&, i] {
       auto stub = v1::Device::NewStub(Channel(addr, pki + "/ca.pem", i));
       std::string id = "bench-" + std::to_string(i);
+      crypto::SigningKey key = crypto::SigningKey::Generate();
       v1::JoinRequest jr;
+      jr.set_signing_public_key(crypto::ToString(key.public_key()));
       jr.set_protocol_version(kProtocolVersion);
       jr.set_device_id(id);
       auto* ds = jr.add_datasets();
@@ -210,8 +229,49 @@ int main(int argc, char** argv) {
         h.set_device_id(id);
         h.set_job_id(task.job_id());
         h.set_round(task.round());
-        h.set_num_examples(1);
-        Push(stub.get(), h, task.parameters());
+        if (!task.has_secagg()) {
+          h.set_num_examples(1);
+          Push(stub.get(), h, task.parameters());
+          continue;
+        }
+        const size_t length = layout.total + kSecAggExtraElements;
+        SecAggClient sc({task.job_id(), task.round(), id, task.secagg(), length}, &key);
+        auto step = [&](v1::SecAggRequest req, v1::SecAggResponse* resp) {
+          req.set_protocol_version(kProtocolVersion);
+          req.set_device_id(id);
+          req.set_job_id(task.job_id());
+          req.set_round(task.round());
+          grpc::ClientContext sctx;
+          bool ok = stub->SecAgg(&sctx, req, resp).ok() && !resp->has_abort_reason();
+          protocol_bytes += req.ByteSizeLong() + resp->ByteSizeLong();
+          return ok;
+        };
+        v1::SecAggRequest req;
+        v1::SecAggResponse resp;
+        *req.mutable_advertise() = sc.Advertise();
+        if (!step(req, &resp) || !sc.OnNeighbours(resp.neighbours()).ok()) continue;
+        auto shares = sc.ShareKeys();
+        if (!shares.ok()) continue;
+        *req.mutable_share_keys() = *shares;
+        if (!step(req, &resp) || !sc.OnShares(resp.shares()).ok()) continue;
+        QuantizationSpec q{task.secagg().clip(), task.secagg().value_bits(),
+                           task.secagg().max_weight(), task.secagg().modulus_bits()};
+        std::vector<float> zero(layout.total, 0.0f);
+        crypto::Secret32 seed;
+        auto masked = sc.MaskInput(QuantizeUpdate(zero.data(), zero.size(), 1, 0, 0, q, seed));
+        if (!masked.ok()) continue;
+        h.set_masked(true);
+        Push(stub.get(), h, *masked);
+        req.set_await_survivors(true);
+        if (!step(req, &resp)) continue;
+        auto cons = sc.OnSurvivors(resp.survivors());
+        if (!cons.ok()) continue;
+        *req.mutable_consistency() = *cons;
+        if (!step(req, &resp)) continue;
+        auto unmask = sc.OnUnmaskRequest(resp.unmask());
+        if (!unmask.ok()) continue;
+        *req.mutable_unmask() = *unmask;
+        step(req, &resp);
       }
     });
   }
@@ -253,8 +313,13 @@ int main(int argc, char** argv) {
   for (int i = 1; i < st.rounds_size(); ++i) per_round.push_back(st.rounds(i).duration_s());
   double s_per_round = Median(per_round);
   double floor = FloorSecondsPerRound(pki, n, payload);
-  std::printf("{\"n\": %d, \"d\": %zu, \"s_per_round\": %.4f, \"floor_s_per_round\": %.4f, "
-              "\"ratio_to_floor\": %.2f, \"coordinator_peak_rss_mb\": %.1f}\n",
-              n, layout.total, s_per_round, floor, floor > 0 ? s_per_round / floor : 0, rss_mb);
+  double proto_bytes = static_cast<double>(protocol_bytes) / (n * st.rounds_size());
+  std::printf("{\"mode\": \"%s\", \"n\": %d, \"d\": %zu, \"s_per_round\": %.4f, "
+              "\"floor_s_per_round\": %.4f, \"ratio_to_floor\": %.2f, "
+              "\"coordinator_peak_rss_mb\": %.1f, \"protocol_bytes_per_client\": %.0f, "
+              "\"secagg_k\": %u, \"secagg_t\": %u}\n",
+              secure ? "secure" : "plain", n, layout.total, s_per_round, floor,
+              floor > 0 ? s_per_round / floor : 0, rss_mb, proto_bytes,
+              st.rounds(0).secagg_neighbours(), st.rounds(0).secagg_threshold());
   return 0;
 }

@@ -234,6 +234,7 @@ bool JobRunner::RunRound(uint32_t round, v1::RoundSummary* summary, std::string*
     round_ = RoundState{};
     round_.phase = Phase::kTrain;
     round_.round = round;
+    secagg_.reset();  // RunSecureStages installs this round's; SecAgg RPCs wait for it
     strategy_->BeginRound(global_);
     for (const auto& id : chosen) {
       if (secure() && registry_->SigningKey(id).size() != 32) {

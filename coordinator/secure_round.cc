@@ -37,6 +37,7 @@ bool JobRunner::RunSecureStages(uint32_t round, v1::RoundSummary* summary, std::
     } else {
       secagg_.reset();
     }
+    cv_.notify_all();
   }
 
   const auto stage_timeout = std::chrono::seconds(sa.stage_timeout_s());
@@ -118,7 +119,8 @@ bool JobRunner::RunSecureStages(uint32_t round, v1::RoundSummary* summary, std::
 Status JobRunner::OnMaskedUpdate(const v1::UpdateHeader& header, std::string_view payload) {
   std::lock_guard<std::mutex> lock(mu_);
   const std::string& device = header.device_id();
-  if (round_.phase != Phase::kTrain || header.round() != round_.round || !secagg_) {
+  if (round_.phase != Phase::kTrain || header.round() != round_.round || !secagg_ ||
+      secagg_->round() != header.round()) {
     return FailedPrecondition("job " + job_.id() + " is not collecting updates for round " +
                               std::to_string(header.round()));
   }
@@ -151,8 +153,14 @@ Status JobRunner::OnMaskedUpdate(const v1::UpdateHeader& header, std::string_vie
 StatusOr<v1::SecAggResponse> JobRunner::OnSecAgg(const v1::SecAggRequest& req) {
   std::unique_lock<std::mutex> lock(mu_);
   const std::string& device = req.device_id();
+  // A device can answer its task before the runner has installed the round's state machine.
+  cv_.wait_for(lock, std::chrono::seconds(10), [&] {
+    return stop_ || secagg_ != nullptr || round_.phase != Phase::kTrain ||
+           req.round() != round_.round;
+  });
   std::shared_ptr<SecAggServer> server = secagg_;
-  if (!secure() || !server || round_.phase != Phase::kTrain || req.round() != round_.round) {
+  if (!secure() || !server || round_.phase != Phase::kTrain || req.round() != round_.round ||
+      server->round() != req.round()) {
     return FailedPrecondition("job " + job_.id() + " is not running secure aggregation round " +
                               std::to_string(req.round()));
   }

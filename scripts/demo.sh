@@ -2,7 +2,7 @@
 # fleetfl demo: a coordinator and one fleet-client per UCI HAR subject on 127.0.0.1, a federated
 # job submitted and watched with fleetctl, over TLS with a throwaway CA. 16 subjects train, the 5
 # highest-numbered subjects are held out and only evaluate. Ends with one summary line:
-#   demo: job <id> finished: <R> rounds, <N> clients, held-out accuracy <0.xxx>
+#   demo: job <id> finished: <R> rounds, <N> clients, secure aggregation k=<k> t=<t>, held-out accuracy <0.xxx>
 # Every process it starts is stopped on exit or Ctrl-C. Logs: $FLEET_DEMO_DIR (kept on failure).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -73,6 +73,10 @@ last() { printf '%s\n' "$json" | sed -n "s/.*\"$1\": \([0-9.e+-]*\).*/\1/p" | ta
 rounds=$(printf '%s\n' "$json" | grep -c '"participants"' || true)
 clients=$(last participants)
 acc=$(last eval_accuracy)
+k=$(last secagg_neighbours)
+t=$(last secagg_threshold)
+secure="secure aggregation k=${k:-?} t=${t:-?}"
+[ -z "$k" ] && secure="secure aggregation OFF"
 ok=1
-printf 'demo: job %s finished: %s rounds, %s clients, held-out accuracy %.3f\n' \
-  "$job" "$rounds" "$clients" "${acc:-0}"
+printf 'demo: job %s finished: %s rounds, %s clients, %s, held-out accuracy %.3f\n' \
+  "$job" "$rounds" "$clients" "$secure" "${acc:-0}"
