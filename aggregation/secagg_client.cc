@@ -282,4 +282,35 @@ StatusOr<v1::SecAggUnmaskResponse> SecAggClient::OnUnmaskRequest(
   return out;
 }
 
+Status RunSecAggClient(SecAggClient* client, const SecAggTransport& transport) {
+  auto step = [&](const v1::SecAggRequest& req) -> StatusOr<v1::SecAggResponse> {
+    ASSIGN_OR_RETURN(v1::SecAggResponse resp, transport.step(req));
+    if (resp.has_abort_reason()) {
+      return FailedPrecondition("secure aggregation round aborted by the coordinator: " +
+                                resp.abort_reason());
+    }
+    return resp;
+  };
+  v1::SecAggRequest req;
+  *req.mutable_advertise() = client->Advertise();
+  ASSIGN_OR_RETURN(v1::SecAggResponse resp, step(req));
+  RETURN_IF_ERROR(client->OnNeighbours(resp.neighbours()));
+  ASSIGN_OR_RETURN(*req.mutable_share_keys(), client->ShareKeys());
+  ASSIGN_OR_RETURN(resp, step(req));
+  RETURN_IF_ERROR(client->OnShares(resp.shares()));
+  {
+    ASSIGN_OR_RETURN(std::vector<uint64_t> values, transport.input());
+    StatusOr<std::string> masked = client->MaskInput(values);
+    sodium_memzero(values.data(), values.size() * sizeof(uint64_t));
+    if (!masked.ok()) return masked.status();
+    RETURN_IF_ERROR(transport.send_masked(*masked));
+  }
+  req.set_await_survivors(true);
+  ASSIGN_OR_RETURN(resp, step(req));
+  ASSIGN_OR_RETURN(*req.mutable_consistency(), client->OnSurvivors(resp.survivors()));
+  ASSIGN_OR_RETURN(resp, step(req));
+  ASSIGN_OR_RETURN(*req.mutable_unmask(), client->OnUnmaskRequest(resp.unmask()));
+  return step(req).status();
+}
+
 }  // namespace fleet

@@ -6,6 +6,7 @@
 // Not thread-safe; steps must come in protocol order (a step out of order is an error).
 #pragma once
 
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -64,5 +65,19 @@ class SecAggClient {
   std::set<uint32_t> masked_with_;    // neighbours whose shares arrived (pairwise masks)
   std::vector<uint32_t> survivors_;
 };
+
+// How a client's steps reach the server: `step` sends one SecAggRequest (the caller fills in the
+// ids) and returns the server's answer when that stage closes; `send_masked` delivers the masked
+// input (Device.PushUpdate); `input` produces the quantized update, after ShareKeys, which is
+// where local training happens.
+struct SecAggTransport {
+  std::function<StatusOr<v1::SecAggResponse>(v1::SecAggRequest)> step;
+  std::function<Status(const std::string& masked)> send_masked;
+  std::function<StatusOr<std::vector<uint64_t>>()> input;
+};
+
+// Runs one client through all five stages. An abort from the server, or anything the client
+// refuses, ends the round with an error naming it.
+Status RunSecAggClient(SecAggClient* client, const SecAggTransport& transport);
 
 }  // namespace fleet

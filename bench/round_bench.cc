@@ -236,42 +236,32 @@ int main(int argc, char** argv) {
         }
         const size_t length = layout.total + kSecAggExtraElements;
         SecAggClient sc({task.job_id(), task.round(), id, task.secagg(), length}, &key);
-        auto step = [&](v1::SecAggRequest req, v1::SecAggResponse* resp) {
+        SecAggTransport transport;
+        transport.step = [&](v1::SecAggRequest req) -> StatusOr<v1::SecAggResponse> {
           req.set_protocol_version(kProtocolVersion);
           req.set_device_id(id);
           req.set_job_id(task.job_id());
           req.set_round(task.round());
           grpc::ClientContext sctx;
-          bool ok = stub->SecAgg(&sctx, req, resp).ok() && !resp->has_abort_reason();
-          protocol_bytes += req.ByteSizeLong() + resp->ByteSizeLong();
-          return ok;
+          v1::SecAggResponse resp;
+          grpc::Status gs = stub->SecAgg(&sctx, req, &resp);
+          protocol_bytes += req.ByteSizeLong() + resp.ByteSizeLong();
+          if (!gs.ok()) return FromGrpcStatus(gs);
+          return resp;
         };
-        v1::SecAggRequest req;
-        v1::SecAggResponse resp;
-        *req.mutable_advertise() = sc.Advertise();
-        if (!step(req, &resp) || !sc.OnNeighbours(resp.neighbours()).ok()) continue;
-        auto shares = sc.ShareKeys();
-        if (!shares.ok()) continue;
-        *req.mutable_share_keys() = *shares;
-        if (!step(req, &resp) || !sc.OnShares(resp.shares()).ok()) continue;
-        QuantizationSpec q{task.secagg().clip(), task.secagg().value_bits(),
-                           task.secagg().max_weight(), task.secagg().modulus_bits()};
-        std::vector<float> zero(layout.total, 0.0f);
-        crypto::Secret32 seed;
-        auto masked = sc.MaskInput(QuantizeUpdate(zero.data(), zero.size(), 1, 0, 0, q, seed));
-        if (!masked.ok()) continue;
-        h.set_masked(true);
-        Push(stub.get(), h, *masked);
-        req.set_await_survivors(true);
-        if (!step(req, &resp)) continue;
-        auto cons = sc.OnSurvivors(resp.survivors());
-        if (!cons.ok()) continue;
-        *req.mutable_consistency() = *cons;
-        if (!step(req, &resp)) continue;
-        auto unmask = sc.OnUnmaskRequest(resp.unmask());
-        if (!unmask.ok()) continue;
-        *req.mutable_unmask() = *unmask;
-        step(req, &resp);
+        transport.input = [&]() -> StatusOr<std::vector<uint64_t>> {
+          QuantizationSpec q{task.secagg().clip(), task.secagg().value_bits(),
+                             task.secagg().max_weight(), task.secagg().modulus_bits()};
+          std::vector<float> zero(layout.total, 0.0f);
+          crypto::Secret32 seed;
+          return QuantizeUpdate(zero.data(), zero.size(), 1, 0, 0, q, seed);
+        };
+        transport.send_masked = [&](const std::string& masked) {
+          h.set_masked(true);
+          return FromGrpcStatus(Push(stub.get(), h, masked));
+        };
+        Status rs = RunSecAggClient(&sc, transport);
+        if (!rs.ok()) std::fprintf(stderr, "%s: %s\n", id.c_str(), rs.message().c_str());
       }
     });
   }

@@ -222,7 +222,7 @@ Status ClientRunner::HandleTask(const v1::Task& task) {
 
   if (task.kind() == v1::Task::TRAIN) {
     if (d.train.rows == 0) return decline(FailedPrecondition("no training data"));
-    if (task.has_secagg()) return TrainSecurely(task, *layout, *params, d, header);
+    if (task.has_secagg()) return TrainSecurely(task, *layout, *params, d, header, decline);
     uint64_t seed = task.seed() ^ std::hash<std::string>{}(config_.device_id);
     StatusOr<TrainResult> r =
         TrainLocal(task.model(), task.train(), *layout, *params, d.train, d.val, seed);
@@ -320,69 +320,57 @@ StatusOr<v1::SecAggResponse> ClientRunner::SecAggStep(const v1::Task& task,
   grpc::Status s = stub_->SecAgg(&ctx, request, &resp);
   SetContext(nullptr);
   if (!s.ok()) return FromGrpcStatus(s);
-  if (resp.has_abort_reason()) {
-    return FailedPrecondition("secure aggregation round aborted by the coordinator: " +
-                              resp.abort_reason());
-  }
   return resp;
 }
 
 Status ClientRunner::TrainSecurely(const v1::Task& task, const ModelLayout& layout,
                                    const std::vector<TensorView>& global, const LocalData& d,
-                                   v1::UpdateHeader header) {
+                                   v1::UpdateHeader header,
+                                   const std::function<Status(const Status&)>& decline) {
   auto started = std::chrono::steady_clock::now();
   const v1::SecAggTaskConfig& cfg = task.secagg();
   QuantizationSpec quant{cfg.clip(), cfg.value_bits(), cfg.max_weight(), cfg.modulus_bits()};
   RETURN_IF_ERROR(ValidateQuantization(quant));
   const size_t length = layout.total + kSecAggExtraElements;
   SecAggClient sc({task.job_id(), task.round(), config_.device_id, cfg, length}, &signing_key_);
-  // Stages answer when every client has spoken; allow for the coordinator's own deadline.
+  // Stages answer when every client has spoken; allow for the coordinator's own deadline. The
+  // survivor set comes only after everyone's training.
   const auto stage_wait = std::chrono::milliseconds(2 * cfg.stage_timeout_ms() + 10000);
   const auto input_wait =
       std::chrono::milliseconds(cfg.round_deadline_ms() + 2 * cfg.stage_timeout_ms() + 10000);
 
-  v1::SecAggRequest req;
-  *req.mutable_advertise() = sc.Advertise();
-  ASSIGN_OR_RETURN(v1::SecAggResponse resp, SecAggStep(task, req, stage_wait));
-  RETURN_IF_ERROR(sc.OnNeighbours(resp.neighbours()));
-  ASSIGN_OR_RETURN(*req.mutable_share_keys(), sc.ShareKeys());
-  ASSIGN_OR_RETURN(resp, SecAggStep(task, req, stage_wait));
-  RETURN_IF_ERROR(sc.OnShares(resp.shares()));
-
-  uint64_t seed = task.seed() ^ std::hash<std::string>{}(config_.device_id);
-  StatusOr<TrainResult> r = TrainLocal(task.model(), task.train(), layout, global, d.train, d.val,
-                                       seed);
-  if (!r.ok()) {
-    header.set_error(r.status().message());
-    Status s = SendUpdate(header, "");
-    if (!s.ok()) FLEET_LOG(Debug) << "decline not delivered: " << s.message();
-    return r.status();
-  }
-  std::vector<float> delta = Flatten(global, layout);
-  for (size_t i = 0; i < delta.size(); ++i) delta[i] = r->params[i] - delta[i];
-  crypto::Secret32 rounding_seed;
-  randombytes_buf(rounding_seed.data(), rounding_seed.size());
-  std::vector<uint64_t> values = QuantizeUpdate(delta.data(), delta.size(), r->num_examples,
-                                                r->train_loss, r->val_accuracy, quant,
-                                                rounding_seed);
-  sodium_memzero(delta.data(), delta.size() * sizeof(float));
-  StatusOr<std::string> masked = sc.MaskInput(values);
-  sodium_memzero(values.data(), values.size() * sizeof(uint64_t));
-  if (!masked.ok()) return masked.status();
-  header.set_masked(true);
-  MaybeFault("masked_input");
-  RETURN_IF_ERROR(SendUpdate(header, *masked));
-
-  req.set_await_survivors(true);
-  ASSIGN_OR_RETURN(resp, SecAggStep(task, req, input_wait));
-  ASSIGN_OR_RETURN(*req.mutable_consistency(), sc.OnSurvivors(resp.survivors()));
-  ASSIGN_OR_RETURN(resp, SecAggStep(task, req, stage_wait));
-  ASSIGN_OR_RETURN(*req.mutable_unmask(), sc.OnUnmaskRequest(resp.unmask()));
-  ASSIGN_OR_RETURN(resp, SecAggStep(task, req, stage_wait));
+  TrainResult trained;
+  SecAggTransport transport;
+  transport.step = [&](v1::SecAggRequest req) {
+    const auto timeout = req.has_await_survivors() ? input_wait : stage_wait;
+    return SecAggStep(task, std::move(req), timeout);
+  };
+  transport.input = [&]() -> StatusOr<std::vector<uint64_t>> {
+    uint64_t seed = task.seed() ^ std::hash<std::string>{}(config_.device_id);
+    StatusOr<TrainResult> r =
+        TrainLocal(task.model(), task.train(), layout, global, d.train, d.val, seed);
+    if (!r.ok()) return decline(r.status());
+    trained = std::move(r).value();
+    std::vector<float> delta = Flatten(global, layout);
+    for (size_t i = 0; i < delta.size(); ++i) delta[i] = trained.params[i] - delta[i];
+    crypto::Secret32 rounding_seed;
+    randombytes_buf(rounding_seed.data(), rounding_seed.size());
+    std::vector<uint64_t> values =
+        QuantizeUpdate(delta.data(), delta.size(), trained.num_examples, trained.train_loss,
+                       trained.val_accuracy, quant, rounding_seed);
+    sodium_memzero(delta.data(), delta.size() * sizeof(float));
+    return values;
+  };
+  transport.send_masked = [&](const std::string& masked) {
+    header.set_masked(true);
+    MaybeFault("masked_input");
+    return SendUpdate(header, masked);
+  };
+  RETURN_IF_ERROR(RunSecAggClient(&sc, transport));
   FLEET_LOG(Info) << "job " << task.job_id() << " round " << task.round() << ": trained on "
-                  << r->num_examples << " examples, loss " << r->train_loss << ", val_acc "
-                  << r->val_accuracy << "; update securely aggregated as client "
-                  << sc.index() << " ("
+                  << trained.num_examples << " examples, loss " << trained.train_loss
+                  << ", val_acc " << trained.val_accuracy
+                  << "; update securely aggregated as client " << sc.index() << " ("
                   << std::chrono::duration<double>(std::chrono::steady_clock::now() - started)
                          .count()
                   << " s)";

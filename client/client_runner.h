@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -45,8 +46,9 @@ class ClientRunner {
   // A TRAIN task of a secure job: the SecAgg+ client protocol around local training.
   Status TrainSecurely(const v1::Task& task, const ModelLayout& layout,
                        const std::vector<TensorView>& global, const LocalData& data,
-                       v1::UpdateHeader header);
-  // One SecAgg RPC; an abort from the coordinator becomes an error naming its reason.
+                       v1::UpdateHeader header,
+                       const std::function<Status(const Status&)>& decline);
+  // One SecAgg RPC (ids filled in), waiting at most `timeout` for its stage to close.
   StatusOr<v1::SecAggResponse> SecAggStep(const v1::Task& task, v1::SecAggRequest request,
                                           std::chrono::milliseconds timeout);
   void SetContext(grpc::ClientContext* ctx);

@@ -18,8 +18,9 @@ enum class MaskSign { kAdd, kSubtract };
 template <typename Word>
 void ApplyMask(const Secret32& seed, MaskSign sign, Word* out, size_t n);
 
-// Raw keystream, the speed floor the benchmark compares ApplyMask against.
-void Keystream(const Secret32& seed, uint8_t* out, size_t bytes);
+// Raw keystream starting at 64-byte block `first_block`: the speed floor the benchmark compares
+// ApplyMask against, and the coefficient source of seeded Shamir splits.
+void Keystream(const Secret32& seed, uint8_t* out, size_t bytes, uint32_t first_block = 0);
 
 // `n` uniform doubles in [0, 1) from the keystream of `seed` (53 random bits each): the
 // randomness of stochastic rounding, reproducible when the seed is injected.

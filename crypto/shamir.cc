@@ -4,6 +4,8 @@
 
 #include <set>
 
+#include "crypto/prg.h"
+
 namespace fleet::crypto {
 namespace internal {
 namespace {
@@ -81,10 +83,7 @@ class CoefficientSource {
   static constexpr uint64_t P = kShamirPrime;
   void Refill() {
     if (seed_ != nullptr) {
-      uint8_t nonce[crypto_stream_chacha20_ietf_NONCEBYTES] = {};
-      crypto_stream_chacha20_ietf_xor_ic(reinterpret_cast<uint8_t*>(buf_),
-                                         reinterpret_cast<const uint8_t*>(zeros_), sizeof buf_,
-                                         nonce, block_, seed_->data());
+      Keystream(*seed_, reinterpret_cast<uint8_t*>(buf_), sizeof buf_, block_);
       block_ += sizeof buf_ / 64;
     } else {
       randombytes_buf(buf_, sizeof buf_);
@@ -93,7 +92,6 @@ class CoefficientSource {
   }
   const Secret32* seed_;
   uint64_t buf_[kWords] = {};
-  const uint64_t zeros_[kWords] = {};
   size_t used_ = kWords;
   uint32_t block_ = 0;
 };

@@ -15,6 +15,8 @@ what=${1:-round}
 mkdir -p "$root/bench/results"
 tmp=$(mktemp -d /tmp/fleet-bench.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
+# field NAME JSON: the numeric value of "NAME" in a one-line JSON object.
+field() { printf '%s' "$2" | sed -n "s/.*\"$1\": \([0-9.e+-]*\).*/\1/p"; }
 "$root/scripts/make-dev-certs.sh" "$tmp/pki"
 
 case "$what" in
@@ -47,9 +49,9 @@ case "$what" in
       for n in 10 50; do
         plain=$("$build/bench/round_bench" "$build/coordinator/fleet-coordinator" "$tmp/pki" "$n" 1e5 plain)
         secure=$("$build/bench/round_bench" "$build/coordinator/fleet-coordinator" "$tmp/pki" "$n" 1e5 secure)
-        p=$(printf '%s' "$plain" | sed -n 's/.*"s_per_round": \([0-9.]*\).*/\1/p')
-        s=$(printf '%s' "$secure" | sed -n 's/.*"s_per_round": \([0-9.]*\).*/\1/p')
-        b=$(printf '%s' "$secure" | sed -n 's/.*"protocol_bytes_per_client": \([0-9]*\).*/\1/p')
+        p=$(field s_per_round "$plain")
+        s=$(field s_per_round "$secure")
+        b=$(field protocol_bytes_per_client "$secure")
         line=$(printf '{"n": %s, "d": 100000, "secagg_s_per_round": %s, "plain_s_per_round": %s, "ratio": %.2f, "protocol_bytes_per_client": %s, "secure_run": %s, "plain_run": %s}' \
           "$n" "$s" "$p" "$(awk -v a="$s" -v b="$p" 'BEGIN{print a/b}')" "$b" "$secure" "$plain")
         echo "secagg: $line" >&2
