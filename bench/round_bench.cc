@@ -5,11 +5,14 @@
 // FL work. Also the coordinator's peak RSS. Writes one JSON object to stdout.
 //
 // MODE secure runs the same rounds through SecAgg+ (devices mask a zero update) and also reports
-// the protocol bytes each client exchanged beyond the masked update itself.
+// the protocol bytes each client exchanged beyond the masked update itself. Both modes report the
+// CPU each simulated device spent per round (device_cpu_ms_per_round): here all N devices share
+// the machine's cores with the coordinator, which a real fleet does not.
 //
 // usage: round_bench COORDINATOR_BIN PKI_DIR N D [plain|secure]
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
+#include <time.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -45,6 +48,12 @@ std::string ReadAll(const std::string& p) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+double ThreadCpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + ts.tv_nsec * 1e-9;
 }
 
 double Median(std::vector<double> v) {
@@ -145,6 +154,7 @@ int main(int argc, char** argv) {
   const bool secure = argc == 6 && std::string(argv[5]) == "secure";
   if (!crypto::Init()) return 1;
   std::atomic<uint64_t> protocol_bytes{0};
+  std::atomic<uint64_t> device_cpu_ns{0};  // CPU the simulated devices spent on their tasks
   const std::string bin = argv[1], pki = argv[2];
   const int n = std::atoi(argv[3]);
   const size_t d = static_cast<size_t>(std::atof(argv[4]));
@@ -187,7 +197,7 @@ int main(int argc, char** argv) {
   std::string dir = mkdtemp(state);
   std::vector<std::string> args{bin, "--listen", "127.0.0.1:0", "--port-file", dir + "/port",
                                 "--state-dir", dir, "--tls-cert", pki + "/server.pem",
-                                "--tls-key", pki + "/server.key", "--log-level", "warn",
+                                "--tls-key", pki + "/server.key", "--log-level", getenv("FLEET_BENCH_LOG") ? getenv("FLEET_BENCH_LOG") : "warn",
                                 "--max-message-mb", "256"};
   std::vector<char*> cargs;
   for (auto& a : args) cargs.push_back(a.data());
@@ -224,6 +234,12 @@ int main(int argc, char** argv) {
         fr.set_wait_ms(500);
         v1::Task task;
         if (!stub->FetchTask(&ctx, fr, &task).ok() || task.kind() != v1::Task::TRAIN) continue;
+        const double cpu_start = ThreadCpuSeconds();
+        struct CpuCharge {  // charged however the task ends
+          std::atomic<uint64_t>* total;
+          double start;
+          ~CpuCharge() { *total += static_cast<uint64_t>((ThreadCpuSeconds() - start) * 1e9); }
+        } charge{&device_cpu_ns, cpu_start};
         v1::UpdateHeader h;  // no-op training: send the model back
         h.set_protocol_version(kProtocolVersion);
         h.set_device_id(id);
@@ -304,12 +320,13 @@ int main(int argc, char** argv) {
   double s_per_round = Median(per_round);
   double floor = FloorSecondsPerRound(pki, n, payload);
   double proto_bytes = static_cast<double>(protocol_bytes) / (n * st.rounds_size());
+  double device_cpu_ms = static_cast<double>(device_cpu_ns) / 1e6 / (n * st.rounds_size());
   std::printf("{\"mode\": \"%s\", \"n\": %d, \"d\": %zu, \"s_per_round\": %.4f, "
               "\"floor_s_per_round\": %.4f, \"ratio_to_floor\": %.2f, "
               "\"coordinator_peak_rss_mb\": %.1f, \"protocol_bytes_per_client\": %.0f, "
-              "\"secagg_k\": %u, \"secagg_t\": %u}\n",
+              "\"device_cpu_ms_per_round\": %.2f, \"secagg_k\": %u, \"secagg_t\": %u}\n",
               secure ? "secure" : "plain", n, layout.total, s_per_round, floor,
-              floor > 0 ? s_per_round / floor : 0, rss_mb, proto_bytes,
+              floor > 0 ? s_per_round / floor : 0, rss_mb, proto_bytes, device_cpu_ms,
               st.rounds(0).secagg_neighbours(), st.rounds(0).secagg_threshold());
   return 0;
 }

@@ -2,7 +2,9 @@
 //  - a client expanding and adding k pairwise masks plus its self mask over D words, against the
 //    raw libsodium ChaCha20 keystream rate (goal: >= 0.8 of it per mask);
 //  - the server's unmasking for N clients, D words, with a fraction dropped after ShareKeys
-//    (self masks of the survivors, pairwise masks of the dropouts).
+//    (self masks of the survivors, pairwise masks of the dropouts);
+//  - protocol bytes per client beyond the masked input (every SecAgg request and response as it
+//    goes on the wire, ids included) in an in-process round with k neighbours.
 // Writes one JSON object to stdout.
 //
 // usage: secagg_bench [D] [K] [N] [DROP_FRACTION]
@@ -41,9 +43,14 @@ double Best(int reps, F fn) {
 
 std::string Name(int i) { return "dev-" + std::to_string(1000 + i); }
 
-// Runs a whole in-process round and returns the seconds spent in the final CloseStage (the
-// server's reconstruction and unmasking).
-double ServerUnmaskSeconds(int n, size_t d, double drop, SecAggGraphParams* params) {
+struct RoundStats {
+  double unmask_s = 0;         // the final CloseStage: reconstruction and unmasking
+  double bytes_per_client = 0;  // SecAgg requests + responses, per surviving client
+  SecAggGraphParams params;
+};
+
+// Runs a whole in-process round, k = `neighbours` (0: derived from n and the dropout rate).
+RoundStats InProcessRound(int n, size_t d, double drop, uint32_t neighbours) {
   std::map<std::string, crypto::Bytes32> devices;
   std::vector<std::unique_ptr<crypto::SigningKey>> keys;
   std::vector<std::unique_ptr<SecAggClient>> clients;
@@ -61,36 +68,65 @@ double ServerUnmaskSeconds(int n, size_t d, double drop, SecAggGraphParams* para
   opt.round = 1;
   opt.vector_length = d;
   opt.threat.dropout_fraction = drop;
+  opt.threat.neighbours = neighbours;
   auto server = std::move(SecAggServer::Create(opt, devices)).value();
   using S = SecAggServer::Stage;
-  for (int i = 0; i < n; ++i) (void)server->Advertise(Name(i), clients[i]->Advertise());
+  size_t bytes = 0;
+  // What one client's step costs on the wire: its request with ids, and the answer it gets.
+  auto request = [&](int i, auto set) {
+    v1::SecAggRequest r;
+    r.set_protocol_version(1);
+    r.set_device_id(Name(i));
+    r.set_job_id("job-0123456789ab");
+    r.set_round(1);
+    set(&r);
+    bytes += r.ByteSizeLong();
+  };
+  auto response = [&](int i, S stage) {
+    v1::SecAggResponse r = *server->ResponseFor(Name(i), stage);
+    bytes += r.ByteSizeLong();
+    return r;
+  };
+  for (int i = 0; i < n; ++i) {
+    v1::SecAggKeys advertised = clients[i]->Advertise();
+    request(i, [&](v1::SecAggRequest* r) { *r->mutable_advertise() = advertised; });
+    (void)server->Advertise(Name(i), advertised);
+  }
   server->CloseStage();
   for (int i = 0; i < n; ++i) {
-    (void)clients[i]->OnNeighbours(server->ResponseFor(Name(i), S::kAdvertise)->neighbours());
-    (void)server->ShareKeys(Name(i), *clients[i]->ShareKeys());
+    (void)clients[i]->OnNeighbours(response(i, S::kAdvertise).neighbours());
+    v1::SecAggShares shares = *clients[i]->ShareKeys();
+    request(i, [&](v1::SecAggRequest* r) { *r->mutable_share_keys() = shares; });
+    (void)server->ShareKeys(Name(i), shares);
   }
   server->CloseStage();
   const int dropped = static_cast<int>(drop * n);
   std::vector<uint64_t> zeros(d, 0);
   for (int i = 0; i < n; ++i) {
-    (void)clients[i]->OnShares(server->ResponseFor(Name(i), S::kShareKeys)->shares());
+    (void)clients[i]->OnShares(response(i, S::kShareKeys).shares());
     auto m = clients[i]->MaskInput(zeros);
     if (i >= dropped) (void)server->MaskedInput(Name(i), *m);
   }
   server->CloseStage();
   for (int i = dropped; i < n; ++i) {
-    auto c = clients[i]->OnSurvivors(server->ResponseFor(Name(i), S::kMaskedInput)->survivors());
+    request(i, [](v1::SecAggRequest* r) { r->set_await_survivors(true); });
+    auto c = clients[i]->OnSurvivors(response(i, S::kMaskedInput).survivors());
+    request(i, [&](v1::SecAggRequest* r) { *r->mutable_consistency() = *c; });
     (void)server->Consistency(Name(i), *c);
   }
   server->CloseStage();
   for (int i = dropped; i < n; ++i) {
-    auto u = clients[i]->OnUnmaskRequest(server->ResponseFor(Name(i), S::kConsistency)->unmask());
+    auto u = clients[i]->OnUnmaskRequest(response(i, S::kConsistency).unmask());
+    request(i, [&](v1::SecAggRequest* r) { *r->mutable_unmask() = *u; });
     (void)server->Unmask(Name(i), *u);
   }
+  RoundStats stats;
   auto t = Clock::now();
   server->CloseStage();
-  double s = Seconds(t);
-  *params = server->params();
+  stats.unmask_s = Seconds(t);
+  for (int i = dropped; i < n; ++i) bytes += response(i, S::kUnmask).ByteSizeLong();
+  stats.bytes_per_client = static_cast<double>(bytes) / (n - dropped);
+  stats.params = server->params();
   if (server->stage() != S::kDone) {
     std::fprintf(stderr, "secagg_bench: round aborted: %s\n", server->abort_reason().c_str());
     std::exit(1);
@@ -101,7 +137,7 @@ double ServerUnmaskSeconds(int n, size_t d, double drop, SecAggGraphParams* para
       std::exit(1);
     }
   }
-  return s;
+  return stats;
 }
 
 }  // namespace
@@ -129,13 +165,16 @@ int main(int argc, char** argv) {
     }
   });
   const double elems = static_cast<double>(d) * seeds.size();
-  SecAggGraphParams params;
-  double unmask_s = ServerUnmaskSeconds(n, d, drop, &params);
+  RoundStats unmask = InProcessRound(n, d, drop, 0);
+  // Protocol bytes do not depend on D; k neighbours need n > k + 1 clients.
+  RoundStats wire = InProcessRound(std::max(100, 2 * k), 16, 0, static_cast<uint32_t>(k));
   std::printf("{\"d\": %zu, \"k\": %d, \"mask_elems_per_s\": %.4g, \"keystream_elems_per_s\": "
               "%.4g, \"mask_to_keystream\": %.3f, \"server_unmask_n\": %d, "
               "\"server_unmask_dropout\": %.2f, \"server_unmask_k\": %u, \"server_unmask_t\": %u, "
-              "\"server_unmask_s\": %.4f}\n",
-              d, k, elems / mask_s, elems / keystream_s, keystream_s / mask_s, n, drop, params.k,
-              params.t, unmask_s);
+              "\"server_unmask_s\": %.4f, \"protocol_bytes_per_client_k\": %u, "
+              "\"protocol_bytes_per_client\": %.0f}\n",
+              d, k, elems / mask_s, elems / keystream_s, keystream_s / mask_s, n, drop,
+              unmask.params.k, unmask.params.t, unmask.unmask_s, wire.params.k,
+              wire.bytes_per_client);
   return 0;
 }

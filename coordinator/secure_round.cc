@@ -47,8 +47,8 @@ bool JobRunner::RunSecureStages(uint32_t round, v1::RoundSummary* summary, std::
     server = secagg_;
     while (server && server->stage() < Stage::kDone) {
       const Stage stage = server->stage();
-      const auto deadline =
-          std::chrono::steady_clock::now() +
+      const auto opened = std::chrono::steady_clock::now();
+      const auto deadline = opened +
           (stage == Stage::kMaskedInput ? std::chrono::seconds(spec.round_deadline_s())
                                         : stage_timeout);
       // Wait while some device that can still answer has not: online and not declined.
@@ -70,6 +70,12 @@ bool JobRunner::RunSecureStages(uint32_t round, v1::RoundSummary* summary, std::
       }
       server->CloseStage();
       cv_.notify_all();
+      FLEET_LOG(Debug) << "job " << job_.id() << " round " << round << ": "
+                       << SecAggServer::StageName(stage) << " closed after "
+                       << std::chrono::duration<double, std::milli>(
+                              std::chrono::steady_clock::now() - opened)
+                              .count()
+                       << " ms";
     }
     round_.phase = Phase::kIdle;
     for (const auto& id : round_.selected) registry_->Release(id, job_.id());

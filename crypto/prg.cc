@@ -12,7 +12,7 @@ namespace {
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "keystream words are read little-endian");
 
 constexpr size_t kBlock = 64;                    // ChaCha20 block
-constexpr size_t kChunkBytes = 256 * kBlock;     // 16 KiB per libsodium call
+constexpr size_t kChunkBytes = 64 * kBlock;      // 4 KiB per libsodium call: stays in L1
 const uint8_t kZeroNonce[crypto_stream_chacha20_ietf_NONCEBYTES] = {};
 const uint8_t kZeros[kChunkBytes] = {};
 
