@@ -9,7 +9,7 @@
 // CPU each simulated device spent per round (device_cpu_ms_per_round): here all N devices share
 // the machine's cores with the coordinator, which a real fleet does not.
 //
-// usage: round_bench COORDINATOR_BIN PKI_DIR N D [plain|secure]
+// usage: round_bench COORDINATOR_BIN N D [plain|secure]
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <time.h>
@@ -21,6 +21,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -29,6 +30,7 @@
 #include "aggregation/quantize.h"
 #include "aggregation/secagg_client.h"
 #include "common/grpc_util.h"
+#include "crypto/pki.h"
 #include "crypto/random.h"
 #include "common/model_layout.h"
 #include "common/tensor_codec.h"
@@ -61,14 +63,37 @@ double Median(std::vector<double> v) {
   return v.empty() ? 0 : v[v.size() / 2];
 }
 
-std::shared_ptr<grpc::Channel> Channel(const std::string& addr, const std::string& ca, int i) {
+// mTLS identities: device certificates issued straight from the CA `fleet-coordinator init`
+// made (the bench is the fleet operator here), and the admin certificate.
+struct Identity {
+  std::string cert, key;
+};
+
+Identity DeviceIdentity(const std::string& pki, const std::string& id) {
+  const int64_t now = static_cast<int64_t>(std::time(nullptr));
+  Identity out;
+  out.key = *crypto::GenerateP256Key();
+  crypto::CertRequest req;
+  req.public_key_pem = *crypto::PublicKeyOf(out.key);
+  req.common_name = id;
+  req.role = crypto::CertRole::kDevice;
+  req.not_before = now - 60;
+  req.not_after = now + 86400;
+  out.cert = *crypto::IssueCertificate(ReadAll(pki + "/ca.pem"), ReadAll(pki + "/ca.key"), req);
+  return out;
+}
+
+std::shared_ptr<grpc::Channel> Channel(const std::string& addr, const std::string& pki,
+                                       const Identity& who, int i) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(256 << 20);
   args.SetMaxSendMessageSize(256 << 20);
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // one connection per device
   args.SetInt("fleet.bench.device", i);
   grpc::SslCredentialsOptions ssl;
-  ssl.pem_root_certs = ReadAll(ca);
+  ssl.pem_root_certs = ReadAll(pki + "/ca.pem");
+  ssl.pem_cert_chain = who.cert;
+  ssl.pem_private_key = who.key;
   return grpc::CreateCustomChannel(addr, grpc::SslCredentials(ssl), args);
 }
 
@@ -109,9 +134,12 @@ class FloorService final : public v1::Device::Service {
   v1::Task task_;
 };
 
-double FloorSecondsPerRound(const std::string& pki, int n, const std::string& payload) {
+double FloorSecondsPerRound(const std::string& pki, const std::vector<Identity>& ids,
+                            const std::string& payload) {
+  const int n = static_cast<int>(ids.size());
   FloorService service(payload);
-  grpc::SslServerCredentialsOptions ssl;
+  grpc::SslServerCredentialsOptions ssl(GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
+  ssl.pem_root_certs = ReadAll(pki + "/ca.pem");
   ssl.pem_key_cert_pairs.push_back({ReadAll(pki + "/server.key"), ReadAll(pki + "/server.pem")});
   int port = 0;
   grpc::ServerBuilder b;
@@ -122,7 +150,7 @@ double FloorSecondsPerRound(const std::string& pki, int n, const std::string& pa
   auto server = b.BuildAndStart();
   std::string addr = "127.0.0.1:" + std::to_string(port);
   std::vector<std::unique_ptr<v1::Device::Stub>> stubs;
-  for (int i = 0; i < n; ++i) stubs.push_back(v1::Device::NewStub(Channel(addr, pki + "/ca.pem", i)));
+  for (int i = 0; i < n; ++i) stubs.push_back(v1::Device::NewStub(Channel(addr, pki, ids[i], i)));
   std::vector<double> rounds;
   for (int r = 0; r < kRounds; ++r) {
     auto start = Clock::now();
@@ -147,17 +175,17 @@ double FloorSecondsPerRound(const std::string& pki, int n, const std::string& pa
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 5 && argc != 6) {
-    std::fprintf(stderr, "usage: round_bench COORDINATOR_BIN PKI_DIR N D [plain|secure]\n");
+  if (argc != 4 && argc != 5) {
+    std::fprintf(stderr, "usage: round_bench COORDINATOR_BIN N D [plain|secure]\n");
     return 2;
   }
-  const bool secure = argc == 6 && std::string(argv[5]) == "secure";
-  if (!crypto::Init()) return 1;
+  const bool secure = argc == 5 && std::string(argv[4]) == "secure";
+  if (!crypto::Init() || !RequireTls13().ok()) return 1;
   std::atomic<uint64_t> protocol_bytes{0};
   std::atomic<uint64_t> device_cpu_ns{0};  // CPU the simulated devices spent on their tasks
-  const std::string bin = argv[1], pki = argv[2];
-  const int n = std::atoi(argv[3]);
-  const size_t d = static_cast<size_t>(std::atof(argv[4]));
+  const std::string bin = argv[1];
+  const int n = std::atoi(argv[2]);
+  const size_t d = static_cast<size_t>(std::atof(argv[3]));
   // A single linear layer with 2 outputs: 2*in + 2 = d parameters.
   v1::JobSpec spec;
   spec.set_name("bench");
@@ -195,9 +223,13 @@ int main(int argc, char** argv) {
   // The real coordinator, as a separate process.
   char state[] = "/tmp/fleet-bench.XXXXXX";
   std::string dir = mkdtemp(state);
+  const std::string pki = dir + "/pki";
+  if (std::system((bin + " init --state-dir " + dir + " >/dev/null").c_str()) != 0) return 1;
+  std::vector<Identity> ids;
+  for (int i = 0; i < n; ++i) ids.push_back(DeviceIdentity(pki, "bench-" + std::to_string(i)));
+  const char* log_level = getenv("FLEET_BENCH_LOG");  // e.g. debug: per-stage SecAgg+ timings
   std::vector<std::string> args{bin, "--listen", "127.0.0.1:0", "--port-file", dir + "/port",
-                                "--state-dir", dir, "--tls-cert", pki + "/server.pem",
-                                "--tls-key", pki + "/server.key", "--log-level", getenv("FLEET_BENCH_LOG") ? getenv("FLEET_BENCH_LOG") : "warn",
+                                "--state-dir", dir, "--log-level", log_level ? log_level : "warn",
                                 "--max-message-mb", "256"};
   std::vector<char*> cargs;
   for (auto& a : args) cargs.push_back(a.data());
@@ -211,7 +243,7 @@ int main(int argc, char** argv) {
   std::vector<std::thread> devices;
   for (int i = 0; i < n; ++i) {
     devices.emplace_back([&, i] {
-      auto stub = v1::Device::NewStub(Channel(addr, pki + "/ca.pem", i));
+      auto stub = v1::Device::NewStub(Channel(addr, pki, ids[i], i));
       std::string id = "bench-" + std::to_string(i);
       crypto::SigningKey key = crypto::SigningKey::Generate();
       v1::JoinRequest jr;
@@ -281,7 +313,8 @@ int main(int argc, char** argv) {
       }
     });
   }
-  auto admin = v1::Admin::NewStub(Channel(addr, pki + "/ca.pem", -1));
+  auto admin = v1::Admin::NewStub(
+      Channel(addr, pki, {ReadAll(pki + "/admin.pem"), ReadAll(pki + "/admin.key")}, -1));
   v1::JobStatus job;
   {
     grpc::ClientContext ctx;
@@ -310,7 +343,6 @@ int main(int argc, char** argv) {
   if (pos != std::string::npos) rss_mb = std::atof(status.c_str() + pos + 6) / 1024.0;
   kill(pid, SIGTERM);
   waitpid(pid, nullptr, 0);
-  std::system(("rm -rf '" + dir + "'").c_str());
   if (st.state() != v1::JobStatus::SUCCEEDED) {
     std::fprintf(stderr, "bench job failed: %s\n", st.error().c_str());
     return 1;
@@ -318,7 +350,8 @@ int main(int argc, char** argv) {
   std::vector<double> per_round;
   for (int i = 1; i < st.rounds_size(); ++i) per_round.push_back(st.rounds(i).duration_s());
   double s_per_round = Median(per_round);
-  double floor = FloorSecondsPerRound(pki, n, payload);
+  double floor = FloorSecondsPerRound(pki, ids, payload);
+  std::system(("rm -rf '" + dir + "'").c_str());
   double proto_bytes = static_cast<double>(protocol_bytes) / (n * st.rounds_size());
   double device_cpu_ms = static_cast<double>(device_cpu_ns) / 1e6 / (n * st.rounds_size());
   std::printf("{\"mode\": \"%s\", \"n\": %d, \"d\": %zu, \"s_per_round\": %.4f, "

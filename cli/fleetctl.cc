@@ -10,6 +10,7 @@
 #include <ctime>
 #include <iostream>
 
+#include "common/audit_log.h"
 #include "common/config.h"
 #include "common/grpc_util.h"
 #include "common/job_spec.h"
@@ -27,6 +28,8 @@ constexpr int kExitUsage = 2;
 struct Options {
   std::string coordinator;
   std::string ca_cert;
+  std::string cert;  // admin client certificate (mTLS)
+  std::string key;
   std::string server_name;
   bool insecure = false;
   std::string output = "table";
@@ -45,13 +48,15 @@ fleet::Status ResolveOptions(Options* o) {
     std::string def = Env("HOME") + "/.config/fleetfl/fleetctl.yaml";
     if (access(def.c_str(), R_OK) == 0) config = def;
   }
-  std::string file_coordinator, file_ca, file_name;
+  std::string file_coordinator, file_ca, file_name, file_cert, file_key;
   if (!config.empty()) {
     ASSIGN_OR_RETURN(YAML::Node root, fleet::LoadYamlFile(config));
     ASSIGN_OR_RETURN(fleet::ConfigMap m, fleet::ConfigMap::Create(root, config));
     RETURN_IF_ERROR(m.Get("coordinator", &file_coordinator));
     RETURN_IF_ERROR(m.Get("ca_cert", &file_ca));
     RETURN_IF_ERROR(m.Get("server_name", &file_name));
+    RETURN_IF_ERROR(m.Get("cert", &file_cert));
+    RETURN_IF_ERROR(m.Get("key", &file_key));
     RETURN_IF_ERROR(m.Finish());
   }
   auto pick = [](std::string* v, const std::string& env, const std::string& file,
@@ -62,6 +67,11 @@ fleet::Status ResolveOptions(Options* o) {
   pick(&o->coordinator, Env("FLEETCTL_COORDINATOR"), file_coordinator, "127.0.0.1:7443");
   pick(&o->ca_cert, Env("FLEETCTL_CA_CERT"), file_ca, "");
   pick(&o->server_name, Env("FLEETCTL_SERVER_NAME"), file_name, "");
+  pick(&o->cert, Env("FLEETCTL_CERT"), file_cert, "");
+  pick(&o->key, Env("FLEETCTL_KEY"), file_key, "");
+  if (o->cert.empty() != o->key.empty()) {
+    return fleet::InvalidArgument("--cert and --key go together");
+  }
   if (o->output != "table" && o->output != "json") {
     return fleet::InvalidArgument("-o must be 'table' or 'json'");
   }
@@ -164,6 +174,8 @@ class Admin {
     tls.insecure = o_.insecure;
     tls.ca_file = o_.ca_cert;
     tls.server_name = o_.server_name;
+    tls.cert_file = o_.cert;
+    tls.key_file = o_.key;
     ASSIGN_OR_RETURN(auto channel, fleet::MakeChannel(o_.coordinator, tls, 64 << 20));
     stub_ = fleet::v1::Admin::NewStub(channel);
     return fleet::OkStatus();
@@ -187,9 +199,35 @@ int RpcError(const grpc::Status& s, const Options& o) {
   if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
     hint = " (is fleet-coordinator running at " + o.coordinator +
            "? TLS: pass --ca-cert, or --insecure for a plaintext coordinator)";
+  } else if (s.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
+             s.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
+    hint = " (admin commands need the admin certificate: --cert/--key, e.g. <state-dir>/pki/"
+           "admin.pem and admin.key)";
   }
   std::cerr << "fleetctl: " << s.error_message() << hint << "\n";
   return kExitError;
+}
+
+int VerifyAudit(const std::string& file, const Options& o) {
+  auto v = fleet::VerifyAuditLog(file);
+  if (!v.ok()) {
+    std::cerr << "fleetctl: " << v.status().message() << "\n";
+    return kExitError;
+  }
+  if (o.output == "json") {
+    std::printf("{\"file\": \"%s\", \"intact\": %s, \"records\": %llu, \"broken_line\": %llu, "
+                "\"reason\": \"%s\"}\n", file.c_str(), v->ok ? "true" : "false",
+                static_cast<unsigned long long>(v->records),
+                static_cast<unsigned long long>(v->broken_line), v->reason.c_str());
+  } else if (v->ok) {
+    std::printf("%s: intact, %llu records, head %s\n", file.c_str(),
+                static_cast<unsigned long long>(v->records), v->last_hash.substr(0, 16).c_str());
+  } else {
+    std::printf("%s: BROKEN at line %llu: %s (%llu records before it are intact)\n", file.c_str(),
+                static_cast<unsigned long long>(v->broken_line), v->reason.c_str(),
+                static_cast<unsigned long long>(v->records));
+  }
+  return v->ok ? kExitOk : kExitError;
 }
 
 // Follows a job until it ends. Live single-line progress on a TTY, one line per change otherwise.
@@ -242,6 +280,10 @@ int Watch(Admin& admin, const Options& o, const std::string& id) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (fleet::Status tls = fleet::RequireTls13(); !tls.ok()) {
+    std::cerr << "fleetctl: " << tls.message() << "\n";
+    return 1;
+  }
   fleet::SetLogComponent("fleetctl");
   fleet::SetLogLevel(fleet::LogLevel::kWarn);
   CLI::App app{"fleetctl: administer a fleetfl coordinator.\n"
@@ -252,6 +294,8 @@ int main(int argc, char** argv) {
   Options o;
   app.add_option("--coordinator", o.coordinator, "coordinator host:port");
   app.add_option("--ca-cert", o.ca_cert, "PEM CA certificate to pin ($FLEETCTL_CA_CERT)");
+  app.add_option("--cert", o.cert, "PEM admin client certificate ($FLEETCTL_CERT)");
+  app.add_option("--key", o.key, "PEM key of --cert ($FLEETCTL_KEY)");
   app.add_option("--server-name", o.server_name, "expected name in the server certificate");
   app.add_flag("--insecure", o.insecure, "plaintext connection (development only)");
   app.add_option("-o,--output", o.output, "output format: table|json")->capture_default_str();
@@ -274,6 +318,30 @@ int main(int argc, char** argv) {
   auto* device = app.add_subcommand("device", "inspect devices");
   device->require_subcommand(1);
   auto* dlist = device->add_subcommand("list", "list devices known to the coordinator");
+  auto* drevoke = device->add_subcommand(
+      "revoke", "revoke a device: its certificates stop working at once (open calls are closed) "
+                "and it cannot enroll again under that id");
+  drevoke->add_option("id", id, "device id")->required();
+
+  auto* token = app.add_subcommand("token", "bootstrap tokens with which devices enroll");
+  token->require_subcommand(1);
+  std::string ttl = "24h", label;
+  uint32_t uses = 1;
+  auto* tcreate = token->add_subcommand("create", "create a token; prints it once (stored hashed)");
+  tcreate->add_option("--ttl", ttl, "lifetime, e.g. 90m, 24h, 7d")->capture_default_str();
+  tcreate->add_option("--uses", uses, "how many enrollments it allows")->capture_default_str();
+  tcreate->add_option("--label", label, "free text, e.g. site=ward3");
+  auto* tlist = token->add_subcommand("list", "list tokens (never their secrets)");
+  auto* trevoke = token->add_subcommand("revoke", "revoke a token by id");
+  trevoke->add_option("id", id, "token id (the 16 hex digits after fleet1_)")->required();
+
+  auto* audit = app.add_subcommand("audit", "the coordinator's hash-chained audit trail");
+  audit->require_subcommand(1);
+  std::string audit_file;
+  auto* averify = audit->add_subcommand(
+      "verify", "check every link of an audit log (exit 0 intact, 1 broken, naming the first "
+                "broken line)");
+  averify->add_option("file", audit_file, "audit log, e.g. <state-dir>/audit.log")->required();
 
   try {
     app.parse(argc, argv);
@@ -285,6 +353,17 @@ int main(int argc, char** argv) {
   if (!st.ok()) {
     std::cerr << "fleetctl: " << st.message() << "\n";
     return kExitUsage;
+  }
+
+  if (averify->parsed()) return VerifyAudit(audit_file, o);
+  int64_t ttl_s = 0;
+  if (tcreate->parsed()) {
+    auto parsed = fleet::ParseDurationSeconds(ttl);
+    if (!parsed.ok()) {
+      std::cerr << "fleetctl: --ttl: " << parsed.status().message() << "\n";
+      return kExitUsage;
+    }
+    ttl_s = *parsed;
   }
 
   // Parse the job file before connecting: a bad spec is a usage error, reported against the file.
@@ -346,6 +425,69 @@ int main(int argc, char** argv) {
     return kExitOk;
   }
   if (watch->parsed()) return Watch(admin, o, id);
+  if (drevoke->parsed()) {
+    fleet::v1::RevokeDeviceRequest req;
+    req.set_id(id);
+    fleet::v1::RevokeDeviceResponse resp;
+    grpc::Status s = admin.stub()->RevokeDevice(&ctx, req, &resp);
+    if (!s.ok()) return RpcError(s, o);
+    if (o.output == "json") std::printf("%s\n", Json(resp).c_str());
+    else std::printf("device %s revoked (%u open calls closed)\n", id.c_str(), resp.closed_calls());
+    return kExitOk;
+  }
+  if (tcreate->parsed()) {
+    fleet::v1::CreateTokenRequest req;
+    req.set_ttl_s(static_cast<uint32_t>(std::min<int64_t>(ttl_s, UINT32_MAX)));
+    req.set_uses(uses);
+    req.set_label(label);
+    fleet::v1::CreateTokenResponse resp;
+    grpc::Status s = admin.stub()->CreateToken(&ctx, req, &resp);
+    if (!s.ok()) return RpcError(s, o);
+    if (o.output == "json") {
+      std::printf("%s\n", Json(resp).c_str());
+    } else {
+      std::printf("%s\n", resp.token().c_str());
+      std::fprintf(stderr, "token %s: %u uses, expires %s%s (shown once; the coordinator keeps "
+                   "only its hash)\n", resp.info().id().c_str(), resp.info().uses_total(),
+                   TimeString(resp.info().expires_unix() * 1000).c_str(),
+                   label.empty() ? "" : (", label " + label).c_str());
+    }
+    return kExitOk;
+  }
+  if (tlist->parsed() || trevoke->parsed()) {
+    std::vector<fleet::v1::TokenInfo> tokens;
+    grpc::Status s;
+    if (tlist->parsed()) {
+      fleet::v1::ListTokensResponse resp;
+      s = admin.stub()->ListTokens(&ctx, fleet::v1::ListTokensRequest(), &resp);
+      tokens.assign(resp.tokens().begin(), resp.tokens().end());
+    } else {
+      fleet::v1::RevokeTokenRequest req;
+      req.set_id(id);
+      fleet::v1::TokenInfo resp;
+      s = admin.stub()->RevokeToken(&ctx, req, &resp);
+      tokens.push_back(resp);
+    }
+    if (!s.ok()) return RpcError(s, o);
+    if (o.output == "json") {
+      for (const auto& t : tokens) std::printf("%s\n", Json(t).c_str());
+      return kExitOk;
+    }
+    std::printf("%-18s %-9s %-22s %-22s %-8s %s\n", "ID", "USES", "CREATED", "EXPIRES", "STATE",
+                "LABEL");
+    const int64_t now = static_cast<int64_t>(std::time(nullptr));
+    for (const auto& t : tokens) {
+      std::string state = t.revoked()                ? "revoked"
+                          : now >= t.expires_unix()  ? "expired"
+                          : t.uses_left() == 0       ? "used"
+                                                     : "active";
+      std::string u = std::to_string(t.uses_left()) + "/" + std::to_string(t.uses_total());
+      std::printf("%-18s %-9s %-22s %-22s %-8s %s\n", t.id().c_str(), u.c_str(),
+                  TimeString(t.created_unix() * 1000).c_str(),
+                  TimeString(t.expires_unix() * 1000).c_str(), state.c_str(), t.label().c_str());
+    }
+    return kExitOk;
+  }
   if (dlist->parsed()) {
     fleet::v1::ListDevicesResponse resp;
     grpc::Status s = admin.stub()->ListDevices(&ctx, fleet::v1::ListDevicesRequest(), &resp);
@@ -354,7 +496,7 @@ int main(int argc, char** argv) {
       std::printf("%s\n", Json(resp).c_str());
       return kExitOk;
     }
-    std::printf("%-24s %-8s %-6s %-22s %-20s %s\n", "ID", "ONLINE", "BUSY", "LAST_SEEN", "VERSION",
+    std::printf("%-24s %-8s %-6s %-22s %-20s %s\n", "ID", "STATE", "BUSY", "LAST_SEEN", "VERSION",
                 "DATASETS (train/eval rows)");
     for (const auto& d : resp.devices()) {
       std::string ds;
@@ -362,7 +504,8 @@ int main(int argc, char** argv) {
         ds += (ds.empty() ? "" : ", ") + x.name() + " " + std::to_string(x.train_examples()) + "/" +
               std::to_string(x.eval_examples());
       }
-      std::printf("%-24s %-8s %-6s %-22s %-20s %s\n", d.id().c_str(), d.online() ? "yes" : "no",
+      const char* state = d.revoked() ? "revoked" : d.online() ? "online" : "offline";
+      std::printf("%-24s %-8s %-6s %-22s %-20s %s\n", d.id().c_str(), state,
                   d.busy() ? "yes" : "no", TimeString(d.last_seen_unix_ms()).c_str(),
                   d.software_version().c_str(), ds.c_str());
     }

@@ -10,6 +10,9 @@ StatusOr<ClientConfig> LoadClientConfig(const std::string& path) {
   RETURN_IF_ERROR(m.Get("coordinator", &c.coordinator));
   RETURN_IF_ERROR(m.Require("device_id", &c.device_id));
   RETURN_IF_ERROR(m.Get("state_dir", &c.state_dir));
+  RETURN_IF_ERROR(m.Get("bootstrap", &c.bootstrap));
+  if (!c.state_dir.empty() && c.state_dir[0] != '/') c.state_dir = base_dir + "/" + c.state_dir;
+  if (!c.bootstrap.empty() && c.bootstrap[0] != '/') c.bootstrap = base_dir + "/" + c.bootstrap;
   RETURN_IF_ERROR(m.Get("torch_threads", &c.torch_threads));
   RETURN_IF_ERROR(m.Get("max_message_mb", &c.max_message_mb));
   RETURN_IF_ERROR(m.Get("poll_wait_ms", &c.poll_wait_ms));
@@ -26,10 +29,8 @@ StatusOr<ClientConfig> LoadClientConfig(const std::string& path) {
     return InvalidArgument(m.Where("poll_wait_ms") + ": must be in 100..30000");
   }
   ASSIGN_OR_RETURN(ConfigMap tls, m.Child("tls"));
-  RETURN_IF_ERROR(tls.Get("ca_cert", &c.tls.ca_file));
   RETURN_IF_ERROR(tls.Get("server_name", &c.tls.server_name));
   RETURN_IF_ERROR(tls.Finish());
-  if (!c.tls.ca_file.empty() && c.tls.ca_file[0] != '/') c.tls.ca_file = base_dir + "/" + c.tls.ca_file;
   ASSIGN_OR_RETURN(std::vector<ConfigMap> datasets, m.ChildList("datasets"));
   if (datasets.empty()) return InvalidArgument(path + ": 'datasets' must list at least one dataset");
   for (auto& dm : datasets) {

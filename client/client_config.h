@@ -11,9 +11,13 @@
 namespace fleet {
 
 struct ClientConfig {
-  std::string coordinator = "127.0.0.1:7443";
+  std::string coordinator;  // host:port; empty: the bootstrap file's (else 127.0.0.1:7443)
   std::string device_id;
+  // Enrollment material (device.key, device.pem, ca.pem, model-signing.pub) lives here.
   std::string state_dir;
+  // coordinator address, pinned CA and bootstrap token (see client/identity.h); used to enroll
+  // when state_dir holds no valid certificate.
+  std::string bootstrap = "/etc/fleetfl/bootstrap.yaml";
   ClientTlsOptions tls;
   uint32_t torch_threads = 1;
   uint32_t max_message_mb = 64;
@@ -23,6 +27,7 @@ struct ClientConfig {
   // Fault injection for integration tests (command line only): exit abruptly right before
   // sending this SecAgg+ step: advertise|share_keys|masked_input|consistency|unmask.
   std::string fault_exit_before;
+  int64_t clock_offset_s = 0;  // test-only: shifts the clock of certificate decisions
 };
 
 // Relative data paths resolve against the config file's directory.

@@ -19,18 +19,125 @@ constexpr char kSoftwareVersion[] = "fleet-client/0.1.0";
 }  // namespace
 
 StatusOr<std::unique_ptr<ClientRunner>> ClientRunner::Create(ClientConfig config) {
-  ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel,
-                   MakeChannel(config.coordinator, config.tls,
-                               static_cast<int>(config.max_message_mb) * 1024 * 1024));
-  std::unique_ptr<ClientRunner> r(new ClientRunner(std::move(config), std::move(channel)));
+  if (!config.tls.insecure) {
+    if (config.state_dir.empty()) {
+      return InvalidArgument("state_dir is required: it keeps the device key and certificate");
+    }
+    if (config.coordinator.empty()) {
+      StatusOr<Bootstrap> b = LoadBootstrap(config.bootstrap);
+      if (!b.ok()) {
+        return InvalidArgument("no coordinator address in the config and no usable bootstrap "
+                               "file: " + b.status().message());
+      }
+      config.coordinator = b->coordinator;
+    }
+  } else if (config.coordinator.empty()) {
+    config.coordinator = "127.0.0.1:7443";
+  }
+  std::unique_ptr<ClientRunner> r(new ClientRunner(std::move(config)));
+  if (r->config_.tls.insecure) {
+    FLEET_LOG(Warn) << "--insecure: no device certificate, models are accepted UNSIGNED";
+    RETURN_IF_ERROR(r->Connect(r->config_.tls));
+  }
   RETURN_IF_ERROR(r->LoadData());
   return r;
 }
 
-ClientRunner::ClientRunner(ClientConfig config, std::shared_ptr<grpc::Channel> channel)
-    : config_(std::move(config)),
-      channel_(std::move(channel)),
-      stub_(v1::Device::NewStub(channel_)) {}
+ClientRunner::ClientRunner(ClientConfig config) : config_(std::move(config)) {}
+
+std::shared_ptr<v1::Device::Stub> ClientRunner::Stub() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stub_;
+}
+
+Status ClientRunner::Connect(const ClientTlsOptions& tls) {
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel,
+                   MakeChannel(config_.coordinator, tls,
+                               static_cast<int>(config_.max_message_mb) * 1024 * 1024));
+  std::lock_guard<std::mutex> lock(mu_);
+  stub_ = v1::Device::NewStub(channel);
+  return OkStatus();
+}
+
+int64_t ClientRunner::Now() const {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+             .count() +
+         config_.clock_offset_s;
+}
+
+Status ClientRunner::EnsureIdentity() {
+  StatusOr<DeviceCredentials> c = LoadCredentials(config_.state_dir, config_.device_id, Now());
+  if (c.ok()) {
+    FLEET_LOG(Info) << "device certificate " << c->cert.serial << " valid until unix "
+                    << c->cert.not_after;
+  } else {
+    if (c.status().code() != StatusCode::kNotFound) {
+      FLEET_LOG(Warn) << "stored certificate unusable (" << c.status().message()
+                      << "); enrolling again";
+    }
+    ASSIGN_OR_RETURN(Bootstrap b, LoadBootstrap(config_.bootstrap));
+    FLEET_LOG(Info) << "enrolling with " << b.coordinator << " (bootstrap " << config_.bootstrap
+                    << ")";
+    c = EnrollDevice(config_, b, Now());
+    if (!c.ok()) return c.status();
+    FLEET_LOG(Info) << "enrolled: certificate " << c->cert.serial << " valid until unix "
+                    << c->cert.not_after;
+  }
+  creds_ = std::make_unique<DeviceCredentials>(std::move(c).value());
+  return Connect(creds_->Tls(config_.tls.server_name));
+}
+
+void ClientRunner::MaybeRenew() {
+  if (!creds_ || Now() < std::max(RenewalTime(creds_->cert), next_renewal_attempt_)) return;
+  if (Now() >= creds_->cert.not_after) {
+    creds_.reset();  // expired: the main loop enrolls again
+    joined_ = false;
+    return;
+  }
+  StatusOr<DeviceCredentials> c = RenewCertificate(Stub().get(), config_, *creds_, Now());
+  if (!c.ok()) {
+    next_renewal_attempt_ = Now() + 30;
+    FLEET_LOG(Warn) << "certificate renewal failed: " << c.status().message()
+                    << " (retrying in 30 s; expires at unix " << creds_->cert.not_after << ")";
+    return;
+  }
+  FLEET_LOG(Info) << "certificate renewed: " << c->cert.serial << " valid until unix "
+                  << c->cert.not_after;
+  creds_ = std::make_unique<DeviceCredentials>(std::move(c).value());
+  Status s = Connect(creds_->Tls(config_.tls.server_name));
+  if (!s.ok()) FLEET_LOG(Error) << "cannot reconnect with the renewed certificate: " << s.message();
+}
+
+Status ClientRunner::Reenroll(const std::string& refusal) {
+  FLEET_LOG(Warn) << "the coordinator refused this device's certificate: " << refusal;
+  creds_.reset();
+  joined_ = false;
+  StatusOr<Bootstrap> b = LoadBootstrap(config_.bootstrap);
+  if (!b.ok()) {
+    return FailedPrecondition("certificate refused (" + refusal + ") and no bootstrap file to "
+                              "enroll again (" + b.status().message() +
+                              "): re-provision this device");
+  }
+  StatusOr<DeviceCredentials> c = EnrollDevice(config_, *b, Now());
+  if (!c.ok()) {
+    return FailedPrecondition("certificate refused (" + refusal + ") and enrolling again "
+                              "failed (" + c.status().message() +
+                              "): re-provision this device with a new bootstrap token");
+  }
+  FLEET_LOG(Info) << "enrolled again: certificate " << c->cert.serial;
+  creds_ = std::make_unique<DeviceCredentials>(std::move(c).value());
+  return Connect(creds_->Tls(config_.tls.server_name));
+}
+
+Status ClientRunner::VerifyModel(const v1::Task& task) {
+  if (config_.tls.insecure) return OkStatus();  // warned at startup
+  if (!guard_ || !(guard_key_ == creds_->model_key)) {
+    guard_ = std::make_unique<ModelGuard>(creds_->model_key);
+    guard_key_ = creds_->model_key;
+  }
+  return guard_->Accept(task);
+}
 
 ClientRunner::~ClientRunner() { Stop(); }
 
@@ -90,7 +197,7 @@ Status ClientRunner::Join() {
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   SetContext(&ctx);
   v1::JoinResponse resp;
-  grpc::Status s = stub_->Join(&ctx, req, &resp);
+  grpc::Status s = Stub()->Join(&ctx, req, &resp);
   SetContext(nullptr);
   if (!s.ok()) return FromGrpcStatus(s);
   heartbeat_ms_ = std::max<uint32_t>(100, resp.heartbeat_interval_ms());
@@ -107,7 +214,9 @@ void ClientRunner::HeartbeatLoop() {
     v1::HeartbeatResponse resp;
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
-    grpc::Status s = stub_->Heartbeat(&ctx, req, &resp);
+    std::shared_ptr<v1::Device::Stub> stub = Stub();
+    if (!stub) continue;
+    grpc::Status s = stub->Heartbeat(&ctx, req, &resp);
     if (s.error_code() == grpc::StatusCode::NOT_FOUND) joined_ = false;  // main loop rejoins
   }
 }
@@ -122,9 +231,37 @@ Status ClientRunner::Run() {
       std::lock_guard<std::mutex> lock(mu_);
       if (stop_) break;
     }
+    if (!config_.tls.insecure && !creds_) {
+      Status s = EnsureIdentity();
+      if (!s.ok()) {
+        const StatusCode c = s.code();
+        if (c != StatusCode::kUnavailable && c != StatusCode::kDeadlineExceeded) {
+          fatal = Status(c, "cannot obtain a device certificate: " + s.message());
+          break;
+        }
+        if (failures++ % 10 == 0) {
+          FLEET_LOG(Warn) << "cannot enroll yet: " << s.message() << " (retrying with backoff)";
+        }
+        SleepUnlessStopped(backoff.Next());
+        continue;
+      }
+      failures = 0;
+      backoff.Reset();
+    }
+    MaybeRenew();
+    if (!config_.tls.insecure && !creds_) continue;  // expired: enroll again
     if (!joined_) {
       Status s = Join();
-      if (s.code() == StatusCode::kFailedPrecondition) {
+      if (s.code() == StatusCode::kUnauthenticated && !config_.tls.insecure) {
+        Status r = Reenroll(s.message());
+        if (!r.ok()) {
+          fatal = r;
+          break;
+        }
+        continue;
+      }
+      if (s.code() == StatusCode::kFailedPrecondition ||
+          s.code() == StatusCode::kPermissionDenied) {
         fatal = s;
         break;
       }
@@ -152,11 +289,20 @@ Status ClientRunner::Run() {
     ctx.set_deadline(std::chrono::system_clock::now() +
                      std::chrono::milliseconds(config_.poll_wait_ms + 10000));
     SetContext(&ctx);
-    grpc::Status s = stub_->FetchTask(&ctx, req, &task);
+    grpc::Status s = Stub()->FetchTask(&ctx, req, &task);
     SetContext(nullptr);
     if (!s.ok()) {
-      if (s.error_code() == grpc::StatusCode::CANCELLED) continue;  // Stop()
-      if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
+      if (s.error_code() == grpc::StatusCode::CANCELLED) continue;  // Stop() or revocation
+      if (s.error_code() == grpc::StatusCode::UNAUTHENTICATED && !config_.tls.insecure) {
+        Status r = Reenroll(s.error_message());
+        if (!r.ok()) {
+          fatal = r;
+          break;
+        }
+        continue;
+      }
+      if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION ||
+          s.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
         fatal = FromGrpcStatus(s);
         break;
       }
@@ -203,11 +349,16 @@ Status ClientRunner::HandleTask(const v1::Task& task) {
       grpc::ClientContext ctx;
       ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
       v1::ReportMetricsResponse resp;
-      stub_->ReportMetrics(&ctx, report, &resp);
+      Stub()->ReportMetrics(&ctx, report, &resp);
     }
     return why;
   };
 
+  if (Status v = VerifyModel(task); !v.ok()) {
+    FLEET_LOG(Error) << "job " << task.job_id() << " round " << task.round() << ": "
+                     << v.message();
+    return decline(v);
+  }
   StatusOr<ModelLayout> layout = LayoutFor(task.model());
   if (!layout.ok()) return decline(layout.status());
   // The coordinator is trusted no more than the network: validate the model it sent.
@@ -251,7 +402,7 @@ Status ClientRunner::HandleTask(const v1::Task& task) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     v1::ReportMetricsResponse resp;
-    grpc::Status s = stub_->ReportMetrics(&ctx, report, &resp);
+    grpc::Status s = Stub()->ReportMetrics(&ctx, report, &resp);
     if (!s.ok()) return FromGrpcStatus(s);
     FLEET_LOG(Info) << "job " << task.job_id() << " round " << task.round() << ": evaluated "
                     << r->num_examples << " examples, accuracy " << r->accuracy;
@@ -265,7 +416,7 @@ Status ClientRunner::SendUpdate(const v1::UpdateHeader& header, const std::strin
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
   SetContext(&ctx);
   v1::PushUpdateResponse resp;
-  std::unique_ptr<grpc::ClientWriter<v1::UpdateChunk>> writer = stub_->PushUpdate(&ctx, &resp);
+  std::unique_ptr<grpc::ClientWriter<v1::UpdateChunk>> writer = Stub()->PushUpdate(&ctx, &resp);
   const size_t chunk_bytes = size_t{config_.chunk_kb} * 1024;
   v1::UpdateChunk chunk;
   *chunk.mutable_header() = header;
@@ -317,7 +468,7 @@ StatusOr<v1::SecAggResponse> ClientRunner::SecAggStep(const v1::Task& task,
   ctx.set_deadline(std::chrono::system_clock::now() + timeout);
   SetContext(&ctx);
   v1::SecAggResponse resp;
-  grpc::Status s = stub_->SecAgg(&ctx, request, &resp);
+  grpc::Status s = Stub()->SecAgg(&ctx, request, &resp);
   SetContext(nullptr);
   if (!s.ok()) return FromGrpcStatus(s);
   return resp;

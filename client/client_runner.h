@@ -14,6 +14,8 @@
 #include <string>
 
 #include "client/client_config.h"
+#include "client/identity.h"
+#include "client/model_guard.h"
 #include "common/model_layout.h"
 #include "common/tensor_codec.h"
 #include "client/data_source.h"
@@ -37,8 +39,23 @@ class ClientRunner {
     Dataset train, val, eval;
   };
 
-  ClientRunner(ClientConfig config, std::shared_ptr<grpc::Channel> channel);
+  explicit ClientRunner(ClientConfig config);
   Status LoadData();
+  // The current Device stub (replaced when the certificate is renewed).
+  std::shared_ptr<v1::Device::Stub> Stub();
+  Status Connect(const ClientTlsOptions& tls);
+  // Unix seconds on the (test-injectable) certificate clock.
+  int64_t Now() const;
+  // Loads this device's certificate, or enrolls with the bootstrap token. Unavailable: retry.
+  Status EnsureIdentity();
+  // Renews at 2/3 of the certificate's lifetime; re-enrolls once it has expired.
+  void MaybeRenew();
+  // The coordinator refused our certificate (revoked or expired): re-enroll if the bootstrap
+  // token allows, else a fatal error saying the device needs re-provisioning.
+  Status Reenroll(const std::string& refusal);
+  // Signed by the coordinator's model key for this job and round, and not older than a model
+  // already accepted for the job.
+  Status VerifyModel(const v1::Task& task);
   Status Join();
   void HeartbeatLoop();
   Status HandleTask(const v1::Task& task);
@@ -55,13 +72,15 @@ class ClientRunner {
   void MaybeFault(const std::string& step) const;
   bool SleepUnlessStopped(std::chrono::milliseconds d);
 
-  const ClientConfig config_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::Device::Stub> stub_;
+  ClientConfig config_;  // coordinator resolved from the bootstrap file when unset
+  std::shared_ptr<v1::Device::Stub> stub_;  // guarded by mu_
+  std::unique_ptr<DeviceCredentials> creds_;  // main loop only; null when --insecure
+  int64_t next_renewal_attempt_ = 0;
+  std::unique_ptr<ModelGuard> guard_;  // main loop only; keeps its rounds across renewals
+  crypto::Bytes32 guard_key_{};
   std::map<std::string, LocalData> data_;
   // Signs this device's secure-aggregation messages; registered with the coordinator at Join.
-  // Generated per process: until enrollment (certificates) exists, the coordinator trusts the
-  // key a device joins with.
+  // Generated per process and registered over the device's mTLS connection.
   const crypto::SigningKey signing_key_ = crypto::SigningKey::Generate();
 
   std::mutex mu_;

@@ -16,19 +16,29 @@ constexpr int kExitUsage = 2;
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (fleet::Status tls = fleet::RequireTls13(); !tls.ok()) {
+    std::cerr << "fleet-client: " << tls.message() << "\n";
+    return 1;
+  }
   CLI::App app{"fleet-client: fleetfl device agent. Joins a coordinator, trains its models on "
                "local sensor data that never leaves the device, and returns model updates."};
   app.set_version_flag("--version", "fleet-client 0.1.0 (protocol v" +
                                         std::to_string(fleet::kProtocolVersion) + ")");
-  std::string config_path, coordinator, device_id, ca_cert, server_name, log_level = "info";
+  std::string config_path, coordinator, device_id, server_name, log_level = "info";
   bool insecure = false, check = false;
   app.add_option("-c,--config", config_path, "YAML client config")->required();
   app.add_option("--coordinator", coordinator, "host:port (overrides the config)");
   app.add_option("--device-id", device_id, "device id (overrides the config)");
-  app.add_option("--ca-cert", ca_cert, "PEM CA certificate to pin (overrides tls.ca_cert)");
+  std::string bootstrap, state_dir;
+  app.add_option("--bootstrap", bootstrap,
+                 "bootstrap YAML: coordinator, pinned CA, enrollment token (default "
+                 "/etc/fleetfl/bootstrap.yaml; overrides the config)");
+  app.add_option("--state-dir", state_dir,
+                 "where the device key and certificate live (overrides the config)");
   app.add_option("--server-name", server_name, "expected name in the coordinator's certificate");
   app.add_flag("--insecure", insecure,
-               "connect in plaintext without TLS (development only; prints a warning)");
+               "connect in plaintext without TLS or a device certificate, and accept unsigned "
+               "models (development only; prints a warning)");
   app.add_flag("--check", check, "load the config and data, print a summary and exit");
   app.add_option("--log-level", log_level, "debug|info|warn|error");
   std::string fault;
@@ -36,6 +46,8 @@ int main(int argc, char** argv) {
   app.add_option("--fault-exit-before", fault)
       ->check(CLI::IsMember({"advertise", "share_keys", "masked_input", "consistency", "unmask"}))
       ->group("");
+  int64_t clock_offset_s = 0;  // hidden, test-only: shifts the certificate clock
+  app.add_option("--clock-offset-s", clock_offset_s)->group("");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -57,10 +69,12 @@ int main(int argc, char** argv) {
   }
   if (!coordinator.empty()) config->coordinator = coordinator;
   if (!device_id.empty()) config->device_id = device_id;
-  if (!ca_cert.empty()) config->tls.ca_file = ca_cert;
   if (!server_name.empty()) config->tls.server_name = server_name;
   config->tls.insecure = insecure;
   config->fault_exit_before = fault;
+  config->clock_offset_s = clock_offset_s;
+  if (!bootstrap.empty()) config->bootstrap = bootstrap;
+  if (!state_dir.empty()) config->state_dir = state_dir;
   fleet::SetLogComponent("client/" + config->device_id);
   fleet::ConfigureTorchThreads(static_cast<int>(config->torch_threads));
 

@@ -222,3 +222,38 @@ Status ConfigMap::Finish() const {
 }
 
 }  // namespace fleet
+
+namespace fleet {
+
+StatusOr<int64_t> ParseDurationSeconds(const std::string& text) {
+  const std::string bad = "duration '" + text + "' is not a number followed by s, m, h or d";
+  if (text.empty() || text.size() > 20) return InvalidArgument(bad);
+  size_t digits = 0;
+  while (digits < text.size() && isdigit(static_cast<unsigned char>(text[digits]))) ++digits;
+  if (digits == 0 || digits > 12 || text.size() > digits + 1) return InvalidArgument(bad);
+  int64_t n = std::stoll(text.substr(0, digits));
+  int64_t unit = 1;
+  if (digits < text.size()) {
+    switch (text[digits]) {
+      case 's': unit = 1; break;
+      case 'm': unit = 60; break;
+      case 'h': unit = 3600; break;
+      case 'd': unit = 86400; break;
+      default: return InvalidArgument(bad);
+    }
+  }
+  if (n <= 0) return InvalidArgument("duration '" + text + "' must be positive");
+  return n * unit;
+}
+
+Status ValidateDeviceId(const std::string& id) {
+  if (id.empty() || id.size() > 128) return InvalidArgument("device_id must be 1..128 characters");
+  for (char c : id) {
+    if (!(isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) {
+      return InvalidArgument("device_id may contain only letters, digits, '-', '_' and '.'");
+    }
+  }
+  return OkStatus();
+}
+
+}  // namespace fleet

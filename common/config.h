@@ -70,3 +70,13 @@ class ConfigMap {
 };
 
 }  // namespace fleet
+
+namespace fleet {
+
+// "90s", "15m", "24h", "7d" (or plain seconds) -> seconds; InvalidArgument naming the input.
+StatusOr<int64_t> ParseDurationSeconds(const std::string& text);
+
+// Device ids: 1..128 of [A-Za-z0-9._-].
+Status ValidateDeviceId(const std::string& id);
+
+}  // namespace fleet

@@ -15,15 +15,24 @@ constexpr uint32_t kProtocolVersion = 1;
 
 struct ServerTlsOptions {
   bool insecure = false;
-  std::string cert_file;  // PEM chain
-  std::string key_file;   // PEM private key
+  std::string cert_file;       // PEM chain
+  std::string key_file;        // PEM private key
+  std::string client_ca_file;  // set: verify client certificates against this CA (mTLS)
 };
 
 struct ClientTlsOptions {
   bool insecure = false;
   std::string ca_file;      // PEM roots to pin
   std::string server_name;  // override for the certificate name check (optional)
+  std::string cert_file;    // client certificate for mTLS (optional)
+  std::string key_file;
+  // In-memory alternatives (take precedence over the files).
+  std::string ca_pem, cert_pem, key_pem;
 };
+
+// Restricts every TLS context of this process to TLS 1.3 (OpenSSL process-wide policy). Call
+// first thing in main(), before any gRPC credentials exist.
+Status RequireTls13();
 
 StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
     const ServerTlsOptions& opts);

@@ -20,6 +20,8 @@ enum class StatusCode {
   kResourceExhausted,
   kInternal,
   kCancelled,
+  kUnauthenticated,
+  kPermissionDenied,
 };
 
 const char* StatusCodeName(StatusCode code);
@@ -47,6 +49,12 @@ inline Status FailedPrecondition(std::string m) {
 }
 inline Status Unavailable(std::string m) { return {StatusCode::kUnavailable, std::move(m)}; }
 inline Status Internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
+inline Status Unauthenticated(std::string m) {
+  return {StatusCode::kUnauthenticated, std::move(m)};
+}
+inline Status PermissionDenied(std::string m) {
+  return {StatusCode::kPermissionDenied, std::move(m)};
+}
 inline Status ResourceExhausted(std::string m) {
   return {StatusCode::kResourceExhausted, std::move(m)};
 }

@@ -1,6 +1,7 @@
 #include "coordinator/coordinator.h"
 
 #include "common/clock.h"
+#include "common/config.h"
 #include "common/file_util.h"
 #include "common/job_spec.h"
 #include "common/log.h"
@@ -14,8 +15,85 @@ StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOptions op
   ASSIGN_OR_RETURN(std::unique_ptr<JobStore> store,
                    OpenSqliteStore(options.state_dir + "/coordinator.db"));
   std::unique_ptr<Coordinator> c(new Coordinator(std::move(options), std::move(store)));
+  ASSIGN_OR_RETURN(c->audit_, AuditLog::Open(c->options_.state_dir + "/audit.log"));
+  const PkiPaths pki(c->options_.state_dir);
+  if (!c->options_.insecure || FileExists(pki.ca_key)) {
+    StatusOr<std::unique_ptr<Authority>> a = Authority::Load(c->options_.state_dir);
+    if (!a.ok()) {
+      return Status(a.status().code(),
+                    a.status().message() + " (run `fleet-coordinator init --state-dir " +
+                        c->options_.state_dir + "` once to create the fleet PKI)");
+    }
+    c->authority_ = std::move(a).value();
+  } else {
+    FLEET_LOG(Warn) << "no PKI in " << pki.dir << ": models are sent UNSIGNED (--insecure)";
+  }
+  const int64_t offset = c->options_.clock_offset_s;
+  c->access_ = std::make_unique<AccessControl>(
+      c->store_.get(), c->audit_.get(), c->options_.insecure,
+      [offset] { return UnixMillis() / 1000 + offset; });
+  RETURN_IF_ERROR(c->access_->Load());
   RETURN_IF_ERROR(c->Recover());
   return c;
+}
+
+int64_t Coordinator::Now() const { return access_->now(); }
+
+StatusOr<v1::EnrollResponse> Coordinator::Issue(const std::string& device_id,
+                                                const std::string& csr_pem, const char* event) {
+  if (!authority_) return FailedPrecondition("this coordinator has no PKI (--insecure)");
+  StatusOr<crypto::CsrInfo> csr = crypto::ParseCsr(csr_pem);
+  if (!csr.ok()) return InvalidArgument("bad CSR: " + csr.status().message());
+  if (csr->common_name != device_id) {
+    return PermissionDenied("CSR names device '" + csr->common_name +
+                            "' but the request is for '" + device_id + "'");
+  }
+  const int64_t now = Now();
+  ASSIGN_OR_RETURN(std::string cert, authority_->IssueDeviceCertificate(
+                                         *csr, device_id, now, options_.device_cert_lifetime_s));
+  ASSIGN_OR_RETURN(crypto::CertInfo info, crypto::ParseCertificate(cert));
+  v1::EnrollResponse resp;
+  resp.set_certificate_pem(cert);
+  resp.set_ca_certificate_pem(authority_->ca_pem());
+  resp.set_model_signing_public_key(crypto::ToString(authority_->model_key().public_key()));
+  resp.set_not_after_unix(info.not_after);
+  (void)audit_->Append(event, device_id,
+                       {{"device_id", device_id}, {"serial", info.serial},
+                        {"not_after", info.not_after}});
+  FLEET_LOG(Info) << "device " << device_id << ": " << event << ", certificate " << info.serial
+                  << " valid until unix " << info.not_after;
+  return resp;
+}
+
+StatusOr<v1::EnrollResponse> Coordinator::Enroll(const v1::EnrollRequest& req) {
+  RETURN_IF_ERROR(ValidateDeviceId(req.device_id()));
+  if (access_->IsRevoked(req.device_id())) {
+    (void)audit_->Append("enroll_refused", req.device_id(), {{"reason", "device revoked"}});
+    return PermissionDenied("device '" + req.device_id() +
+                            "' was revoked and cannot enroll again under that id");
+  }
+  // Check the CSR before spending a token use on it.
+  StatusOr<crypto::CsrInfo> csr = crypto::ParseCsr(req.csr_pem());
+  if (!csr.ok()) return InvalidArgument("bad CSR: " + csr.status().message());
+  if (csr->common_name != req.device_id()) {
+    (void)audit_->Append("enroll_refused", req.device_id(),
+                         {{"reason", "CSR names another device"}});
+    return PermissionDenied("CSR names device '" + csr->common_name +
+                            "' but the request is for '" + req.device_id() + "'");
+  }
+  RETURN_IF_ERROR(access_->UseToken(req.token(), req.device_id()));
+  return Issue(req.device_id(), req.csr_pem(), "enroll");
+}
+
+StatusOr<v1::EnrollResponse> Coordinator::Renew(const v1::RenewRequest& req) {
+  return Issue(req.device_id(), req.csr_pem(), "renew");
+}
+
+StatusOr<uint32_t> Coordinator::RevokeDevice(const std::string& id, const std::string& by) {
+  RETURN_IF_ERROR(ValidateDeviceId(id));
+  ASSIGN_OR_RETURN(uint32_t closed, access_->RevokeDevice(id, by));
+  registry_.Revoke(id);
+  return closed;
 }
 
 Coordinator::Coordinator(CoordinatorOptions options, std::unique_ptr<JobStore> store)
@@ -56,12 +134,7 @@ void Coordinator::WaitForChange(uint64_t* version, std::chrono::milliseconds tim
 
 Status Coordinator::Join(const v1::JoinRequest& request) {
   const std::string& id = request.device_id();
-  if (id.empty() || id.size() > 128) return InvalidArgument("device_id must be 1..128 characters");
-  for (char c : id) {
-    if (!(isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) {
-      return InvalidArgument("device_id may contain only letters, digits, '-', '_' and '.'");
-    }
-  }
+  RETURN_IF_ERROR(ValidateDeviceId(id));
   if (request.datasets_size() > 64) return InvalidArgument("too many datasets (max 64)");
   if (!request.signing_public_key().empty() && request.signing_public_key().size() != 32) {
     return InvalidArgument("signing_public_key must be 32 bytes (Ed25519)");
@@ -110,7 +183,7 @@ Status Coordinator::OnMetrics(const v1::MetricsReport& report) {
   return r->OnMetrics(report);
 }
 
-StatusOr<v1::JobStatus> Coordinator::SubmitJob(const v1::JobSpec& spec) {
+StatusOr<v1::JobStatus> Coordinator::SubmitJob(const v1::JobSpec& spec, const std::string& by) {
   Status valid = ValidateJobSpec(spec);
   if (!valid.ok()) return InvalidArgument("invalid job spec: " + valid.message());
   v1::JobStatus job;
@@ -122,6 +195,12 @@ StatusOr<v1::JobStatus> Coordinator::SubmitJob(const v1::JobSpec& spec) {
   RETURN_IF_ERROR(store_->SaveJob(job));
   RunnerOptions ro;
   ro.checkpoint_dir = options_.state_dir + "/checkpoints/" + job.id();
+  ro.model_key = authority_ ? &authority_->model_key() : nullptr;
+  ro.audit = audit_.get();
+  (void)audit_->Append("job_submit", by,
+                       {{"job_id", job.id()}, {"name", spec.name()}, {"dataset", spec.dataset()},
+                        {"rounds", spec.rounds()},
+                        {"secure_aggregation", !spec.secure_aggregation().disabled()}});
   ASSIGN_OR_RETURN(std::unique_ptr<JobRunner> runner,
                    JobRunner::Create(job, &registry_, store_.get(), ro,
                                      [this] { NotifyChanged(); }));
@@ -158,7 +237,8 @@ std::vector<v1::JobStatus> Coordinator::ListJobs() {
   return out;
 }
 
-StatusOr<v1::JobStatus> Coordinator::StopJob(const std::string& id) {
+StatusOr<v1::JobStatus> Coordinator::StopJob(const std::string& id, const std::string& by) {
+  (void)audit_->Append("job_stop", by, {{"job_id", id}});
   JobRunner* r = FindRunner(id);
   if (r == nullptr) {
     ASSIGN_OR_RETURN(v1::JobStatus job, GetJob(id));

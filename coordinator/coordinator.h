@@ -9,6 +9,9 @@
 #include <mutex>
 #include <string>
 
+#include "common/audit_log.h"
+#include "coordinator/access.h"
+#include "coordinator/authority.h"
 #include "coordinator/device_registry.h"
 #include "coordinator/job_runner.h"
 #include "coordinator/store.h"
@@ -17,6 +20,10 @@ namespace fleet {
 
 struct CoordinatorOptions {
   std::string state_dir;
+  // No TLS: no identities are checked and models go unsigned unless a PKI exists (warned).
+  bool insecure = false;
+  int64_t device_cert_lifetime_s = 7 * 86400;
+  int64_t clock_offset_s = 0;  // test-only: shifts the clock used for certificate decisions
   std::chrono::milliseconds heartbeat_interval{1000};
   std::chrono::milliseconds offline_after{4000};
 };
@@ -28,6 +35,14 @@ class Coordinator {
 
   const CoordinatorOptions& options() const { return options_; }
   DeviceRegistry& registry() { return registry_; }
+  AccessControl& access() { return *access_; }
+  AuditLog& audit() { return *audit_; }
+  // Unix seconds on the (injectable) certificate clock.
+  int64_t Now() const;
+
+  // Enrollment (server-authenticated TLS, bootstrap token) and renewal (mTLS).
+  StatusOr<v1::EnrollResponse> Enroll(const v1::EnrollRequest& request);
+  StatusOr<v1::EnrollResponse> Renew(const v1::RenewRequest& request);
 
   // Device side.
   Status Join(const v1::JoinRequest& request);
@@ -39,10 +54,11 @@ class Coordinator {
   StatusOr<size_t> MaxUpdateBytes(const std::string& job_id);
 
   // Admin side.
-  StatusOr<v1::JobStatus> SubmitJob(const v1::JobSpec& spec);
+  StatusOr<v1::JobStatus> SubmitJob(const v1::JobSpec& spec, const std::string& by);
   StatusOr<v1::JobStatus> GetJob(const std::string& id);
   std::vector<v1::JobStatus> ListJobs();
-  StatusOr<v1::JobStatus> StopJob(const std::string& id);
+  StatusOr<v1::JobStatus> StopJob(const std::string& id, const std::string& by);
+  StatusOr<uint32_t> RevokeDevice(const std::string& id, const std::string& by);
 
   // Blocks until any job changed after `*version` or `timeout` passed; updates *version.
   void WaitForChange(uint64_t* version, std::chrono::milliseconds timeout);
@@ -56,8 +72,14 @@ class Coordinator {
   void NotifyChanged();
   JobRunner* FindRunner(const std::string& id);
 
+  StatusOr<v1::EnrollResponse> Issue(const std::string& device_id, const std::string& csr_pem,
+                                      const char* event);
+
   const CoordinatorOptions options_;
   std::unique_ptr<JobStore> store_;
+  std::unique_ptr<AuditLog> audit_;
+  std::unique_ptr<Authority> authority_;  // null: insecure without a PKI
+  std::unique_ptr<AccessControl> access_;
   DeviceRegistry registry_;
 
   std::mutex mu_;

@@ -8,7 +8,16 @@ DeviceRegistry::DeviceRegistry(std::chrono::milliseconds offline_after)
     : offline_after_(offline_after) {}
 
 bool DeviceRegistry::OnlineLocked(const Record& r, Clock::time_point now) const {
-  return r.polling > 0 || now - r.last_seen <= offline_after_;
+  return !r.status.revoked() && (r.polling > 0 || now - r.last_seen <= offline_after_);
+}
+
+void DeviceRegistry::Revoke(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = devices_.find(id);
+  if (it == devices_.end()) return;
+  it->second.status.set_revoked(true);
+  it->second.status.set_online(false);
+  cv_.notify_all();
 }
 
 v1::DeviceStatus DeviceRegistry::Join(const v1::JoinRequest& request) {

@@ -44,6 +44,8 @@ class DeviceRegistry {
   // Long poll: the queued task for `id`, or nullptr after `max_wait`.
   std::shared_ptr<const v1::Task> WaitForTask(const std::string& id,
                                               std::chrono::milliseconds max_wait);
+  // Marks a device revoked: offline for good, never a candidate again.
+  void Revoke(const std::string& id);
   // Wakes every long poll (shutdown).
   void WakeAll();
 

@@ -8,6 +8,7 @@
 #include "common/file_util.h"
 #include "common/log.h"
 #include "common/tensor_codec.h"
+#include "crypto/model_signature.h"
 
 namespace fleet {
 namespace {
@@ -117,6 +118,10 @@ std::shared_ptr<v1::Task> JobRunner::MakeTask(v1::Task::Kind kind, uint32_t roun
   *task->mutable_model() = job_.spec().model();
   *task->mutable_train() = job_.spec().train();
   task->set_parameters(global_encoded_);
+  if (options_.model_key != nullptr) {
+    task->set_model_signature(
+        crypto::SignModel(*options_.model_key, job_.id(), round, global_encoded_));
+  }
   task->set_seed(job_.spec().seed() * 1000003ULL + round);
   if (kind == v1::Task::TRAIN && secure()) {
     const auto& sa = job_.spec().secure_aggregation();
@@ -169,6 +174,12 @@ void JobRunner::Run() {
     }
     Persist();
     changed_();
+    if (options_.audit != nullptr) {
+      (void)options_.audit->Append("round_complete", "coordinator",
+                                   {{"job_id", id}, {"round", round},
+                                    {"participants", summary.participants()},
+                                    {"secure", summary.secure()}});
+    }
     FLEET_LOG(Info) << "job " << id << " round " << round << "/" << spec.rounds() << ": "
                     << summary.participants() << "/" << summary.selected() << " updates ("
                     << summary.rejected() << " rejected), train_loss " << summary.train_loss()

@@ -20,15 +20,19 @@
 #include "aggregation/quantize.h"
 #include "aggregation/secagg_server.h"
 #include "aggregation/strategy.h"
+#include "common/audit_log.h"
 #include "common/model_layout.h"
 #include "coordinator/device_registry.h"
 #include "coordinator/store.h"
+#include "crypto/keys.h"
 #include "proto/fleet.pb.h"
 
 namespace fleet {
 
 struct RunnerOptions {
   std::string checkpoint_dir;                     // <state_dir>/checkpoints/<job id>
+  const crypto::SigningKey* model_key = nullptr;  // signs every task's model (null: unsigned)
+  AuditLog* audit = nullptr;                      // round completions
   std::chrono::milliseconds wait_poll{200};       // how often waits re-check liveness
 };
 

@@ -8,6 +8,7 @@
 #include <iostream>
 #include <mutex>
 
+#include "common/clock.h"
 #include "common/config.h"
 #include "common/file_util.h"
 #include "common/grpc_util.h"
@@ -24,6 +25,7 @@ constexpr int kExitUsage = 2;
 
 struct Settings {
   std::string listen = "127.0.0.1:7443";
+  std::string device_cert_ttl = "7d";
   std::string state_dir = "./fleet-state";
   fleet::ServerTlsOptions tls;
   uint32_t heartbeat_interval_ms = 1000;
@@ -42,6 +44,7 @@ fleet::Status LoadConfigFile(const std::string& path, Settings* s) {
   RETURN_IF_ERROR(m.Get("offline_after_ms", &s->offline_after_ms));
   RETURN_IF_ERROR(m.Get("max_message_mb", &s->max_message_mb));
   RETURN_IF_ERROR(m.Get("log_level", &s->log_level));
+  RETURN_IF_ERROR(m.Get("device_cert_ttl", &s->device_cert_ttl));
   ASSIGN_OR_RETURN(fleet::ConfigMap tls, m.Child("tls"));
   RETURN_IF_ERROR(tls.Get("cert", &s->tls.cert_file));
   RETURN_IF_ERROR(tls.Get("key", &s->tls.key_file));
@@ -52,6 +55,10 @@ fleet::Status LoadConfigFile(const std::string& path, Settings* s) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (fleet::Status tls = fleet::RequireTls13(); !tls.ok()) {
+    std::cerr << "fleet-coordinator: " << tls.message() << "\n";
+    return 1;
+  }
   CLI::App app{
       "fleet-coordinator: distributes federated learning rounds to fleetfl devices, aggregates "
       "their updates and serves the admin API used by fleetctl."};
@@ -77,6 +84,22 @@ int main(int argc, char** argv) {
   auto* ll = app.add_option("--log-level", cli.log_level, "debug|info|warn|error");
   app.add_option("--port-file", cli.port_file,
                  "write the bound port here once serving (for scripts using port 0)");
+  auto* ttl = app.add_option("--device-cert-ttl", cli.device_cert_ttl,
+                             "lifetime of device certificates issued at enrollment (e.g. 7d, 12h)");
+  int64_t clock_offset_s = 0;
+  // Hidden (empty group), test-only: shifts the clock of certificate decisions.
+  app.add_option("--clock-offset-s", clock_offset_s)->group("");
+
+  auto* init = app.add_subcommand(
+      "init", "create the fleet PKI in --state-dir/pki once: CA (P-256), server certificate, admin "
+              "client certificate, model-signing key (Ed25519); refuses to overwrite a CA");
+  std::vector<std::string> init_names{"localhost"}, init_ips{"127.0.0.1"};
+  init->add_option("--server-name", init_names,
+                   "DNS names in the server certificate (repeatable)")
+      ->capture_default_str();
+  init->add_option("--server-ip", init_ips, "IP addresses in the server certificate (repeatable)")
+      ->capture_default_str();
+  init->fallthrough();  // `init --state-dir DIR`
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -100,6 +123,7 @@ int main(int argc, char** argv) {
   if (*off) s.offline_after_ms = cli.offline_after_ms;
   if (*mm) s.max_message_mb = cli.max_message_mb;
   if (*ll) s.log_level = cli.log_level;
+  if (*ttl) s.device_cert_ttl = cli.device_cert_ttl;
   s.port_file = cli.port_file;
   s.tls.insecure = insecure;
 
@@ -117,6 +141,45 @@ int main(int argc, char** argv) {
   }
   fleet::SetLogLevel(level);
   fleet::SetLogComponent("coordinator");
+  auto cert_ttl = fleet::ParseDurationSeconds(s.device_cert_ttl);
+  if (!cert_ttl.ok()) {
+    std::cerr << "fleet-coordinator: --device-cert-ttl: " << cert_ttl.status().message() << "\n";
+    return kExitUsage;
+  }
+
+  if (init->parsed()) {
+    fleet::InitOptions io;
+    io.dns_names = init_names;
+    io.ip_addresses = init_ips;
+    fleet::Status st = fleet::InitPki(s.state_dir, io, fleet::UnixMillis() / 1000);
+    if (!st.ok()) {
+      std::cerr << "fleet-coordinator init: " << st.message() << "\n";
+      return st.code() == fleet::StatusCode::kAlreadyExists ? kExitUsage : kExitError;
+    }
+    fleet::PkiPaths p(s.state_dir);
+    std::cout << "fleet PKI created in " << p.dir << " (all files 0600):\n"
+              << "  " << p.ca_cert << "   CA certificate: pin it in device bootstrap files\n"
+              << "  " << p.ca_key << "   CA key: keep it on this machine only\n"
+              << "  " << p.server_cert << "   coordinator TLS certificate\n"
+              << "  " << p.admin_cert << ", admin.key   client certificate for fleetctl\n"
+              << "  " << p.model_key << "   signs every global model\n";
+    return kExitOk;
+  }
+  // Without explicit TLS files the PKI made by `init` is used, with mTLS for devices and admins.
+  if (!s.tls.insecure) {
+    fleet::PkiPaths p(s.state_dir);
+    if (s.tls.cert_file.empty() && s.tls.key_file.empty()) {
+      s.tls.cert_file = p.server_cert;
+      s.tls.key_file = p.server_key;
+    }
+    s.tls.client_ca_file = p.ca_cert;
+    if (!fleet::FileExists(p.ca_cert)) {
+      std::cerr << "fleet-coordinator: no fleet PKI in " << p.dir
+                << ": run `fleet-coordinator init --state-dir " << s.state_dir
+                << "` once (or pass --insecure for a plaintext development coordinator)\n";
+      return kExitUsage;
+    }
+  }
 
   std::mutex mu;
   std::condition_variable cv;
@@ -136,6 +199,9 @@ int main(int argc, char** argv) {
   options.state_dir = s.state_dir;
   options.heartbeat_interval = std::chrono::milliseconds(s.heartbeat_interval_ms);
   options.offline_after = std::chrono::milliseconds(s.offline_after_ms);
+  options.insecure = s.tls.insecure;
+  options.device_cert_lifetime_s = *cert_ttl;
+  options.clock_offset_s = clock_offset_s;
   auto coordinator = fleet::Coordinator::Create(options);
   if (!coordinator.ok()) {
     FLEET_LOG(Error) << coordinator.status().message();
@@ -143,12 +209,14 @@ int main(int argc, char** argv) {
   }
   fleet::DeviceService device_service(coordinator->get());
   fleet::AdminService admin_service(coordinator->get());
+  fleet::EnrollmentService enrollment_service(coordinator->get());
 
   int port = 0;
   grpc::ServerBuilder builder;
   builder.AddListeningPort(s.listen, *creds, &port);
   builder.RegisterService(&device_service);
   builder.RegisterService(&admin_service);
+  builder.RegisterService(&enrollment_service);
   int max_bytes = static_cast<int>(s.max_message_mb) * 1024 * 1024;
   builder.SetMaxReceiveMessageSize(max_bytes);
   builder.SetMaxSendMessageSize(max_bytes);
@@ -159,7 +227,8 @@ int main(int argc, char** argv) {
   }
   std::string host = s.listen.substr(0, s.listen.rfind(':'));
   FLEET_LOG(Info) << "listening on " << host << ":" << port << " ("
-                  << (s.tls.insecure ? "PLAINTEXT" : "TLS") << "), state in " << s.state_dir;
+                  << (s.tls.insecure ? "PLAINTEXT, no identities checked" : "TLS 1.3, mTLS")
+                  << "), state in " << s.state_dir;
   if (!s.port_file.empty()) {
     fleet::Status st = fleet::WriteFileAtomically(s.port_file, std::to_string(port) + "\n");
     if (!st.ok()) {

@@ -1,5 +1,6 @@
 #include "coordinator/services.h"
 
+#include "common/config.h"
 #include "common/grpc_util.h"
 #include "common/log.h"
 
@@ -21,15 +22,23 @@ grpc::Status NotJoined(const std::string& id) {
 
 constexpr uint32_t kMaxLongPollMs = 30000;
 
+template <typename T>
+grpc::Status Reply(StatusOr<T> r, T* out) {
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  *out = std::move(r).value();
+  return grpc::Status::OK;
+}
+
 }  // namespace
 
-grpc::Status DeviceService::Join(grpc::ServerContext*, const v1::JoinRequest* req,
+grpc::Status DeviceService::Join(grpc::ServerContext* ctx, const v1::JoinRequest* req,
                                  v1::JoinResponse* resp) {
   grpc::Status v = CheckVersion(req->protocol_version());
   if (!v.ok()) {
     FLEET_LOG(Warn) << "refused Join from '" << req->device_id() << "': " << v.error_message();
     return v;
   }
+  if (grpc::Status a = Allow(*ctx, req->device_id()); !a.ok()) return a;
   grpc::Status s = ToGrpcStatus(c_->Join(*req));
   if (!s.ok()) return s;
   resp->set_protocol_version(kProtocolVersion);
@@ -38,18 +47,21 @@ grpc::Status DeviceService::Join(grpc::ServerContext*, const v1::JoinRequest* re
   return grpc::Status::OK;
 }
 
-grpc::Status DeviceService::Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest* req,
+grpc::Status DeviceService::Heartbeat(grpc::ServerContext* ctx, const v1::HeartbeatRequest* req,
                                       v1::HeartbeatResponse*) {
   grpc::Status v = CheckVersion(req->protocol_version());
   if (!v.ok()) return v;
+  if (grpc::Status a = Allow(*ctx, req->device_id()); !a.ok()) return a;
   if (!c_->registry().Touch(req->device_id(), req->busy())) return NotJoined(req->device_id());
   return grpc::Status::OK;
 }
 
-grpc::Status DeviceService::FetchTask(grpc::ServerContext*, const v1::FetchTaskRequest* req,
+grpc::Status DeviceService::FetchTask(grpc::ServerContext* ctx, const v1::FetchTaskRequest* req,
                                       v1::Task* task) {
   grpc::Status v = CheckVersion(req->protocol_version());
   if (!v.ok()) return v;
+  if (grpc::Status a = Allow(*ctx, req->device_id()); !a.ok()) return a;
+  AccessControl::CallGuard guard(&c_->access(), req->device_id(), ctx);
   if (!c_->registry().IsKnown(req->device_id())) return NotJoined(req->device_id());
   uint32_t wait = std::min(req->wait_ms(), kMaxLongPollMs);
   std::shared_ptr<const v1::Task> t =
@@ -62,7 +74,7 @@ grpc::Status DeviceService::FetchTask(grpc::ServerContext*, const v1::FetchTaskR
   return grpc::Status::OK;
 }
 
-grpc::Status DeviceService::PushUpdate(grpc::ServerContext*,
+grpc::Status DeviceService::PushUpdate(grpc::ServerContext* ctx,
                                        grpc::ServerReader<v1::UpdateChunk>* reader,
                                        v1::PushUpdateResponse* resp) {
   v1::UpdateChunk chunk;
@@ -73,6 +85,8 @@ grpc::Status DeviceService::PushUpdate(grpc::ServerContext*,
   const v1::UpdateHeader header = chunk.header();
   grpc::Status v = CheckVersion(header.protocol_version());
   if (!v.ok()) return v;
+  if (grpc::Status a = Allow(*ctx, header.device_id()); !a.ok()) return a;
+  AccessControl::CallGuard guard(&c_->access(), header.device_id(), ctx);
   if (!c_->registry().Touch(header.device_id(), false)) return NotJoined(header.device_id());
   StatusOr<size_t> max = c_->MaxUpdateBytes(header.job_id());
   if (!max.ok()) return ToGrpcStatus(max.status());
@@ -104,18 +118,21 @@ grpc::Status DeviceService::PushUpdate(grpc::ServerContext*,
   return s;
 }
 
-grpc::Status DeviceService::ReportMetrics(grpc::ServerContext*, const v1::MetricsReport* req,
+grpc::Status DeviceService::ReportMetrics(grpc::ServerContext* ctx, const v1::MetricsReport* req,
                                           v1::ReportMetricsResponse*) {
   grpc::Status v = CheckVersion(req->protocol_version());
   if (!v.ok()) return v;
+  if (grpc::Status a = Allow(*ctx, req->device_id()); !a.ok()) return a;
   if (!c_->registry().Touch(req->device_id(), false)) return NotJoined(req->device_id());
   return ToGrpcStatus(c_->OnMetrics(*req));
 }
 
-grpc::Status DeviceService::SecAgg(grpc::ServerContext*, const v1::SecAggRequest* req,
+grpc::Status DeviceService::SecAgg(grpc::ServerContext* ctx, const v1::SecAggRequest* req,
                                    v1::SecAggResponse* resp) {
   grpc::Status v = CheckVersion(req->protocol_version());
   if (!v.ok()) return v;
+  if (grpc::Status a = Allow(*ctx, req->device_id()); !a.ok()) return a;
+  AccessControl::CallGuard guard(&c_->access(), req->device_id(), ctx);
   if (!c_->registry().Touch(req->device_id(), true)) return NotJoined(req->device_id());
   StatusOr<v1::SecAggResponse> r = c_->OnSecAgg(*req);
   if (!r.ok()) return ToGrpcStatus(r.status());
@@ -123,30 +140,74 @@ grpc::Status DeviceService::SecAgg(grpc::ServerContext*, const v1::SecAggRequest
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest* req,
+grpc::Status DeviceService::Renew(grpc::ServerContext* ctx, const v1::RenewRequest* req,
+                                  v1::EnrollResponse* resp) {
+  grpc::Status v = CheckVersion(req->protocol_version());
+  if (!v.ok()) return v;
+  if (grpc::Status a = Allow(*ctx, req->device_id()); !a.ok()) return a;
+  return Reply(c_->Renew(*req), resp);
+}
+
+grpc::Status DeviceService::Allow(const grpc::ServerContext& ctx, const std::string& device_id) {
+  Status s = ValidateDeviceId(device_id);
+  if (s.ok()) s = c_->access().CheckDevice(ctx, device_id);
+  if (s.ok()) return grpc::Status::OK;
+  FLEET_LOG(Warn) << "refused device RPC for '" << device_id.substr(0, 128) << "' from "
+                  << ctx.peer() << ": " << s.message();
+  return ToGrpcStatus(s);
+}
+
+grpc::Status EnrollmentService::Enroll(grpc::ServerContext* ctx, const v1::EnrollRequest* req,
+                                       v1::EnrollResponse* resp) {
+  grpc::Status v = CheckVersion(req->protocol_version());
+  if (!v.ok()) return v;
+  StatusOr<v1::EnrollResponse> r = c_->Enroll(*req);
+  if (!r.ok()) {
+    FLEET_LOG(Warn) << "refused enrollment of '" << req->device_id().substr(0, 128) << "' from "
+                    << ctx->peer() << ": " << r.status().message();
+  }
+  return Reply(std::move(r), resp);
+}
+
+grpc::Status AdminService::Allow(const grpc::ServerContext& ctx, std::string* who) {
+  Status s = c_->access().CheckAdmin(ctx, who);
+  if (s.ok()) return grpc::Status::OK;
+  FLEET_LOG(Warn) << "refused admin RPC from " << ctx.peer() << ": " << s.message();
+  return ToGrpcStatus(s);
+}
+
+grpc::Status AdminService::SubmitJob(grpc::ServerContext* ctx, const v1::SubmitJobRequest* req,
                                      v1::JobStatus* resp) {
-  StatusOr<v1::JobStatus> job = c_->SubmitJob(req->spec());
+  std::string who;
+  if (grpc::Status a = Allow(*ctx, &who); !a.ok()) return a;
+  StatusOr<v1::JobStatus> job = c_->SubmitJob(req->spec(), who);
   if (!job.ok()) return ToGrpcStatus(job.status());
   *resp = std::move(job).value();
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::GetJob(grpc::ServerContext*, const v1::GetJobRequest* req,
+grpc::Status AdminService::GetJob(grpc::ServerContext* ctx, const v1::GetJobRequest* req,
                                   v1::JobStatus* resp) {
+  std::string who;
+  if (grpc::Status a = Allow(*ctx, &who); !a.ok()) return a;
   StatusOr<v1::JobStatus> job = c_->GetJob(req->id());
   if (!job.ok()) return ToGrpcStatus(job.status());
   *resp = std::move(job).value();
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::ListJobs(grpc::ServerContext*, const v1::ListJobsRequest*,
+grpc::Status AdminService::ListJobs(grpc::ServerContext* ctx, const v1::ListJobsRequest*,
                                     v1::ListJobsResponse* resp) {
+  std::string who;
+  if (grpc::Status a = Allow(*ctx, &who); !a.ok()) return a;
   for (auto& j : c_->ListJobs()) *resp->add_jobs() = std::move(j);
   return grpc::Status::OK;
 }
 
 grpc::Status AdminService::WatchJob(grpc::ServerContext* ctx, const v1::WatchJobRequest* req,
                                     grpc::ServerWriter<v1::JobStatus>* writer) {
+  std::string who;
+  if (grpc::Status a = Allow(*ctx, &who); !a.ok()) return a;
   uint64_t version = 0;
   std::string last_sent;
   while (!ctx->IsCancelled()) {
@@ -167,17 +228,59 @@ grpc::Status AdminService::WatchJob(grpc::ServerContext* ctx, const v1::WatchJob
   return grpc::Status(grpc::StatusCode::CANCELLED, "watch cancelled");
 }
 
-grpc::Status AdminService::StopJob(grpc::ServerContext*, const v1::StopJobRequest* req,
+grpc::Status AdminService::StopJob(grpc::ServerContext* ctx, const v1::StopJobRequest* req,
                                    v1::JobStatus* resp) {
-  StatusOr<v1::JobStatus> job = c_->StopJob(req->id());
+  std::string who;
+  if (grpc::Status a = Allow(*ctx, &who); !a.ok()) return a;
+  StatusOr<v1::JobStatus> job = c_->StopJob(req->id(), who);
   if (!job.ok()) return ToGrpcStatus(job.status());
   *resp = std::move(job).value();
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::ListDevices(grpc::ServerContext*, const v1::ListDevicesRequest*,
+grpc::Status AdminService::ListDevices(grpc::ServerContext* ctx, const v1::ListDevicesRequest*,
                                        v1::ListDevicesResponse* resp) {
+  std::string who;
+  if (grpc::Status a = Allow(*ctx, &who); !a.ok()) return a;
   for (auto& d : c_->registry().List()) *resp->add_devices() = std::move(d);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::CreateToken(grpc::ServerContext* ctx,
+                                       const v1::CreateTokenRequest* req,
+                                       v1::CreateTokenResponse* resp) {
+  std::string who;
+  if (grpc::Status a = Allow(*ctx, &who); !a.ok()) return a;
+  auto r = c_->access().CreateToken(req->ttl_s(), req->uses(), req->label(), who);
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  resp->set_token(r->first);
+  *resp->mutable_info() = r->second;
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::ListTokens(grpc::ServerContext* ctx, const v1::ListTokensRequest*,
+                                      v1::ListTokensResponse* resp) {
+  std::string who;
+  if (grpc::Status a = Allow(*ctx, &who); !a.ok()) return a;
+  for (auto& t : c_->access().ListTokens()) *resp->add_tokens() = std::move(t);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::RevokeToken(grpc::ServerContext* ctx, const v1::RevokeTokenRequest* req,
+                                       v1::TokenInfo* resp) {
+  std::string who;
+  if (grpc::Status a = Allow(*ctx, &who); !a.ok()) return a;
+  return Reply(c_->access().RevokeToken(req->id(), who), resp);
+}
+
+grpc::Status AdminService::RevokeDevice(grpc::ServerContext* ctx,
+                                        const v1::RevokeDeviceRequest* req,
+                                        v1::RevokeDeviceResponse* resp) {
+  std::string who;
+  if (grpc::Status a = Allow(*ctx, &who); !a.ok()) return a;
+  StatusOr<uint32_t> closed = c_->RevokeDevice(req->id(), who);
+  if (!closed.ok()) return ToGrpcStatus(closed.status());
+  resp->set_closed_calls(*closed);
   return grpc::Status::OK;
 }
 

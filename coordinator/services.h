@@ -1,4 +1,5 @@
-// gRPC front ends of the Coordinator (sync API). Every device RPC checks the protocol version;
+// gRPC front ends of the Coordinator (sync API). Every device RPC checks the protocol version
+// and the caller's certificate (AccessControl);
 // handlers do bounded work and never hold a lock across a network write.
 #pragma once
 
@@ -20,6 +21,21 @@ class DeviceService final : public v1::Device::Service {
                              v1::ReportMetricsResponse*) override;
   grpc::Status SecAgg(grpc::ServerContext*, const v1::SecAggRequest*,
                       v1::SecAggResponse*) override;
+  grpc::Status Renew(grpc::ServerContext*, const v1::RenewRequest*,
+                     v1::EnrollResponse*) override;
+
+ private:
+  // mTLS identity check for a call about `device_id`; refusals are logged.
+  grpc::Status Allow(const grpc::ServerContext& ctx, const std::string& device_id);
+  Coordinator* c_;
+};
+
+// Reachable without a client certificate: a bootstrap token buys one.
+class EnrollmentService final : public v1::Enrollment::Service {
+ public:
+  explicit EnrollmentService(Coordinator* c) : c_(c) {}
+  grpc::Status Enroll(grpc::ServerContext*, const v1::EnrollRequest*,
+                      v1::EnrollResponse*) override;
 
  private:
   Coordinator* c_;
@@ -38,8 +54,18 @@ class AdminService final : public v1::Admin::Service {
   grpc::Status StopJob(grpc::ServerContext*, const v1::StopJobRequest*, v1::JobStatus*) override;
   grpc::Status ListDevices(grpc::ServerContext*, const v1::ListDevicesRequest*,
                            v1::ListDevicesResponse*) override;
+  grpc::Status CreateToken(grpc::ServerContext*, const v1::CreateTokenRequest*,
+                           v1::CreateTokenResponse*) override;
+  grpc::Status ListTokens(grpc::ServerContext*, const v1::ListTokensRequest*,
+                          v1::ListTokensResponse*) override;
+  grpc::Status RevokeToken(grpc::ServerContext*, const v1::RevokeTokenRequest*,
+                           v1::TokenInfo*) override;
+  grpc::Status RevokeDevice(grpc::ServerContext*, const v1::RevokeDeviceRequest*,
+                            v1::RevokeDeviceResponse*) override;
 
  private:
+  // Admin certificate check; *who names the admin.
+  grpc::Status Allow(const grpc::ServerContext& ctx, std::string* who);
   Coordinator* c_;
 };
 

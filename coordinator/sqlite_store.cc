@@ -7,7 +7,8 @@
 namespace fleet {
 namespace {
 
-constexpr int kSchemaVersion = 1;
+// v1: jobs, rounds, devices. v2: + tokens, revocations (CREATE IF NOT EXISTS migrates v1).
+constexpr int kSchemaVersion = 2;
 
 const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS jobs (
@@ -29,6 +30,14 @@ CREATE TABLE IF NOT EXISTS rounds (
 CREATE TABLE IF NOT EXISTS devices (
   id TEXT PRIMARY KEY,
   status BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tokens (
+  id TEXT PRIMARY KEY,
+  record BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS revocations (
+  device_id TEXT PRIMARY KEY,
+  record BLOB NOT NULL
 );
 )sql";
 
@@ -156,19 +165,49 @@ class SqliteStore : public JobStore {
   }
 
   StatusOr<std::vector<v1::DeviceStatus>> LoadDevices() override {
-    std::lock_guard<std::mutex> lock(mu_);
-    std::vector<v1::DeviceStatus> devices;
-    Stmt s(db_, "SELECT status FROM devices ORDER BY id;");
-    if (!s.ok()) return Error("prepare LoadDevices");
-    while (sqlite3_step(s.get()) == SQLITE_ROW) {
-      v1::DeviceStatus d;
-      if (!d.ParseFromString(s.Text(0))) return Internal("state database: unreadable device");
-      devices.push_back(std::move(d));
-    }
-    return devices;
+    return LoadAll<v1::DeviceStatus>("SELECT status FROM devices ORDER BY id;", "device");
+  }
+
+  Status SaveToken(const v1::TokenRecord& token) override {
+    return Put("INSERT OR REPLACE INTO tokens(id, record) VALUES(?,?);", token.info().id(), token);
+  }
+  StatusOr<std::vector<v1::TokenRecord>> LoadTokens() override {
+    return LoadAll<v1::TokenRecord>("SELECT record FROM tokens ORDER BY id;", "token");
+  }
+  Status SaveRevocation(const v1::DeviceRevocation& r) override {
+    return Put("INSERT OR REPLACE INTO revocations(device_id, record) VALUES(?,?);", r.device_id(),
+               r);
+  }
+  StatusOr<std::vector<v1::DeviceRevocation>> LoadRevocations() override {
+    return LoadAll<v1::DeviceRevocation>("SELECT record FROM revocations ORDER BY device_id;",
+                                         "revocation");
   }
 
  private:
+  Status Put(const char* sql, const std::string& key, const google::protobuf::Message& m) {
+    std::lock_guard<std::mutex> lock(mu_);
+    Stmt s(db_, sql);
+    if (!s.ok()) return Error(std::string("prepare ") + sql);
+    s.Bind(1, key);
+    s.BindBlob(2, m.SerializeAsString());
+    if (sqlite3_step(s.get()) != SQLITE_DONE) return Error("write " + key);
+    return OkStatus();
+  }
+  template <typename M>
+  StatusOr<std::vector<M>> LoadAll(const char* sql, const char* what) {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<M> out;
+    Stmt s(db_, sql);
+    if (!s.ok()) return Error(std::string("prepare ") + sql);
+    while (sqlite3_step(s.get()) == SQLITE_ROW) {
+      M m;
+      if (!m.ParseFromString(s.Text(0))) {
+        return Internal(std::string("state database: unreadable ") + what);
+      }
+      out.push_back(std::move(m));
+    }
+    return out;
+  }
   Status Exec(const std::string& sql) {
     char* err = nullptr;
     if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {

@@ -1,5 +1,5 @@
 // Durable coordinator state behind an interface: jobs (spec, state, progress), per-round
-// summaries and devices. SqliteStore is the production implementation; it is thread-safe.
+// summaries, devices, bootstrap tokens and revocations. SqliteStore is the production implementation; it is thread-safe.
 #pragma once
 
 #include <memory>
@@ -21,6 +21,11 @@ class JobStore {
   virtual StatusOr<std::vector<v1::JobStatus>> LoadJobs() = 0;
   virtual Status SaveDevice(const v1::DeviceStatus& device) = 0;
   virtual StatusOr<std::vector<v1::DeviceStatus>> LoadDevices() = 0;
+  // Bootstrap tokens (hashed) and device revocations.
+  virtual Status SaveToken(const v1::TokenRecord& token) = 0;
+  virtual StatusOr<std::vector<v1::TokenRecord>> LoadTokens() = 0;
+  virtual Status SaveRevocation(const v1::DeviceRevocation& revocation) = 0;
+  virtual StatusOr<std::vector<v1::DeviceRevocation>> LoadRevocations() = 0;
 };
 
 // Opens (creating if needed) the SQLite file at `path`, in WAL mode, at the current schema.

@@ -13,11 +13,8 @@ what=${1:-round}
 "$root/scripts/install-deps.sh"
 "$root/scripts/build.sh" >/dev/null
 mkdir -p "$root/bench/results"
-tmp=$(mktemp -d /tmp/fleet-bench.XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
 # field NAME JSON: the numeric value of "NAME" in a one-line JSON object.
 field() { printf '%s' "$2" | sed -n "s/.*\"$1\": \([0-9.e+-]*\).*/\1/p"; }
-"$root/scripts/make-dev-certs.sh" "$tmp/pki"
 
 case "$what" in
   round)
@@ -27,7 +24,7 @@ case "$what" in
       sep=""
       for nd in "10 1e5" "50 1e5" "50 1e6"; do
         set -- $nd
-        line=$("$build/bench/round_bench" "$build/coordinator/fleet-coordinator" "$tmp/pki" "$1" "$2")
+        line=$("$build/bench/round_bench" "$build/coordinator/fleet-coordinator" "$1" "$2")
         echo "round: $line" >&2
         printf '%s  %s\n' "$sep" "$line"
         sep=","
@@ -47,8 +44,8 @@ case "$what" in
       echo " \"rounds\": ["
       sep=""
       for n in 10 50; do
-        plain=$("$build/bench/round_bench" "$build/coordinator/fleet-coordinator" "$tmp/pki" "$n" 1e5 plain)
-        secure=$("$build/bench/round_bench" "$build/coordinator/fleet-coordinator" "$tmp/pki" "$n" 1e5 secure)
+        plain=$("$build/bench/round_bench" "$build/coordinator/fleet-coordinator" "$n" 1e5 plain)
+        secure=$("$build/bench/round_bench" "$build/coordinator/fleet-coordinator" "$n" 1e5 secure)
         p=$(field s_per_round "$plain")
         s=$(field s_per_round "$secure")
         b=$(field protocol_bytes_per_client "$secure")

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <future>
 
+#include "common/config.h"
 #include "common/grpc_util.h"
 #include "common/model_layout.h"
 #include "common/tensor_codec.h"
@@ -17,12 +18,19 @@ namespace {
 
 class FakeDevices {
  public:
-  explicit FakeDevices(Cluster& c) {
-    ClientTlsOptions tls;
-    tls.ca_file = c.ca();
-    channel_ = *MakeChannel(c.address(), tls, 64 << 20);
-    device_ = v1::Device::NewStub(channel_);
-    admin_ = v1::Admin::NewStub(channel_);
+  explicit FakeDevices(Cluster& c) : c_(c) {
+    admin_ = v1::Admin::NewStub(*MakeChannel(c.address(), c.AdminTls(), 64 << 20));
+  }
+
+  // Each fake device connects with its own certificate.
+  v1::Device::Stub* device(const std::string& id) {
+    auto& stub = devices_[id];
+    if (!stub) {
+      const bool bad_id = !ValidateDeviceId(id).ok();  // cannot be in a certificate
+      stub = v1::Device::NewStub(
+          *MakeChannel(c_.address(), c_.DeviceTls(bad_id ? "some-device" : id), 64 << 20));
+    }
+    return stub.get();
   }
 
   grpc::Status Join(const std::string& id, uint32_t version = kProtocolVersion) {
@@ -34,7 +42,7 @@ class FakeDevices {
     d->set_train_examples(10);
     v1::JoinResponse resp;
     grpc::ClientContext ctx;
-    return device_->Join(&ctx, req, &resp);
+    return device(id)->Join(&ctx, req, &resp);
   }
 
   v1::Task Fetch(const std::string& id) {
@@ -44,7 +52,7 @@ class FakeDevices {
     req.set_wait_ms(10000);
     v1::Task task;
     grpc::ClientContext ctx;
-    EXPECT_TRUE(device_->FetchTask(&ctx, req, &task).ok());
+    EXPECT_TRUE(device(id)->FetchTask(&ctx, req, &task).ok());
     return task;
   }
 
@@ -52,7 +60,7 @@ class FakeDevices {
                     const std::string& payload, uint64_t declared = 0, size_t chunk = 7) {
     grpc::ClientContext ctx;
     v1::PushUpdateResponse resp;
-    auto w = device_->PushUpdate(&ctx, &resp);
+    auto w = device(id)->PushUpdate(&ctx, &resp);
     v1::UpdateChunk c;
     auto* h = c.mutable_header();
     h->set_protocol_version(kProtocolVersion);
@@ -76,8 +84,8 @@ class FakeDevices {
   v1::Admin::Stub* admin() { return admin_.get(); }
 
  private:
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::Device::Stub> device_;
+  Cluster& c_;
+  std::map<std::string, std::unique_ptr<v1::Device::Stub>> devices_;
   std::unique_ptr<v1::Admin::Stub> admin_;
 };
 

@@ -5,7 +5,10 @@
 #include <sys/socket.h>
 
 #include <cstdio>
+#include <ctime>
 #include <memory>
+
+#include "crypto/pki.h"
 
 namespace fleet::testing {
 
@@ -27,8 +30,30 @@ Cluster::Cluster() {
   const char* base = std::getenv("TMPDIR");
   std::string tmpl = std::string(base ? base : "/tmp") + "/fleet-it.XXXXXX";
   dir_ = mkdtemp(tmpl.data());
-  std::system((std::string(FLEET_SOURCE_DIR) + "/scripts/make-dev-certs.sh " + dir_ + "/pki")
-                  .c_str());
+  RunCommand({FLEET_COORDINATOR_BIN, "init", "--state-dir", dir_ + "/coordinator"}, dir_);
+}
+
+ClientTlsOptions Cluster::DeviceTls(const std::string& device_id, int64_t lifetime_s) const {
+  const int64_t now = static_cast<int64_t>(std::time(nullptr));
+  ClientTlsOptions tls;
+  tls.ca_pem = ReadAll(ca());
+  tls.key_pem = *crypto::GenerateP256Key();
+  crypto::CertRequest req;
+  req.public_key_pem = *crypto::PublicKeyOf(tls.key_pem);
+  req.common_name = device_id;
+  req.role = crypto::CertRole::kDevice;
+  req.not_before = now - 60;
+  req.not_after = now + lifetime_s;
+  tls.cert_pem = *crypto::IssueCertificate(tls.ca_pem, ReadAll(pki() + "/ca.key"), req);
+  return tls;
+}
+
+ClientTlsOptions Cluster::AdminTls() const {
+  ClientTlsOptions tls;
+  tls.ca_file = ca();
+  tls.cert_file = pki() + "/admin.pem";
+  tls.key_file = pki() + "/admin.key";
+  return tls;
 }
 
 Cluster::~Cluster() {
@@ -49,10 +74,6 @@ bool Cluster::StartCoordinator(std::vector<std::string> extra, int port) {
                                 port_file,
                                 "--state-dir",
                                 dir_ + "/coordinator",
-                                "--tls-cert",
-                                dir_ + "/pki/server.pem",
-                                "--tls-key",
-                                dir_ + "/pki/server.key",
                                 "--heartbeat-interval-ms",
                                 "300",
                                 "--offline-after-ms",
@@ -63,6 +84,17 @@ bool Cluster::StartCoordinator(std::vector<std::string> extra, int port) {
                     std::chrono::seconds(20));
   if (!up || ReadAll(port_file).empty()) return false;
   port_ = std::stoi(ReadAll(port_file));
+  if (ReadAll(bootstrap()).empty()) {
+    CommandResult t = Fleetctl({"token", "create", "--uses", "1000", "--ttl", "1h", "--label",
+                                "integration-test"});
+    if (t.exit_code != 0) return false;
+    size_t at = t.output.find("fleet1_");  // stdout; the notice on stderr may come first
+    if (at == std::string::npos) return false;
+    std::string token = t.output.substr(at, t.output.find('\n', at) - at);
+    std::ofstream(bootstrap()) << "coordinator: " << address() << "\n"
+                               << "ca_cert_file: " << ca() << "\n"
+                               << "token: " << token << "\n";
+  }
   return true;
 }
 
@@ -71,7 +103,8 @@ std::string Cluster::HarClientConfig(int subject, bool train, const std::string&
   std::ofstream out(path);
   out << "coordinator: " << (address.empty() ? this->address() : address) << "\n"
       << "device_id: har-subject-" << subject << "\n"
-      << "tls:\n  ca_cert: " << ca() << "\n"
+      << "bootstrap: " << bootstrap() << "\n"
+      << "state_dir: " << dir_ << "/device-" << subject << "\n"
       << "poll_wait_ms: 1000\n"
       << "datasets:\n"
       << "  - name: uci-har\n"
@@ -114,8 +147,18 @@ std::string Cluster::WriteJob(const std::string& name, int rounds, int min_clien
   return path;
 }
 
+int Cluster::OnlineDevices() {
+  std::string out = Fleetctl({"device", "list"}).output;
+  int n = 0;
+  for (size_t p = out.find(" online "); p != std::string::npos; p = out.find(" online ", p + 1)) {
+    ++n;
+  }
+  return n;
+}
+
 CommandResult Cluster::Fleetctl(std::vector<std::string> args) {
-  std::vector<std::string> argv{FLEETCTL_BIN, "--coordinator", address(), "--ca-cert", ca()};
+  std::vector<std::string> argv{FLEETCTL_BIN, "--coordinator", address(), "--ca-cert", ca(),
+                                "--cert", pki() + "/admin.pem", "--key", pki() + "/admin.key"};
   argv.insert(argv.end(), args.begin(), args.end());
   return RunCommand(argv, dir_);
 }

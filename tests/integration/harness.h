@@ -18,6 +18,8 @@
 #include <thread>
 #include <vector>
 
+#include "common/grpc_util.h"
+
 extern char** environ;
 
 namespace fleet::testing {
@@ -122,7 +124,12 @@ class Cluster {
   ~Cluster();
 
   const std::string& dir() const { return dir_; }
-  std::string ca() const { return dir_ + "/pki/ca.pem"; }
+  // The fleet PKI made by `fleet-coordinator init` in the constructor.
+  std::string pki() const { return dir_ + "/coordinator/pki"; }
+  std::string ca() const { return pki() + "/ca.pem"; }
+  // Bootstrap file for devices (coordinator address, pinned CA, a 1000-use token), written the
+  // first time the coordinator starts.
+  std::string bootstrap() const { return dir_ + "/bootstrap.yaml"; }
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
   int port() const { return port_; }
 
@@ -139,7 +146,13 @@ class Cluster {
   std::string WriteJob(const std::string& name, int rounds, int min_clients, int target,
                        const std::string& extra = "");
 
+  // Devices `fleetctl device list` shows online.
+  int OnlineDevices();
+  // fleetctl with the admin certificate.
   CommandResult Fleetctl(std::vector<std::string> args);
+  // mTLS options for a device certificate issued directly by the test's CA (no enrollment).
+  ClientTlsOptions DeviceTls(const std::string& device_id, int64_t lifetime_s = 3600) const;
+  ClientTlsOptions AdminTls() const;
 
  private:
   std::string dir_;

@@ -33,7 +33,7 @@ TEST(Job, MultiRoundJobOverTlsWithHeldOutEvaluation) {
   ASSERT_TRUE(c.StartCoordinator()) << c.coordinator().Log();
   for (int s : {1, 3, 5, 6}) c.StartHarClient(s);
   c.StartHarClient(30, /*train=*/false);
-  ASSERT_TRUE(WaitFor([&] { return CountOf(c.Fleetctl({"device", "list"}).output, "yes") >= 5; },
+  ASSERT_TRUE(WaitFor([&] { return c.OnlineDevices() >= 5; },
                       std::chrono::seconds(30)));
 
   auto submit = c.Fleetctl({"job", "submit", "-f", c.WriteJob("it-full", 4, 3, 4), "--watch"});
@@ -73,7 +73,7 @@ TEST(Job, ClientKilledMidJobRoundCompletesWithTheRest) {
   ASSERT_TRUE(c.StartCoordinator()) << c.coordinator().Log();
   std::vector<Process*> clients;
   for (int s : {1, 3, 5, 6}) clients.push_back(&c.StartHarClient(s));
-  ASSERT_TRUE(WaitFor([&] { return CountOf(c.Fleetctl({"device", "list"}).output, "yes") >= 4; },
+  ASSERT_TRUE(WaitFor([&] { return c.OnlineDevices() >= 4; },
                       std::chrono::seconds(30)));
   auto submit = c.Fleetctl({"job", "submit", "-f",
                             c.WriteJob("it-kill", 40, 3, 4, "max_round_retries: 0\n")});
@@ -99,9 +99,13 @@ TEST(Job, ClientStartedBeforeCoordinatorRetriesAndJoins) {
   Cluster c;
   int port = FreePort();
   std::string address = "127.0.0.1:" + std::to_string(port);
+  // A first run only to mint the bootstrap token (tokens survive restarts).
+  ASSERT_TRUE(c.StartCoordinator({}, port)) << c.coordinator().Log();
+  c.coordinator().Kill(SIGTERM);
+  ASSERT_EQ(c.coordinator().Wait(std::chrono::seconds(10)), 0);
   Process& client = c.StartHarClient(7, true, address);
-  // The client is up and retrying with backoff while nothing listens.
-  ASSERT_TRUE(WaitFor([&] { return client.Log().find("cannot join") != std::string::npos; },
+  // The client is up and retrying enrollment with backoff while nothing listens.
+  ASSERT_TRUE(WaitFor([&] { return client.Log().find("cannot enroll yet") != std::string::npos; },
                       std::chrono::seconds(30)))
       << client.Log();
   ASSERT_TRUE(client.Running());

@@ -9,13 +9,6 @@
 namespace fleet::testing {
 namespace {
 
-int OnlineCount(Cluster& c) {
-  std::string out = c.Fleetctl({"device", "list"}).output;
-  int n = 0;
-  for (size_t p = out.find(" yes"); p != std::string::npos; p = out.find(" yes", p + 1)) ++n;
-  return n;
-}
-
 std::vector<int> Ints(const std::string& json, const std::string& key) {
   std::vector<int> out;
   std::regex re("\"" + key + "\": ([0-9]+)");
@@ -40,7 +33,7 @@ TEST(SecureJob, ClientsKilledAtEachStageStillYieldTheSurvivorsSum) {
     Process& p = c.StartHarClient(subjects[i], true, "", extra);
     if (i < faults.size()) faulty.push_back(&p);
   }
-  ASSERT_TRUE(WaitFor([&] { return OnlineCount(c) >= 7; }, std::chrono::seconds(60)));
+  ASSERT_TRUE(WaitFor([&] { return c.OnlineDevices() >= 7; }, std::chrono::seconds(60)));
   auto submit = c.Fleetctl(
       {"job", "submit", "--watch", "-f",
        c.WriteJob("it-secure-drop", 2, 3, 7,
@@ -70,7 +63,7 @@ TEST(SecureJob, BelowThresholdAbortsCleanlyAndRecordsWhy) {
   ASSERT_TRUE(c.StartCoordinator()) << c.coordinator().Log();
   for (int s : {1, 3}) c.StartHarClient(s, true, "", {"--fault-exit-before", "consistency"});
   for (int s : {5, 6}) c.StartHarClient(s);
-  ASSERT_TRUE(WaitFor([&] { return OnlineCount(c) >= 4; }, std::chrono::seconds(60)));
+  ASSERT_TRUE(WaitFor([&] { return c.OnlineDevices() >= 4; }, std::chrono::seconds(60)));
   auto submit = c.Fleetctl(
       {"job", "submit", "--watch", "-f",
        c.WriteJob("it-secure-abort", 2, 3, 4,

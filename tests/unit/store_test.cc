@@ -77,7 +77,7 @@ TEST(SqliteStore, UsesWalAndPassesIntegrityCheck) {
   };
   EXPECT_EQ(one("PRAGMA journal_mode;"), "wal");
   EXPECT_EQ(one("PRAGMA integrity_check;"), "ok");
-  EXPECT_EQ(one("PRAGMA user_version;"), "1");
+  EXPECT_EQ(one("PRAGMA user_version;"), "2");
   // A database from a newer coordinator is refused, not silently rewritten.
   sqlite3_exec(db, "PRAGMA user_version=99;", nullptr, nullptr, nullptr);
   sqlite3_close(db);

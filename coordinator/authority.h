@@ -1,0 +1,57 @@
+// The coordinator's PKI and model-signing identity, kept in <state_dir>/pki (all files 0600):
+//   ca.pem ca.key             the fleet CA (P-256), signs server, admin and device certificates
+//   server.pem server.key     the coordinator's TLS certificate
+//   admin.pem admin.key       the first administrator's client certificate (for fleetctl)
+//   model-signing.key         Ed25519 seed (hex) that signs every global model
+// InitPki creates them once (`fleet-coordinator init`); Authority loads them to serve.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "crypto/keys.h"
+#include "crypto/pki.h"
+
+namespace fleet {
+
+// Certificates are backdated this much for clock skew; renewal math accounts for it.
+constexpr int64_t kCertBackdateS = 300;
+
+struct PkiPaths {
+  explicit PkiPaths(const std::string& state_dir);
+  std::string dir, ca_cert, ca_key, server_cert, server_key, admin_cert, admin_key, model_key;
+};
+
+struct InitOptions {
+  std::vector<std::string> dns_names{"localhost"};
+  std::vector<std::string> ip_addresses{"127.0.0.1"};
+  std::string admin_name = "admin";
+  int64_t ca_lifetime_s = 10 * 365 * 86400;
+  int64_t server_lifetime_s = 365 * 86400;
+  int64_t admin_lifetime_s = 365 * 86400;
+};
+
+// Creates the PKI under state_dir/pki. Refuses (AlreadyExists) if a CA key is already there.
+Status InitPki(const std::string& state_dir, const InitOptions& options, int64_t now);
+
+class Authority {
+ public:
+  static StatusOr<std::unique_ptr<Authority>> Load(const std::string& state_dir);
+  ~Authority();
+
+  // A device certificate for a verified CSR: CN and SAN URI = device_id.
+  StatusOr<std::string> IssueDeviceCertificate(const crypto::CsrInfo& csr,
+                                               const std::string& device_id, int64_t now,
+                                               int64_t lifetime_s) const;
+  const std::string& ca_pem() const { return ca_pem_; }
+  const crypto::SigningKey& model_key() const { return *model_key_; }
+
+ private:
+  Authority() = default;
+  std::string ca_pem_, ca_key_pem_;
+  std::unique_ptr<crypto::SigningKey> model_key_;
+};
+
+}  // namespace fleet

@@ -1,0 +1,73 @@
+// X.509 for fleetfl's private PKI, on OpenSSL 3: P-256 keys, the CA, certificate signing
+// requests and certificates, identity and chain checks. Keys and certificates travel as PEM.
+//
+// Identity is a SAN URI: fleetfl://device/<id> or fleetfl://admin/<name>. The coordinator's own
+// certificate has no URI (extendedKeyUsage serverAuth, DNS/IP SANs). Times are Unix seconds so
+// callers inject their clock. Thread-safe: no shared state.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace fleet::crypto {
+
+enum class CertRole { kNone, kDevice, kAdmin };
+
+// "fleetfl://device/ID" etc.; kNone gives "".
+std::string IdentityUri(CertRole role, const std::string& id);
+
+// A fresh P-256 private key, PKCS#8 PEM. Treat as secret: write 0600, never log.
+StatusOr<std::string> GenerateP256Key();
+
+// Self-signed CA certificate (basicConstraints CA:TRUE, pathlen 0).
+StatusOr<std::string> MakeCaCertificate(const std::string& ca_key_pem, const std::string& name,
+                                        int64_t not_before, int64_t not_after);
+
+struct CertRequest {
+  std::string public_key_pem;  // subject key (from a verified CSR, or derived from a key)
+  std::string common_name;
+  CertRole role = CertRole::kNone;     // adds the identity URI and clientAuth
+  std::vector<std::string> dns_names;  // server certificates: adds serverAuth
+  std::vector<std::string> ip_addresses;
+  int64_t not_before = 0;
+  int64_t not_after = 0;
+};
+
+// A certificate for `req`, signed by the CA; a random 128-bit serial.
+StatusOr<std::string> IssueCertificate(const std::string& ca_cert_pem,
+                                       const std::string& ca_key_pem, const CertRequest& req);
+
+// The public key of a private key, as SubjectPublicKeyInfo PEM.
+StatusOr<std::string> PublicKeyOf(const std::string& key_pem);
+
+// A PKCS#10 request for `common_name`, signed with `key_pem`.
+StatusOr<std::string> MakeCsr(const std::string& key_pem, const std::string& common_name);
+
+struct CsrInfo {
+  std::string common_name;
+  std::string public_key_pem;
+};
+// Parses a CSR and checks its self-signature and that its key is P-256. Any other input is an
+// InvalidArgument naming what is wrong.
+StatusOr<CsrInfo> ParseCsr(const std::string& pem);
+
+struct CertInfo {
+  std::string serial;  // lowercase hex
+  std::string common_name;
+  CertRole role = CertRole::kNone;
+  std::string id;  // from the identity URI
+  int64_t not_before = 0;
+  int64_t not_after = 0;
+};
+StatusOr<CertInfo> ParseCertificate(const std::string& pem);
+
+// Chain to `ca_cert_pem` valid at time `now` (signature, validity period, CA constraints).
+Status VerifyCertificate(const std::string& cert_pem, const std::string& ca_cert_pem, int64_t now);
+
+// True when `key_pem` is the private key of `cert_pem`.
+bool KeyMatchesCertificate(const std::string& key_pem, const std::string& cert_pem);
+
+}  // namespace fleet::crypto

@@ -1,0 +1,252 @@
+// The fleet PKI (OpenSSL 3 wrappers), coordinator init, model signatures and the device's model
+// guard, the hash-chained audit log, and the certificate renewal schedule.
+#include <gtest/gtest.h>
+#include <sodium.h>
+#include <sys/stat.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "client/identity.h"
+#include "client/model_guard.h"
+#include "common/audit_log.h"
+#include "coordinator/authority.h"
+#include "crypto/model_signature.h"
+#include "crypto/pki.h"
+#include "crypto/random.h"
+#include "test_util.h"
+
+namespace fleet {
+namespace {
+
+using testing::TempDir;
+
+constexpr int64_t kNow = 1'800'000'000;  // injected clock (2027)
+
+std::string ReadAll(const std::string& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+struct Ca {
+  Ca() {
+    key = *crypto::GenerateP256Key();
+    cert = *crypto::MakeCaCertificate(key, "test CA", kNow - 10, kNow + 86400);
+  }
+  std::string Issue(const std::string& subject_key, const std::string& id, crypto::CertRole role,
+                    int64_t not_after = kNow + 3600) const {
+    crypto::CertRequest r;
+    r.public_key_pem = *crypto::PublicKeyOf(subject_key);
+    r.common_name = id;
+    r.role = role;
+    r.not_before = kNow - 300;
+    r.not_after = not_after;
+    return *crypto::IssueCertificate(cert, key, r);
+  }
+  std::string key, cert;
+};
+
+TEST(Pki, DeviceCertificateCarriesIdentityAndVerifiesOnlyWhileValid) {
+  Ca ca;
+  std::string key = *crypto::GenerateP256Key();
+  std::string cert = ca.Issue(key, "ward3-bed12", crypto::CertRole::kDevice);
+  auto info = crypto::ParseCertificate(cert);
+  ASSERT_TRUE(info.ok()) << info.status().message();
+  EXPECT_EQ(info->role, crypto::CertRole::kDevice);
+  EXPECT_EQ(info->id, "ward3-bed12");
+  EXPECT_EQ(info->common_name, "ward3-bed12");
+  EXPECT_EQ(info->not_before, kNow - 300);
+  EXPECT_EQ(info->not_after, kNow + 3600);
+  EXPECT_EQ(info->serial.size(), 32u);
+  EXPECT_TRUE(crypto::KeyMatchesCertificate(key, cert));
+  EXPECT_FALSE(crypto::KeyMatchesCertificate(*crypto::GenerateP256Key(), cert));
+
+  EXPECT_TRUE(crypto::VerifyCertificate(cert, ca.cert, kNow).ok());
+  Status expired = crypto::VerifyCertificate(cert, ca.cert, kNow + 3601);
+  EXPECT_EQ(expired.code(), StatusCode::kUnauthenticated);
+  EXPECT_NE(expired.message().find("expired"), std::string::npos) << expired.message();
+  Ca other;
+  Status foreign = crypto::VerifyCertificate(cert, other.cert, kNow);
+  EXPECT_EQ(foreign.code(), StatusCode::kUnauthenticated) << foreign.message();
+
+  // Two issuances never share a serial.
+  EXPECT_NE(crypto::ParseCertificate(ca.Issue(key, "x", crypto::CertRole::kDevice))->serial,
+            info->serial);
+  auto admin = crypto::ParseCertificate(ca.Issue(key, "alice", crypto::CertRole::kAdmin));
+  EXPECT_EQ(admin->role, crypto::CertRole::kAdmin);
+  EXPECT_EQ(admin->id, "alice");
+}
+
+TEST(Pki, CsrRoundTripsAndTamperingIsRejected) {
+  std::string key = *crypto::GenerateP256Key();
+  std::string csr = *crypto::MakeCsr(key, "room-101");
+  auto info = crypto::ParseCsr(csr);
+  ASSERT_TRUE(info.ok()) << info.status().message();
+  EXPECT_EQ(info->common_name, "room-101");
+  EXPECT_EQ(info->public_key_pem, *crypto::PublicKeyOf(key));
+
+  // Flip one byte inside the base64 body: either unparseable or a bad signature, never OK.
+  for (size_t pos : {csr.size() / 2, csr.size() / 3, csr.size() - 60}) {
+    std::string bad = csr;
+    bad[pos] = bad[pos] == 'A' ? 'B' : 'A';
+    auto r = crypto::ParseCsr(bad);
+    EXPECT_FALSE(r.ok()) << "byte " << pos;
+    if (!r.ok()) {
+      EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+    }
+  }
+  for (std::string junk : {std::string(), std::string("hello"),
+                           std::string("-----BEGIN CERTIFICATE REQUEST-----\n!!\n"),
+                           std::string(100000, 'A')}) {
+    auto r = crypto::ParseCsr(junk);
+    EXPECT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  }
+  EXPECT_FALSE(crypto::ParseCertificate("not a cert").ok());
+}
+
+TEST(Authority, InitCreatesPrivateFilesOnceAndIssuesDeviceCertificates) {
+  TempDir dir;
+  ASSERT_TRUE(InitPki(dir.path(), InitOptions(), kNow).ok());
+  PkiPaths p(dir.path());
+  for (const auto& f : {p.ca_cert, p.ca_key, p.server_cert, p.server_key, p.admin_cert,
+                        p.admin_key, p.model_key}) {
+    struct stat st {};
+    ASSERT_EQ(stat(f.c_str(), &st), 0) << f;
+    EXPECT_EQ(st.st_mode & 0777, 0600u) << f;
+  }
+  std::string ca_before = ReadAll(p.ca_key);
+  Status again = InitPki(dir.path(), InitOptions(), kNow);
+  EXPECT_EQ(again.code(), StatusCode::kAlreadyExists);
+  EXPECT_EQ(ReadAll(p.ca_key), ca_before) << "init must never overwrite the CA";
+
+  EXPECT_TRUE(crypto::VerifyCertificate(ReadAll(p.server_cert), ReadAll(p.ca_cert), kNow).ok());
+  EXPECT_EQ(crypto::ParseCertificate(ReadAll(p.admin_cert))->role, crypto::CertRole::kAdmin);
+
+  auto a = Authority::Load(dir.path());
+  ASSERT_TRUE(a.ok()) << a.status().message();
+  std::string key = *crypto::GenerateP256Key();
+  auto csr = crypto::ParseCsr(*crypto::MakeCsr(key, "dev-1"));
+  auto cert = (*a)->IssueDeviceCertificate(*csr, "dev-1", kNow, 7 * 86400);
+  ASSERT_TRUE(cert.ok());
+  auto info = crypto::ParseCertificate(*cert);
+  EXPECT_EQ(info->id, "dev-1");
+  EXPECT_EQ(info->not_before, kNow - kCertBackdateS) << "backdated for clock skew";
+  EXPECT_EQ(info->not_after, kNow + 7 * 86400);
+  EXPECT_TRUE(crypto::KeyMatchesCertificate(key, *cert));
+}
+
+TEST(Identity, RenewalIsDueAtTwoThirdsOfTheLifetimeNotCountingBackdating) {
+  crypto::CertInfo c;
+  c.not_before = kNow - 300;
+  c.not_after = kNow + 9;
+  EXPECT_EQ(RenewalTime(c), kNow + 6);
+  c.not_after = kNow + 7 * 86400;
+  EXPECT_EQ(RenewalTime(c), kNow + 7 * 86400 * 2 / 3);
+}
+
+v1::Task SignedTask(const crypto::SigningKey& key, const std::string& job, uint32_t round,
+                    const std::string& params) {
+  v1::Task t;
+  t.set_job_id(job);
+  t.set_round(round);
+  t.set_parameters(params);
+  t.set_model_signature(crypto::SignModel(key, job, round, params));
+  return t;
+}
+
+TEST(ModelGuard, RefusesUnsignedTamperedForeignAndRolledBackModels) {
+  ASSERT_TRUE(crypto::Init());
+  crypto::SigningKey key = crypto::SigningKey::Generate();
+  ModelGuard guard(key.public_key());
+  EXPECT_TRUE(guard.Accept(SignedTask(key, "job-a", 3, "weights-3")).ok());
+
+  v1::Task unsigned_task = SignedTask(key, "job-a", 4, "w");
+  unsigned_task.clear_model_signature();
+  Status s = guard.Accept(unsigned_task);
+  EXPECT_EQ(s.code(), StatusCode::kPermissionDenied);
+  EXPECT_NE(s.message().find("not signed"), std::string::npos);
+
+  v1::Task tampered = SignedTask(key, "job-a", 4, "weights-4");
+  tampered.mutable_parameters()->back() ^= 1;
+  EXPECT_NE(guard.Accept(tampered).message().find("does not verify"), std::string::npos);
+
+  v1::Task foreign = SignedTask(key, "job-b", 4, "weights-4");
+  foreign.set_job_id("job-a");  // a model signed for another job
+  EXPECT_EQ(guard.Accept(foreign).code(), StatusCode::kPermissionDenied);
+
+  v1::Task other_round = SignedTask(key, "job-a", 5, "weights-5");
+  other_round.set_round(6);
+  EXPECT_EQ(guard.Accept(other_round).code(), StatusCode::kPermissionDenied);
+
+  crypto::SigningKey stranger = crypto::SigningKey::Generate();
+  EXPECT_EQ(guard.Accept(SignedTask(stranger, "job-a", 7, "w")).code(),
+            StatusCode::kPermissionDenied);
+
+  Status rollback = guard.Accept(SignedTask(key, "job-a", 2, "weights-2"));
+  EXPECT_EQ(rollback.code(), StatusCode::kPermissionDenied);
+  EXPECT_NE(rollback.message().find("rollback"), std::string::npos);
+  // Refusals changed nothing: the same round and newer ones are still accepted.
+  EXPECT_TRUE(guard.Accept(SignedTask(key, "job-a", 3, "weights-3")).ok());
+  EXPECT_TRUE(guard.Accept(SignedTask(key, "job-a", 4, "weights-4")).ok());
+  EXPECT_TRUE(guard.Accept(SignedTask(key, "job-b", 1, "other job starts at 1")).ok());
+}
+
+TEST(AuditLog, ChainVerifiesAndAnyEditDeletionOrReorderIsFoundAtItsLine) {
+  ASSERT_TRUE(crypto::Init());
+  TempDir dir;
+  const std::string path = dir.path() + "/audit.log";
+  {
+    auto log = AuditLog::Open(path);
+    ASSERT_TRUE(log.ok()) << log.status().message();
+    for (int i = 0; i < 5; ++i) {
+      ASSERT_TRUE((*log)->Append("round_complete", "coordinator", {{"round", i}}).ok());
+    }
+  }
+  {  // Reopening continues the same chain.
+    auto log = AuditLog::Open(path);
+    ASSERT_TRUE(log.ok());
+    ASSERT_TRUE((*log)->Append("job_stop", "alice", {{"job_id", "job-1"}}).ok());
+  }
+  auto v = VerifyAuditLog(path);
+  ASSERT_TRUE(v.ok());
+  EXPECT_TRUE(v->ok);
+  EXPECT_EQ(v->records, 6u);
+
+  std::vector<std::string> lines;
+  {
+    std::ifstream in(path);
+    for (std::string l; std::getline(in, l);) lines.push_back(l);
+  }
+  auto check = [&](std::vector<std::string> edited, uint64_t line, const std::string& why) {
+    std::ofstream(path, std::ios::trunc) << [&] {
+      std::string s;
+      for (const auto& l : edited) s += l + "\n";
+      return s;
+    }();
+    auto r = VerifyAuditLog(path);
+    ASSERT_TRUE(r.ok());
+    EXPECT_FALSE(r->ok);
+    EXPECT_EQ(r->broken_line, line);
+    EXPECT_NE(r->reason.find(why), std::string::npos) << r->reason;
+    EXPECT_EQ(AuditLog::Open(path).status().code(), StatusCode::kFailedPrecondition)
+        << "a broken chain is not appended to";
+  };
+  auto edited = lines;
+  edited[2].replace(edited[2].find("\"round\":2"), 9, "\"round\":7");
+  check(edited, 3, "edited");
+  auto deleted = lines;
+  deleted.erase(deleted.begin() + 1);
+  check(deleted, 2, "removed");
+  auto swapped = lines;
+  std::swap(swapped[3], swapped[4]);
+  check(swapped, 4, "");
+  auto garbage = lines;
+  garbage[5] = "not json";
+  check(garbage, 6, "JSON");
+}
+
+}  // namespace
+}  // namespace fleet
