@@ -124,6 +124,7 @@ StatusOr<DeviceCredentials> LoadCredentials(const std::string& state_dir,
   ASSIGN_OR_RETURN(c.cert_pem, ReadFile(f.cert));
   ASSIGN_OR_RETURN(c.ca_pem, ReadFile(f.ca));
   ASSIGN_OR_RETURN(std::string hex, ReadFile(f.model_key));
+  while (!hex.empty() && isspace(static_cast<unsigned char>(hex.back()))) hex.pop_back();
   size_t len = 0;
   if (sodium_hex2bin(c.model_key.data(), c.model_key.size(), hex.data(), hex.size(), nullptr,
                      &len, nullptr) != 0 ||
