@@ -147,6 +147,26 @@ TEST(Identity, RenewalIsDueAtTwoThirdsOfTheLifetimeNotCountingBackdating) {
   EXPECT_EQ(RenewalTime(c), kNow + 7 * 86400 * 2 / 3);
 }
 
+TEST(Identity, BootstrapFileErrorsNameTheProblem) {
+  TempDir dir;
+  Ca ca;
+  std::string pem_path = dir.Write("ca.pem", ca.cert);
+  auto ok = LoadBootstrap(dir.Write("b1.yaml", "coordinator: c:7443\nca_cert_file: ca.pem\n"
+                                                "token: fleet1_x\n"));
+  ASSERT_TRUE(ok.ok()) << ok.status().message();
+  EXPECT_EQ(ok->ca_pem, ca.cert) << "relative ca_cert_file resolves next to the bootstrap file";
+  EXPECT_EQ(ok->coordinator, "c:7443");
+  auto missing = LoadBootstrap(dir.Write("b2.yaml", "ca_cert_file: " + pem_path + "\n"));
+  EXPECT_NE(missing.status().message().find("coordinator"), std::string::npos);
+  auto both = LoadBootstrap(dir.Write("b3.yaml", "coordinator: c:1\nca_cert_file: " + pem_path +
+                                                     "\nca_cert: x\n"));
+  EXPECT_NE(both.status().message().find("exactly one of ca_cert"), std::string::npos);
+  auto junk = LoadBootstrap(dir.Write("b4.yaml", "coordinator: c:1\nca_cert: not a pem\n"));
+  EXPECT_NE(junk.status().message().find("not a PEM certificate"), std::string::npos);
+  auto typo = LoadBootstrap(dir.Write("b5.yaml", "coordinator: c:1\ntoken: t\ntokn: t\n"));
+  EXPECT_NE(typo.status().message().find("tokn"), std::string::npos) << typo.status().message();
+}
+
 v1::Task SignedTask(const crypto::SigningKey& key, const std::string& job, uint32_t round,
                     const std::string& params) {
   v1::Task t;
