@@ -1,5 +1,7 @@
 #include "client/client_config.h"
 
+#include <unistd.h>
+
 namespace fleet {
 
 StatusOr<ClientConfig> LoadClientConfig(const std::string& path) {
@@ -8,7 +10,17 @@ StatusOr<ClientConfig> LoadClientConfig(const std::string& path) {
   ClientConfig c;
   std::string base_dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
   RETURN_IF_ERROR(m.Get("coordinator", &c.coordinator));
-  RETURN_IF_ERROR(m.Require("device_id", &c.device_id));
+  RETURN_IF_ERROR(m.Get("device_id", &c.device_id));
+  if (c.device_id.empty()) {  // a packaged config works unchanged on every machine
+    char host[256] = {};
+    if (gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') {
+      return InvalidArgument(path + ": no device_id and the hostname is unavailable");
+    }
+    c.device_id = host;
+  }
+  if (Status id = ValidateDeviceId(c.device_id); !id.ok()) {
+    return InvalidArgument(m.Where("device_id") + ": " + id.message());
+  }
   RETURN_IF_ERROR(m.Get("state_dir", &c.state_dir));
   RETURN_IF_ERROR(m.Get("bootstrap", &c.bootstrap));
   if (!c.state_dir.empty() && c.state_dir[0] != '/') c.state_dir = base_dir + "/" + c.state_dir;
@@ -32,7 +44,6 @@ StatusOr<ClientConfig> LoadClientConfig(const std::string& path) {
   RETURN_IF_ERROR(tls.Get("server_name", &c.tls.server_name));
   RETURN_IF_ERROR(tls.Finish());
   ASSIGN_OR_RETURN(std::vector<ConfigMap> datasets, m.ChildList("datasets"));
-  if (datasets.empty()) return InvalidArgument(path + ": 'datasets' must list at least one dataset");
   for (auto& dm : datasets) {
     ASSIGN_OR_RETURN(DatasetSpec d, ParseDatasetSpec(std::move(dm), base_dir));
     c.datasets.push_back(std::move(d));

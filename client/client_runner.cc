@@ -142,6 +142,10 @@ Status ClientRunner::VerifyModel(const v1::Task& task) {
 ClientRunner::~ClientRunner() { Stop(); }
 
 Status ClientRunner::LoadData() {
+  if (config_.datasets.empty()) {
+    FLEET_LOG(Warn) << "no datasets configured: this device enrolls and joins but no job will "
+                       "select it until 'datasets' lists its sensor data";
+  }
   const uint64_t split_seed = std::hash<std::string>{}(config_.device_id);
   for (const DatasetSpec& spec : config_.datasets) {
     if (data_.count(spec.name)) {
@@ -204,8 +208,23 @@ Status ClientRunner::Join() {
   return OkStatus();
 }
 
+namespace {
+int64_t SteadyMillis() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+bool ClientRunner::Healthy() const {
+  const int64_t tick = heartbeat_tick_ms_.load();
+  return tick == 0 || SteadyMillis() - tick < 10 * static_cast<int64_t>(heartbeat_ms_.load()) + 5000;
+}
+
 void ClientRunner::HeartbeatLoop() {
+  heartbeat_tick_ms_ = SteadyMillis();
   while (SleepUnlessStopped(std::chrono::milliseconds(heartbeat_ms_.load()))) {
+    heartbeat_tick_ms_ = SteadyMillis();
     if (!joined_) continue;
     v1::HeartbeatRequest req;
     req.set_protocol_version(kProtocolVersion);

@@ -32,6 +32,9 @@ class ClientRunner {
   // Returns OK after Stop(), or the fatal error (e.g. protocol version mismatch).
   Status Run();
   void Stop();
+  const std::string& device_id() const { return config_.device_id; }
+  // The heartbeat thread ticked recently (for the systemd watchdog).
+  bool Healthy() const;
 
  private:
   struct LocalData {
@@ -90,6 +93,7 @@ class ClientRunner {
   std::atomic<bool> joined_{false};
   std::atomic<bool> busy_{false};
   std::atomic<uint32_t> heartbeat_ms_{1000};
+  std::atomic<int64_t> heartbeat_tick_ms_{0};  // steady-clock ms of the last heartbeat loop turn
 };
 
 }  // namespace fleet

@@ -7,6 +7,7 @@
 #include "client/client_runner.h"
 #include "client/trainer.h"
 #include "common/log.h"
+#include "common/service.h"
 #include "common/signals.h"
 
 namespace {
@@ -100,7 +101,13 @@ int main(int argc, char** argv) {
     std::lock_guard<std::mutex> lock(mu);
     runner = std::move(created).value();
   }
-  fleet::Status s = runner->Run();
+  fleet::NotifyReady("device " + runner->device_id() + " started");
+  fleet::Status s;
+  {
+    fleet::Watchdog watchdog([&] { return runner->Healthy(); });
+    s = runner->Run();
+  }
+  fleet::NotifyStopping();
   if (!s.ok()) {
     FLEET_LOG(Error) << s.message();
     return kExitError;

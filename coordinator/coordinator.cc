@@ -39,6 +39,12 @@ StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOptions op
 
 int64_t Coordinator::Now() const { return access_->now(); }
 
+bool Coordinator::Probe() {
+  ListJobs();
+  registry_.List();
+  return true;
+}
+
 StatusOr<v1::EnrollResponse> Coordinator::Issue(const std::string& device_id,
                                                 const std::string& csr_pem, const char* event) {
   if (!authority_) return FailedPrecondition("this coordinator has no PKI (--insecure)");

@@ -63,6 +63,10 @@ class Coordinator {
   // Blocks until any job changed after `*version` or `timeout` passed; updates *version.
   void WaitForChange(uint64_t* version, std::chrono::milliseconds timeout);
 
+  // Takes and releases the coordinator's and the registry's locks: false never, but hangs on a
+  // deadlock, which is what the systemd watchdog is there to catch.
+  bool Probe();
+
   // Stops every job and wakes every waiter (server shutdown).
   void Shutdown();
 

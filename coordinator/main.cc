@@ -13,6 +13,7 @@
 #include "common/file_util.h"
 #include "common/grpc_util.h"
 #include "common/log.h"
+#include "common/service.h"
 #include "common/signals.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/services.h"
@@ -99,6 +100,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   init->add_option("--server-ip", init_ips, "IP addresses in the server certificate (repeatable)")
       ->capture_default_str();
+  bool if_missing = false;
+  init->add_flag("--if-missing", if_missing,
+                 "exit 0 without touching anything when the PKI already exists (for "
+                 "ExecStartPre= on first boot)");
   init->fallthrough();  // `init --state-dir DIR`
   try {
     app.parse(argc, argv);
@@ -148,6 +153,7 @@ int main(int argc, char** argv) {
   }
 
   if (init->parsed()) {
+    if (if_missing && fleet::FileExists(fleet::PkiPaths(s.state_dir).ca_key)) return kExitOk;
     fleet::InitOptions io;
     io.dns_names = init_names;
     io.ip_addresses = init_ips;
@@ -238,10 +244,14 @@ int main(int argc, char** argv) {
     }
   }
 
+  fleet::NotifyReady("serving on " + host + ":" + std::to_string(port));
   {
+    // Pings systemd's watchdog while the coordinator's locks can be taken (no deadlock).
+    fleet::Watchdog watchdog([&] { return (*coordinator)->Probe(); });
     std::unique_lock<std::mutex> lock(mu);
     cv.wait(lock, [&] { return received_signal != 0; });
   }
+  fleet::NotifyStopping();
   FLEET_LOG(Info) << "signal " << received_signal << ": shutting down";
   (*coordinator)->Shutdown();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));

@@ -11,6 +11,7 @@ PACKAGES=(
   libssl-dev libsodium-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libsqlite3-dev sqlite3
+  libsystemd-dev systemd dpkg-dev
 )
 
 missing=()

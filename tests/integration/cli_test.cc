@@ -1,5 +1,7 @@
 // Binaries as scripts see them: --help, exit codes, and clear errors for bad input.
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #include "harness.h"
 
@@ -16,6 +18,51 @@ TEST(Cli, HelpAndVersionExitZero) {
   auto v = RunCommand({FLEET_COORDINATOR_BIN, "--version"}, c.dir());
   EXPECT_EQ(v.exit_code, 0);
   EXPECT_NE(v.output.find("protocol v1"), std::string::npos);
+}
+
+// What systemd's Type=notify and WatchdogSec= see: READY once serving, watchdog pings while
+// healthy, STOPPING on SIGTERM, through a real NOTIFY_SOCKET.
+TEST(Cli, CoordinatorAndClientSpeakTheSystemdNotifyProtocol) {
+  Cluster c;
+  const std::string path = c.dir() + "/notify.sock";
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  timeval tv{0, 200000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  auto collect = [&](std::chrono::milliseconds d) {
+    std::string all;
+    auto end = std::chrono::steady_clock::now() + d;
+    char buf[512];
+    while (std::chrono::steady_clock::now() < end) {
+      ssize_t n = recv(fd, buf, sizeof buf, 0);
+      if (n > 0) all += std::string(buf, static_cast<size_t>(n)) + "\n";
+    }
+    return all;
+  };
+  setenv("NOTIFY_SOCKET", path.c_str(), 1);
+  setenv("WATCHDOG_USEC", "400000", 1);
+  bool started = c.StartCoordinator();
+  std::string coordinator = collect(std::chrono::milliseconds(1500));
+  c.StartHarClient(1);
+  unsetenv("NOTIFY_SOCKET");
+  unsetenv("WATCHDOG_USEC");
+  ASSERT_TRUE(started) << c.coordinator().Log();
+  EXPECT_NE(coordinator.find("READY=1\nSTATUS=serving on 127.0.0.1:"), std::string::npos)
+      << coordinator;
+  int pings = 0;
+  for (size_t p = coordinator.find("WATCHDOG=1"); p != std::string::npos;
+       p = coordinator.find("WATCHDOG=1", p + 1)) {
+    ++pings;
+  }
+  EXPECT_GE(pings, 3) << "a WATCHDOG=1 ping every 200 ms: " << coordinator;
+  std::string client = collect(std::chrono::milliseconds(3000));
+  EXPECT_NE(client.find("STATUS=device har-subject-1 started"), std::string::npos) << client;
+  c.coordinator().Kill(SIGTERM);
+  EXPECT_NE(collect(std::chrono::milliseconds(1500)).find("STOPPING=1"), std::string::npos);
+  close(fd);
 }
 
 TEST(Cli, UsageErrorsExitTwo) {

@@ -159,11 +159,20 @@ datasets:
       << c.status().message();
 }
 
-TEST(ClientConfig, RejectsBadRoleAndMissingDeviceId) {
+TEST(ClientConfig, RejectsBadRoleAndBadDeviceIdAndDefaultsIdToHostname) {
   testing::TempDir dir;
+  // No device_id and no datasets: the packaged config, valid on any machine before its sensors
+  // are configured; the id is the hostname.
   auto c = LoadClientConfig(dir.Write("a.yaml", "datasets: []\n"));
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  EXPECT_EQ(c->device_id, host);
+  EXPECT_TRUE(c->datasets.empty());
+  c = LoadClientConfig(dir.Write("id.yaml", "device_id: 'has spaces'\n"));
   ASSERT_FALSE(c.ok());
   EXPECT_NE(c.status().message().find("device_id"), std::string::npos);
+  EXPECT_NE(c.status().message().find("letters, digits"), std::string::npos);
   c = LoadClientConfig(dir.Write("b.yaml", R"(device_id: d
 datasets:
   - name: x
