@@ -30,6 +30,7 @@
 #include "aggregation/quantize.h"
 #include "aggregation/secagg_client.h"
 #include "common/grpc_util.h"
+#include "coordinator/authority.h"
 #include "crypto/pki.h"
 #include "crypto/random.h"
 #include "common/model_layout.h"
@@ -69,17 +70,11 @@ struct Identity {
   std::string cert, key;
 };
 
-Identity DeviceIdentity(const std::string& pki, const std::string& id) {
-  const int64_t now = static_cast<int64_t>(std::time(nullptr));
+Identity DeviceIdentity(const Authority& ca, const std::string& id) {
   Identity out;
   out.key = *crypto::GenerateP256Key();
-  crypto::CertRequest req;
-  req.public_key_pem = *crypto::PublicKeyOf(out.key);
-  req.common_name = id;
-  req.role = crypto::CertRole::kDevice;
-  req.not_before = now - 60;
-  req.not_after = now + 86400;
-  out.cert = *crypto::IssueCertificate(ReadAll(pki + "/ca.pem"), ReadAll(pki + "/ca.key"), req);
+  auto csr = crypto::ParseCsr(*crypto::MakeCsr(out.key, id));
+  out.cert = *ca.IssueDeviceCertificate(*csr, id, static_cast<int64_t>(std::time(nullptr)), 86400);
   return out;
 }
 
@@ -226,7 +221,11 @@ int main(int argc, char** argv) {
   const std::string pki = dir + "/pki";
   if (std::system((bin + " init --state-dir " + dir + " >/dev/null").c_str()) != 0) return 1;
   std::vector<Identity> ids;
-  for (int i = 0; i < n; ++i) ids.push_back(DeviceIdentity(pki, "bench-" + std::to_string(i)));
+  {
+    auto ca = Authority::Load(dir);
+    if (!ca.ok()) return 1;
+    for (int i = 0; i < n; ++i) ids.push_back(DeviceIdentity(**ca, "bench-" + std::to_string(i)));
+  }
   const char* log_level = getenv("FLEET_BENCH_LOG");  // e.g. debug: per-stage SecAgg+ timings
   std::vector<std::string> args{bin, "--listen", "127.0.0.1:0", "--port-file", dir + "/port",
                                 "--state-dir", dir, "--log-level", log_level ? log_level : "warn",

@@ -10,9 +10,6 @@
 namespace fleet {
 namespace {
 
-// Matches the coordinator's backdating of notBefore (coordinator/authority.h).
-constexpr int64_t kBackdateS = 300;
-
 struct Files {
   explicit Files(const std::string& dir)
       : key(dir + "/device.key"),
@@ -109,7 +106,7 @@ StatusOr<Bootstrap> LoadBootstrap(const std::string& path) {
 }
 
 int64_t RenewalTime(const crypto::CertInfo& cert) {
-  const int64_t issued = cert.not_before + kBackdateS;
+  const int64_t issued = cert.not_before + crypto::kCertBackdateS;
   return issued + (cert.not_after - issued) * 2 / 3;
 }
 

@@ -16,8 +16,7 @@
 
 namespace fleet {
 
-// Certificates are backdated this much for clock skew; renewal math accounts for it.
-constexpr int64_t kCertBackdateS = 300;
+using crypto::kCertBackdateS;
 
 struct PkiPaths {
   explicit PkiPaths(const std::string& state_dir);

@@ -16,6 +16,10 @@ namespace fleet::crypto {
 
 enum class CertRole { kNone, kDevice, kAdmin };
 
+// Issued certificates start this far in the past, for devices whose clocks run behind; the
+// device's renewal schedule discounts it.
+constexpr int64_t kCertBackdateS = 300;
+
 // "fleetfl://device/ID" etc.; kNone gives "".
 std::string IdentityUri(CertRole role, const std::string& id);
 

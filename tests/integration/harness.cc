@@ -8,6 +8,7 @@
 #include <ctime>
 #include <memory>
 
+#include "coordinator/authority.h"
 #include "crypto/pki.h"
 
 namespace fleet::testing {
@@ -34,17 +35,14 @@ Cluster::Cluster() {
 }
 
 ClientTlsOptions Cluster::DeviceTls(const std::string& device_id, int64_t lifetime_s) const {
+  // The coordinator's own issuance path, minus enrollment.
   const int64_t now = static_cast<int64_t>(std::time(nullptr));
   ClientTlsOptions tls;
   tls.ca_pem = ReadAll(ca());
   tls.key_pem = *crypto::GenerateP256Key();
-  crypto::CertRequest req;
-  req.public_key_pem = *crypto::PublicKeyOf(tls.key_pem);
-  req.common_name = device_id;
-  req.role = crypto::CertRole::kDevice;
-  req.not_before = now - 60;
-  req.not_after = now + lifetime_s;
-  tls.cert_pem = *crypto::IssueCertificate(tls.ca_pem, ReadAll(pki() + "/ca.key"), req);
+  auto csr = crypto::ParseCsr(*crypto::MakeCsr(tls.key_pem, device_id));
+  tls.cert_pem = *(*Authority::Load(dir_ + "/coordinator"))
+                      ->IssueDeviceCertificate(*csr, device_id, now, lifetime_s);
   return tls;
 }
 
