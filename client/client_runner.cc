@@ -255,7 +255,8 @@ Status ClientRunner::Run() {
       if (!s.ok()) {
         const StatusCode c = s.code();
         if (c != StatusCode::kUnavailable && c != StatusCode::kDeadlineExceeded) {
-          fatal = Status(c, "cannot obtain a device certificate: " + s.message());
+          fatal = Status(c, "cannot obtain a device certificate: " + s.message() +
+                                "; re-provision this device (bootstrap file with a valid token)");
           break;
         }
         if (failures++ % 10 == 0) {

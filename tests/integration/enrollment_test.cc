@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <fstream>
 #include <future>
 #include <thread>
 
@@ -286,6 +287,38 @@ TEST(Renewal, ClientRenewsAtTwoThirdsOfItsLifetimeAndKeepsWorking) {
                          c.WriteJob("after-renewal", 1, 1, 1,
                                     "secure_aggregation: {enabled: false}\n")});
   EXPECT_EQ(job.exit_code, 0) << job.output << client.Log();
+}
+
+TEST(Renewal, ExpiredCertificateReenrollsOnlyWhileTheTokenAllows) {
+  Cluster c;
+  ASSERT_TRUE(c.StartCoordinator({"--device-cert-ttl", "3s"})) << c.coordinator().Log();
+  auto bootstrap_with = [&](const std::string& token) {
+    std::ofstream(c.bootstrap(), std::ios::trunc)
+        << "coordinator: " << c.address() << "\nca_cert_file: " << c.ca() << "\ntoken: " << token
+        << "\n";
+  };
+  bootstrap_with(NewToken(c, "1"));
+  Process& first = c.StartHarClient(6);
+  ASSERT_TRUE(WaitFor([&] { return first.Log().find("enrolled:") != std::string::npos; },
+                      std::chrono::seconds(30)))
+      << first.Log();
+  first.Kill(SIGKILL);  // powered off before renewal (due 2 s in)
+  std::this_thread::sleep_for(std::chrono::milliseconds(3500));
+
+  // Expired, and the single-use token is spent: a clear stop, exit 1.
+  Process& second = c.StartHarClient(6);
+  EXPECT_EQ(second.Wait(std::chrono::seconds(20)), 1) << second.Log();
+  EXPECT_NE(second.Log().find("stored certificate unusable"), std::string::npos) << second.Log();
+  EXPECT_NE(second.Log().find("no uses left; re-provision this device"), std::string::npos)
+      << second.Log();
+
+  // Re-provisioned with a fresh token: it enrolls again and joins.
+  bootstrap_with(NewToken(c, "1"));
+  Process& third = c.StartHarClient(6);
+  ASSERT_TRUE(WaitFor([&] { return Count(third.Log(), "enrolled:") == 2; },
+                      std::chrono::seconds(30)))
+      << third.Log();
+  EXPECT_TRUE(WaitFor([&] { return c.OnlineDevices() == 1; }, std::chrono::seconds(10)));
 }
 
 TEST(Audit, FleetctlVerifyReportsTheFirstBrokenLink) {
