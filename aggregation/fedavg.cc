@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <random>
+#include <set>
+
+#include "aggregation/robust.h"
 
 namespace fleet {
 
@@ -79,9 +82,65 @@ StatusOr<std::vector<float>> FedAvg::FinishFit(FitMetrics* summary) {
   return out;
 }
 
-StatusOr<std::unique_ptr<Strategy>> MakeStrategy(const std::string& name) {
-  if (name == "fedavg") return std::unique_ptr<Strategy>(new FedAvg());
-  return InvalidArgument("unknown strategy '" + name + "' (supported: fedavg)");
+const char* StrategyNames() {
+  return "fedavg, fedprox, fedadam, fedyogi, fedadagrad, median, trimmed_mean, krum, multikrum";
+}
+
+bool NeedsIndividualUpdates(const std::string& name) {
+  return name == "median" || name == "trimmed_mean" || name == "krum" || name == "multikrum";
+}
+
+Status ValidateStrategy(const StrategyParams& p) {
+  static const std::set<std::string> kNames{"fedavg", "fedprox", "fedadam", "fedyogi",
+                                            "fedadagrad", "median", "trimmed_mean", "krum",
+                                            "multikrum"};
+  if (kNames.count(p.name) == 0) {
+    return InvalidArgument("unknown strategy '" + p.name + "' (supported: " + StrategyNames() +
+                           ")");
+  }
+  if (!(p.server_learning_rate >= 0 && p.server_learning_rate <= 10)) {
+    return InvalidArgument("strategy.server_learning_rate must be in [0, 10] (0: the default)");
+  }
+  if (!(p.beta1 >= 0 && p.beta1 < 1) || !(p.beta2 >= 0 && p.beta2 < 1)) {
+    return InvalidArgument("strategy.beta1 and beta2 must be in [0, 1)");
+  }
+  if (!(p.tau > 0 && p.tau <= 1)) return InvalidArgument("strategy.tau must be in (0, 1]");
+  if (!(p.trim_fraction >= 0 && p.trim_fraction < 0.5)) {
+    return InvalidArgument("strategy.trim_fraction must be in [0, 0.5)");
+  }
+  if (p.byzantine > 1000) return InvalidArgument("strategy.byzantine must be <= 1000");
+  return OkStatus();
+}
+
+ServerOptimizerParams ServerOptimizerFor(const StrategyParams& p) {
+  ServerOptimizerParams o;
+  if (p.name == "fedadam") o.kind = "adam";
+  if (p.name == "fedyogi") o.kind = "yogi";
+  if (p.name == "fedadagrad") o.kind = "adagrad";
+  o.learning_rate = p.server_learning_rate > 0 ? p.server_learning_rate
+                                               : (o.kind == "sgd" ? 1.0 : 0.01);
+  o.beta1 = p.beta1;
+  o.beta2 = p.beta2;
+  o.tau = p.tau;
+  return o;
+}
+
+StatusOr<std::unique_ptr<Strategy>> MakeStrategy(const StrategyParams& p) {
+  RETURN_IF_ERROR(ValidateStrategy(p));
+  std::unique_ptr<Strategy> s;
+  if (p.name == "median") {
+    s = std::make_unique<CoordinateMedian>();
+  } else if (p.name == "trimmed_mean") {
+    s = std::make_unique<TrimmedMean>(p.trim_fraction);
+  } else if (p.name == "krum") {
+    s = std::make_unique<Krum>(p.byzantine, p.krum_select ? p.krum_select : 1);
+  } else if (p.name == "multikrum") {
+    // m = 0: all but the f worst-placed, as recommended by Blanchard et al.
+    s = std::make_unique<Krum>(p.byzantine, p.krum_select);
+  } else {
+    s = std::make_unique<FedAvg>();
+  }
+  return s;
 }
 
 }  // namespace fleet

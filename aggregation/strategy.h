@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "aggregation/server_optimizer.h"
 #include "common/status.h"
 
 namespace fleet {
@@ -53,6 +54,26 @@ class Strategy {
   virtual EvalMetrics AggregateEvaluate(const std::vector<EvalMetrics>& results);
 };
 
-StatusOr<std::unique_ptr<Strategy>> MakeStrategy(const std::string& name);
+// What a job spec's `strategy:` block selects (README "Strategies"). Names:
+//   fedavg, fedprox (FedAvg aggregation; FedProx's proximal term is applied by the clients),
+//   fedadam, fedyogi, fedadagrad (FedAvg aggregation, then an adaptive server optimizer),
+//   median, trimmed_mean, krum, multikrum (robust aggregation; see aggregation/robust.h).
+struct StrategyParams {
+  std::string name = "fedavg";
+  double server_learning_rate = 0;  // 0: 1.0 for fedavg/fedprox/robust, 0.01 for adaptive
+  double beta1 = 0.9, beta2 = 0.99, tau = 1e-3;
+  double trim_fraction = 0.1;
+  uint32_t byzantine = 1, krum_select = 0;  // krum_select 0: 1 for krum, n - f for multikrum
+};
+
+// Every strategy name, for error messages.
+const char* StrategyNames();
+// Robust strategies need each update on its own: they cannot run under secure aggregation.
+bool NeedsIndividualUpdates(const std::string& name);
+Status ValidateStrategy(const StrategyParams& params);
+StatusOr<std::unique_ptr<Strategy>> MakeStrategy(const StrategyParams& params);
+// How the aggregate moves the global model (sgd with rate 1 unless fedadam/fedyogi/fedadagrad or
+// server_learning_rate say otherwise).
+ServerOptimizerParams ServerOptimizerFor(const StrategyParams& params);
 
 }  // namespace fleet

@@ -103,6 +103,12 @@ std::string Json(const google::protobuf::Message& m) {
   return out;
 }
 
+std::string Num(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
 double FinalAccuracy(const JobStatus& j) {
   return j.rounds_size() ? j.rounds(j.rounds_size() - 1).eval_accuracy() : 0.0;
 }
@@ -131,9 +137,15 @@ void PrintJobDetail(const JobStatus& j) {
               s.model().activation().c_str(), s.model().dropout());
   std::printf("training:      %s lr %g, %u local epochs, batch %u\n", s.train().optimizer().c_str(),
               s.train().learning_rate(), s.train().local_epochs(), s.train().batch_size());
+  const auto& st = s.strategy();
+  std::string strategy = st.name();
+  if (st.server_learning_rate() > 0) strategy += ", server lr " + Num(st.server_learning_rate());
+  if (st.proximal_mu() > 0) strategy += ", mu " + Num(st.proximal_mu());
+  if (st.trim_fraction() > 0) strategy += ", trim " + Num(st.trim_fraction());
+  if (st.byzantine() > 0) strategy += ", byzantine " + std::to_string(st.byzantine());
   std::printf("strategy:      %s\nclients:       min %u, target %u\nrounds:        %u/%u\n",
-              s.strategy().name().c_str(), s.min_clients(), s.target_clients(),
-              j.current_round(), s.rounds());
+              strategy.c_str(), s.min_clients(), s.target_clients(), j.current_round(),
+              s.rounds());
   const auto& sa = s.secure_aggregation();
   if (sa.disabled()) {
     std::printf("secure agg:    OFF (enabled: false) - the coordinator sees every update\n");

@@ -162,6 +162,13 @@ StatusOr<TrainResult> TrainLocal(const v1::ModelSpec& model, const v1::TrainSpec
                                  .momentum(train.momentum())
                                  .weight_decay(train.weight_decay()));
     }
+    // FedProx (Li et al., MLSys 2020): mu/2 * ||w - w_global||^2 keeps local models near the
+    // global one on non-IID data; the reported loss is the data loss alone.
+    const double mu = train.proximal_mu();
+    std::vector<torch::Tensor> anchor;
+    if (mu > 0) {
+      for (const auto& p : net->parameters()) anchor.push_back(p.detach().clone());
+    }
     torch::Tensor x = Features(train_data);
     torch::Tensor y = Targets(model, train_data);
     const int64_t n = static_cast<int64_t>(train_data.rows);
@@ -177,7 +184,16 @@ StatusOr<TrainResult> TrainLocal(const v1::ModelSpec& model, const v1::TrainSpec
         torch::Tensor yb = y.index_select(0, idx);
         opt->zero_grad();
         torch::Tensor loss = Loss(model, net->forward(xb), yb);
-        loss.backward();
+        if (mu > 0) {
+          torch::Tensor prox = torch::zeros({}, torch::kFloat32);
+          auto params = net->parameters();
+          for (size_t k = 0; k < params.size(); ++k) {
+            prox = prox + (params[k] - anchor[k]).pow(2).sum();
+          }
+          (loss + 0.5 * mu * prox).backward();
+        } else {
+          loss.backward();
+        }
         opt->step();
         loss_sum += loss.item<double>() * static_cast<double>(idx.size(0));
       }

@@ -88,6 +88,32 @@ SecAggThreatModel ThreatModelOf(const v1::SecureAggregationSpec& sa) {
   return th;
 }
 
+static Status ParseStrategy(ConfigMap m, v1::StrategySpec* out) {
+  std::string name = "fedavg";
+  float lr = 0, beta1 = 0, beta2 = 0, tau = 0, mu = 0, trim = 0;
+  uint32_t byzantine = 0, select = 0;
+  RETURN_IF_ERROR(m.Get("name", &name));
+  RETURN_IF_ERROR(m.Get("server_learning_rate", &lr));
+  RETURN_IF_ERROR(m.Get("beta1", &beta1));
+  RETURN_IF_ERROR(m.Get("beta2", &beta2));
+  RETURN_IF_ERROR(m.Get("tau", &tau));
+  RETURN_IF_ERROR(m.Get("mu", &mu));
+  RETURN_IF_ERROR(m.Get("trim_fraction", &trim));
+  RETURN_IF_ERROR(m.Get("byzantine", &byzantine));
+  RETURN_IF_ERROR(m.Get("krum_select", &select));
+  RETURN_IF_ERROR(m.Finish());
+  out->set_name(name);
+  out->set_server_learning_rate(lr);
+  out->set_beta1(beta1);
+  out->set_beta2(beta2);
+  out->set_tau(tau);
+  out->set_proximal_mu(mu);
+  out->set_trim_fraction(trim);
+  out->set_byzantine(byzantine);
+  out->set_krum_select(select);
+  return OkStatus();
+}
+
 StatusOr<v1::JobSpec> ParseJobSpecYaml(const std::string& text, const std::string& source) {
   ASSIGN_OR_RETURN(YAML::Node root, ParseYaml(text, source));
   ASSIGN_OR_RETURN(ConfigMap m, ConfigMap::Create(root, source));
@@ -105,10 +131,7 @@ StatusOr<v1::JobSpec> ParseJobSpecYaml(const std::string& text, const std::strin
   RETURN_IF_ERROR(ParseTrain(std::move(train), spec.mutable_train()));
 
   ASSIGN_OR_RETURN(ConfigMap strategy, m.Child("strategy"));
-  std::string strategy_name = "fedavg";
-  RETURN_IF_ERROR(strategy.Get("name", &strategy_name));
-  RETURN_IF_ERROR(strategy.Finish());
-  spec.mutable_strategy()->set_name(strategy_name);
+  RETURN_IF_ERROR(ParseStrategy(std::move(strategy), spec.mutable_strategy()));
   ASSIGN_OR_RETURN(ConfigMap secure, m.Child("secure_aggregation"));
   RETURN_IF_ERROR(ParseSecureAggregation(std::move(secure), spec.mutable_secure_aggregation()));
 
@@ -130,15 +153,64 @@ StatusOr<v1::JobSpec> ParseJobSpecYaml(const std::string& text, const std::strin
   spec.set_eval_deadline_s(eval_deadline);
   spec.set_max_round_retries(retries);
   spec.set_seed(seed);
+  // FedProx's proximal term is applied by the clients, which see only the TrainSpec.
+  spec.mutable_train()->set_proximal_mu(spec.strategy().proximal_mu());
 
   Status valid = ValidateJobSpec(spec);
   if (!valid.ok()) return InvalidArgument(source + ": " + valid.message());
   return spec;
 }
 
+StrategyParams StrategyParamsOf(const v1::StrategySpec& s) {
+  StrategyParams p;
+  p.name = s.name().empty() ? "fedavg" : s.name();
+  p.server_learning_rate = s.server_learning_rate();
+  if (s.beta1() > 0) p.beta1 = s.beta1();
+  if (s.beta2() > 0) p.beta2 = s.beta2();
+  if (s.tau() > 0) p.tau = s.tau();
+  if (s.trim_fraction() > 0) p.trim_fraction = s.trim_fraction();
+  if (s.byzantine() > 0) p.byzantine = s.byzantine();
+  p.krum_select = s.krum_select();
+  if (p.name == "krum") p.krum_select = 1;
+  return p;
+}
+
 StatusOr<v1::JobSpec> LoadJobSpecFile(const std::string& path) {
   ASSIGN_OR_RETURN(std::string text, ReadFile(path));
   return ParseJobSpecYaml(text, path);
+}
+
+static Status ValidateStrategySpec(const v1::JobSpec& spec) {
+  const v1::StrategySpec& st = spec.strategy();
+  const StrategyParams p = StrategyParamsOf(st);
+  RETURN_IF_ERROR(ValidateStrategy(p));
+  if (NeedsIndividualUpdates(p.name) && !spec.secure_aggregation().disabled()) {
+    return InvalidArgument(
+        "strategy.name '" + p.name + "' needs every update on its own, but secure aggregation "
+        "(on unless disabled) shows the coordinator only their sum: set secure_aggregation: "
+        "{enabled: false} to use it, or pick fedavg, fedprox, fedadam, fedyogi or fedadagrad");
+  }
+  const bool fedprox = p.name == "fedprox";
+  if (fedprox != (st.proximal_mu() > 0)) {
+    return InvalidArgument(fedprox ? "strategy fedprox needs mu > 0 (the proximal weight)"
+                                   : "strategy.mu is for fedprox only");
+  }
+  if (!(st.proximal_mu() >= 0 && st.proximal_mu() <= 100)) {
+    return InvalidArgument("strategy.mu must be in (0, 100]");
+  }
+  if (spec.train().proximal_mu() != st.proximal_mu()) {
+    return InvalidArgument("train.proximal_mu must equal strategy.mu");
+  }
+  if ((p.name == "krum" || p.name == "multikrum") &&
+      spec.min_clients() < 2 * p.byzantine + 3) {
+    return InvalidArgument("strategy " + p.name + " with byzantine " +
+                           std::to_string(p.byzantine) + " needs min_clients >= " +
+                           std::to_string(2 * p.byzantine + 3) + " (2f + 3)");
+  }
+  if (p.name == "multikrum" && p.krum_select > spec.min_clients()) {
+    return InvalidArgument("strategy.krum_select must be <= min_clients");
+  }
+  return OkStatus();
 }
 
 Status ValidateJobSpec(const v1::JobSpec& spec) {
@@ -183,10 +255,7 @@ Status ValidateJobSpec(const v1::JobSpec& spec) {
   if (!(train.weight_decay() >= 0.0f && train.weight_decay() < 1.0f)) {
     return InvalidArgument("train.weight_decay must be in [0, 1)");
   }
-  if (spec.strategy().name() != "fedavg") {
-    return InvalidArgument("strategy.name '" + spec.strategy().name() +
-                           "' is not supported (fedavg)");
-  }
+  RETURN_IF_ERROR(ValidateStrategySpec(spec));
   if (spec.rounds() == 0 || spec.rounds() > 100000) {
     return InvalidArgument("rounds must be in 1..100000");
   }

@@ -7,6 +7,7 @@
 
 #include "aggregation/quantize.h"
 #include "aggregation/secagg_params.h"
+#include "aggregation/strategy.h"
 #include "common/status.h"
 #include "proto/fleet.pb.h"
 
@@ -20,5 +21,7 @@ SecAggThreatModel ThreatModelOf(const v1::SecureAggregationSpec& sa);
 
 // Semantic checks (ranges, supported names, min <= target, buildable model).
 Status ValidateJobSpec(const v1::JobSpec& spec);
+// The aggregation/ view of a spec's strategy block, defaults filled in.
+StrategyParams StrategyParamsOf(const v1::StrategySpec& spec);
 
 }  // namespace fleet

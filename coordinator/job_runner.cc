@@ -6,6 +6,7 @@
 
 #include "common/clock.h"
 #include "common/file_util.h"
+#include "common/job_spec.h"
 #include "common/log.h"
 #include "common/tensor_codec.h"
 #include "crypto/model_signature.h"
@@ -25,7 +26,7 @@ StatusOr<std::unique_ptr<JobRunner>> JobRunner::Create(v1::JobStatus job,
                                                        RunnerOptions options,
                                                        std::function<void()> changed) {
   ASSIGN_OR_RETURN(ModelLayout layout, LayoutFor(job.spec().model()));
-  ASSIGN_OR_RETURN(std::unique_ptr<Strategy> strategy, MakeStrategy(job.spec().strategy().name()));
+  ASSIGN_OR_RETURN(std::unique_ptr<Strategy> strategy, MakeStrategy(StrategyParamsOf(job.spec().strategy())));
   RETURN_IF_ERROR(MakeDirs(options.checkpoint_dir));
   return std::unique_ptr<JobRunner>(new JobRunner(std::move(job), std::move(layout),
                                                   std::move(strategy), registry, store,
@@ -37,6 +38,7 @@ JobRunner::JobRunner(v1::JobStatus job, ModelLayout layout, std::unique_ptr<Stra
                      std::function<void()> changed)
     : layout_(std::move(layout)),
       strategy_(std::move(strategy)),
+      server_optimizer_(ServerOptimizerFor(StrategyParamsOf(job.spec().strategy()))),
       registry_(registry),
       store_(store),
       options_(std::move(options)),
@@ -281,7 +283,13 @@ bool JobRunner::RunRound(uint32_t round, v1::RoundSummary* summary, std::string*
            std::to_string(spec.min_clients());
     return false;
   }
-  SetGlobal(std::move(next).value());
+  // The aggregate's step from the current model goes through the server optimizer (plain
+  // FedAvg: the aggregate itself).
+  std::vector<float> delta = std::move(next).value();
+  for (size_t i = 0; i < delta.size(); ++i) delta[i] -= global_[i];
+  std::vector<float> updated = global_;
+  server_optimizer_.Apply(&updated, delta);
+  SetGlobal(std::move(updated));
   summary->set_train_loss(fit.train_loss);
   summary->set_val_accuracy(fit.val_accuracy);
   Status s = WriteCheckpoint(round);

@@ -94,6 +94,7 @@ class JobRunner {
 
   const ModelLayout layout_;
   const std::unique_ptr<Strategy> strategy_;
+  ServerOptimizer server_optimizer_;  // runner thread only
   DeviceRegistry* const registry_;
   JobStore* const store_;
   const RunnerOptions options_;

@@ -113,7 +113,7 @@ bool JobRunner::RunSecureStages(uint32_t round, v1::RoundSummary* summary, std::
     return false;
   }
   std::vector<float> next = global_;
-  for (size_t i = 0; i < next.size(); ++i) next[i] += deq->mean_delta[i];
+  server_optimizer_.Apply(&next, deq->mean_delta);
   SetGlobal(std::move(next));
   summary->set_train_loss(deq->train_loss);
   summary->set_val_accuracy(deq->val_accuracy);

@@ -148,3 +148,36 @@ TEST(Job, CoordinatorRestartKeepsHistoryAndFailsInterruptedJobs) {
 
 }  // namespace
 }  // namespace fleet::testing
+
+namespace fleet::testing {
+namespace {
+
+// Each strategy family end to end with real clients: a robust one (plain, as it must be) and an
+// adaptive server optimizer and FedProx under secure aggregation. Rounds must complete with
+// every client and the held-out accuracy stays far above chance (1/6).
+TEST(Job, RobustAdaptiveAndProximalStrategiesTrainEndToEnd) {
+  Cluster c;
+  ASSERT_TRUE(c.StartCoordinator()) << c.coordinator().Log();
+  for (int s : {1, 3, 5, 6}) c.StartHarClient(s);
+  c.StartHarClient(30, /*train=*/false);
+  ASSERT_TRUE(WaitFor([&] { return c.OnlineDevices() >= 5; }, std::chrono::seconds(30)));
+  for (const std::string& strategy :
+       {std::string("strategy: {name: median}\n") + kPlain,
+        std::string("strategy: {name: fedadam, server_learning_rate: 0.01}\n"),
+        std::string("strategy: {name: fedprox, mu: 0.01}\n")}) {
+    auto submit = c.Fleetctl(
+        {"job", "submit", "--watch", "-f", c.WriteJob("it-strategy", 3, 4, 4, strategy)});
+    ASSERT_EQ(submit.exit_code, 0) << strategy << submit.output << c.coordinator().Log();
+    std::string id = submit.output.substr(0, submit.output.find('\n'));
+    auto get = c.Fleetctl({"-o", "json", "job", "get", id});
+    EXPECT_EQ(Participants(get.output), (std::vector<int>{4, 4, 4})) << strategy;
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(get.output, m,
+                                  std::regex("\"eval_accuracy\": ([0-9.]+)[^}]*\\}\\s*\\]")))
+        << get.output;
+    EXPECT_GT(std::stod(m[1]), 0.5) << strategy << get.output;
+  }
+}
+
+}  // namespace
+}  // namespace fleet::testing

@@ -113,7 +113,7 @@ TEST(JobSpec, SemanticErrors) {
            {"target_clients: 3", "target_clients: 1", "target_clients (1) must be >= min_clients"},
            {"output_dim: 3", "output_dim: 0", "output_dim must be > 0"},
            {"rounds: 2", "rounds: 0", "rounds must be in"},
-           {"dataset: d", "dataset: d\nstrategy: {name: median}", "strategy.name 'median'"},
+           {"dataset: d", "dataset: d\nstrategy: {name: median}", "strategy.name 'median' needs every"},
            {"dataset: d", "dataset: d\ntrain: {optimizer: lbfgs}", "optimizer 'lbfgs'"},
            {"dataset: d", "dataset: d\ntrain: {learning_rate: 0}", "learning_rate"},
        }) {

@@ -108,8 +108,10 @@ TEST(Strategy, AggregateEvaluateWeightsByExamples) {
 }
 
 TEST(Strategy, UnknownStrategyRefused) {
-  EXPECT_TRUE(MakeStrategy("fedavg").ok());
-  EXPECT_FALSE(MakeStrategy("krum").ok());
+  EXPECT_TRUE(MakeStrategy(StrategyParams{}).ok());
+  StrategyParams unknown;
+  unknown.name = "fedsgd";
+  EXPECT_EQ(MakeStrategy(unknown).status().code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // does not fit the model.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <random>
 
 #include "client/trainer.h"
@@ -90,6 +91,30 @@ TEST(Trainer, AdamOptimizerTrains) {
   auto r = TrainLocal(f.model, f.train, f.layout, f.views, Blobs(200, 1), Blobs(50, 2), 1);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_GT(r->val_accuracy, 0.9);
+}
+
+double Distance(const std::vector<float>& a, const std::vector<float>& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += (a[i] - b[i]) * (a[i] - b[i]);
+  return std::sqrt(s);
+}
+
+TEST(Trainer, FedProxTermKeepsTheLocalModelNearTheGlobalOne) {
+  ConfigureTorchThreads(1);
+  Fixture f;
+  Dataset train = Blobs(200, 1), val = Blobs(50, 2);
+  auto plain = TrainLocal(f.model, f.train, f.layout, f.views, train, val, 5);
+  f.train.set_proximal_mu(1.0f);
+  auto prox = TrainLocal(f.model, f.train, f.layout, f.views, train, val, 5);
+  f.train.set_proximal_mu(50.0f);
+  auto tight = TrainLocal(f.model, f.train, f.layout, f.views, train, val, 5);
+  ASSERT_TRUE(plain.ok() && prox.ok() && tight.ok());
+  const double d0 = Distance(plain->params, f.init), d1 = Distance(prox->params, f.init),
+               d2 = Distance(tight->params, f.init);
+  EXPECT_LT(d1, d0);
+  EXPECT_LT(d2, d1);
+  EXPECT_GT(d2, 0);
+  EXPECT_GT(prox->val_accuracy, 0.9) << "a moderate mu still learns";
 }
 
 TEST(Trainer, RefusesFeatureCountMismatch) {
