@@ -18,6 +18,23 @@ std::vector<std::string> Strategy::SelectClients(const std::vector<std::string>&
   return pool;
 }
 
+Status CheckCoverage(const std::vector<ParamSpan>& update, size_t size) {
+  size_t covered = 0;
+  for (const ParamSpan& s : update) {
+    if (s.offset + s.size > size) {
+      return InvalidArgument("update span [" + std::to_string(s.offset) + ", " +
+                             std::to_string(s.offset + s.size) + ") exceeds model size " +
+                             std::to_string(size));
+    }
+    covered += s.size;
+  }
+  if (covered != size) {
+    return InvalidArgument("update covers " + std::to_string(covered) + " of " +
+                           std::to_string(size) + " parameters");
+  }
+  return OkStatus();
+}
+
 EvalMetrics Strategy::AggregateEvaluate(const std::vector<EvalMetrics>& results) {
   EvalMetrics out;
   for (const auto& r : results) {
@@ -41,19 +58,7 @@ void FedAvg::BeginRound(const std::vector<float>& global) {
 
 Status FedAvg::AccumulateFit(const std::vector<ParamSpan>& update, const FitMetrics& metrics) {
   if (metrics.num_examples == 0) return InvalidArgument("update reports 0 training examples");
-  size_t covered = 0;
-  for (const ParamSpan& s : update) {
-    if (s.offset + s.size > sum_.size()) {
-      return InvalidArgument("update span [" + std::to_string(s.offset) + ", " +
-                             std::to_string(s.offset + s.size) + ") exceeds model size " +
-                             std::to_string(sum_.size()));
-    }
-    covered += s.size;
-  }
-  if (covered != sum_.size()) {
-    return InvalidArgument("update covers " + std::to_string(covered) + " of " +
-                           std::to_string(sum_.size()) + " parameters");
-  }
+  RETURN_IF_ERROR(CheckCoverage(update, sum_.size()));
   const double w = static_cast<double>(metrics.num_examples);
   for (const ParamSpan& s : update) {
     double* acc = sum_.data() + s.offset;

@@ -14,18 +14,10 @@ void BufferedStrategy::BeginRound(const std::vector<float>& global) {
 Status BufferedStrategy::AccumulateFit(const std::vector<ParamSpan>& update,
                                        const FitMetrics& metrics) {
   if (metrics.num_examples == 0) return InvalidArgument("update reports 0 training examples");
+  RETURN_IF_ERROR(CheckCoverage(update, size_));
   std::vector<float> flat(size_);
-  size_t covered = 0;
   for (const ParamSpan& s : update) {
-    if (s.offset + s.size > size_) {
-      return InvalidArgument("update span exceeds model size " + std::to_string(size_));
-    }
     std::copy(s.data, s.data + s.size, flat.begin() + static_cast<ptrdiff_t>(s.offset));
-    covered += s.size;
-  }
-  if (covered != size_) {
-    return InvalidArgument("update covers " + std::to_string(covered) + " of " +
-                           std::to_string(size_) + " parameters");
   }
   updates_.push_back(std::move(flat));
   metrics_.push_back(metrics);

@@ -20,6 +20,9 @@ struct ParamSpan {
   size_t size;
 };
 
+// OK when `update` covers exactly [0, size) within bounds; else InvalidArgument saying how not.
+Status CheckCoverage(const std::vector<ParamSpan>& update, size_t size);
+
 struct FitMetrics {
   uint64_t num_examples = 0;
   double train_loss = 0;
