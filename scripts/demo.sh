@@ -26,52 +26,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 export OPENBLAS_NUM_THREADS=1
-"$root/scripts/prepare-har.sh" "$build/data/har"
-
-# A new fleet: CA, server and admin certificates, model-signing key.
-"$build/coordinator/fleet-coordinator" init --state-dir "$run/coordinator" >/dev/null
-pki=$run/coordinator/pki
-"$build/coordinator/fleet-coordinator" --listen 127.0.0.1:0 --port-file "$run/port" \
-  --state-dir "$run/coordinator" >"$run/coordinator.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do [ -s "$run/port" ] && break; sleep 0.1; done
-[ -s "$run/port" ] || { echo "demo: coordinator did not start; see $run/coordinator.log" >&2; exit 1; }
-addr=127.0.0.1:$(cat "$run/port")
-ctl=("$build/cli/fleetctl" --coordinator "$addr" --ca-cert "$pki/ca.pem" --cert "$pki/admin.pem" \
-  --key "$pki/admin.key")
-# Every device enrolls itself with this bootstrap file: its own key, a CSR, a 7-day certificate.
-token=$("${ctl[@]}" token create --ttl 1h --uses 64 --label demo 2>/dev/null)
-cat >"$run/bootstrap.yaml" <<YAML
-coordinator: $addr
-ca_cert_file: $pki/ca.pem
-token: $token
-YAML
-
-mapfile -t subjects < <(ls "$build/data/har" | sed -n 's/^subject-\([0-9]*\)\.txt$/\1/p' | sort -n)
-n=${#subjects[@]}
-heldout=5
-for i in "${!subjects[@]}"; do
-  s=${subjects[$i]}
-  if [ "$i" -ge $((n - heldout)) ]; then role=evaluate; val=""; else role=train; val="    validation_fraction: 0.2"; fi
-  cat >"$run/client-$s.yaml" <<YAML
-device_id: har-subject-$s
-bootstrap: $run/bootstrap.yaml
-state_dir: $run/device-$s
-datasets:
-  - name: uci-har
-    role: $role
-$val
-    label_offset: -1
-    files:
-      - path: $build/data/har/subject-$s.txt
-        format: whitespace
-        subject: 0
-        label: 1
-        features: rest
-YAML
-  "$build/client/fleet-client" --config "$run/client-$s.yaml" >"$run/client-$s.log" 2>&1 &
-  pids+=($!)
-done
+. "$root/scripts/har-fleet.sh"
+har_fleet_start
 echo "demo: coordinator at $addr, $((n - heldout)) training clients, $heldout held-out evaluators (subjects ${subjects[*]: -$heldout})"
 
 job=$("${ctl[@]}" job submit -f "$job_file")
