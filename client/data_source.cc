@@ -243,6 +243,16 @@ StatusOr<DatasetSpec> ParseDatasetSpec(ConfigMap m, const std::string& base_dir)
     return InvalidArgument(m.Where("on_bad_row") + ": expected 'error' or 'skip'");
   }
   spec.skip_bad_rows = on_bad_row == "skip";
+  ASSIGN_OR_RETURN(ConfigMap norm, m.Child("normalize"));
+  RETURN_IF_ERROR(norm.Get("mean", &spec.normalize_mean));
+  RETURN_IF_ERROR(norm.Get("std", &spec.normalize_std));
+  RETURN_IF_ERROR(norm.Finish());
+  if (spec.normalize_mean.size() != spec.normalize_std.size()) {
+    return InvalidArgument(m.Where("normalize") + ": mean and std must have the same length");
+  }
+  for (double sd : spec.normalize_std) {
+    if (!(sd > 0)) return InvalidArgument(m.Where("normalize") + ": every std must be > 0");
+  }
   ASSIGN_OR_RETURN(std::vector<ConfigMap> files, m.ChildList("files"));
   if (files.empty()) return InvalidArgument(m.Where("files") + ": at least one file is required");
   for (auto& fm : files) {
@@ -264,6 +274,19 @@ StatusOr<Dataset> LoadDataset(const DatasetSpec& spec) {
   if (ds.rows == 0) {
     return InvalidArgument("dataset '" + spec.name + "' has no rows" +
                            (spec.subjects.empty() ? "" : " for the configured subjects"));
+  }
+  if (!spec.normalize_mean.empty()) {
+    if (spec.normalize_mean.size() != ds.cols) {
+      return InvalidArgument("dataset '" + spec.name + "': normalize has " +
+                             std::to_string(spec.normalize_mean.size()) + " entries for " +
+                             std::to_string(ds.cols) + " features");
+    }
+    for (size_t r = 0; r < ds.rows; ++r) {
+      for (size_t c = 0; c < ds.cols; ++c) {
+        float& x = ds.features[r * ds.cols + c];
+        x = static_cast<float>((x - spec.normalize_mean[c]) / spec.normalize_std[c]);
+      }
+    }
   }
   return ds;
 }

@@ -41,6 +41,10 @@ struct DatasetSpec {
   double label_offset = 0;         // added to every label (e.g. -1 for labels numbered from 1)
   std::vector<int64_t> subjects;   // keep only rows of these subjects (empty: all)
   bool skip_bad_rows = false;
+  // Standardization x' = (x - mean) / std per feature, in feature order, applied at load time so
+  // training and evaluation see the same inputs. Declare the same statistics on every device of
+  // a fleet (e.g. from a pilot site or the sensor's datasheet). Empty: raw values.
+  std::vector<double> normalize_mean, normalize_std;
   std::vector<DataFileSpec> files;
 };
 

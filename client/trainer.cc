@@ -227,4 +227,22 @@ StatusOr<EvalResult> EvaluateModel(const v1::ModelSpec& model,
   }
 }
 
+StatusOr<std::vector<int>> PredictClasses(const v1::ModelSpec& model,
+                                          const std::vector<TensorView>& params,
+                                          const Dataset& data) {
+  if (model.task() != "classification") return InvalidArgument("not a classification model");
+  RETURN_IF_ERROR(CheckDataFitsModel(model, data));
+  try {
+    Mlp net(model);
+    RETURN_IF_ERROR(LoadParams(net, params));
+    net->eval();
+    torch::InferenceMode guard;
+    torch::Tensor pred = net->forward(Features(data)).argmax(1).to(torch::kInt64).contiguous();
+    const int64_t* p = pred.data_ptr<int64_t>();
+    return std::vector<int>(p, p + pred.numel());
+  } catch (const c10::Error& e) {
+    return Internal(std::string("torch: ") + e.what_without_backtrace());
+  }
+}
+
 }  // namespace fleet

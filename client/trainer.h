@@ -43,4 +43,9 @@ StatusOr<TrainResult> TrainLocal(const v1::ModelSpec& model, const v1::TrainSpec
 StatusOr<EvalResult> EvaluateModel(const v1::ModelSpec& model,
                                    const std::vector<TensorView>& params, const Dataset& data);
 
+// Classification: the predicted class of every row (for confusion matrices).
+StatusOr<std::vector<int>> PredictClasses(const v1::ModelSpec& model,
+                                          const std::vector<TensorView>& params,
+                                          const Dataset& data);
+
 }  // namespace fleet

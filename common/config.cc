@@ -165,6 +165,21 @@ Status ConfigMap::Get(const std::string& key, std::vector<uint32_t>* out) {
   return OkStatus();
 }
 
+Status ConfigMap::Get(const std::string& key, std::vector<double>* out) {
+  used_.insert(key);
+  if (!Has(key)) return OkStatus();
+  const YAML::Node v = node_[key];
+  if (!v.IsSequence()) return TypeError(key, "list of numbers");
+  std::vector<double> result;
+  for (const auto& item : v) {
+    double x = 0;
+    if (!item.IsScalar() || !ParseDouble(item.Scalar(), &x)) return TypeError(key, "list of finite numbers");
+    result.push_back(x);
+  }
+  *out = std::move(result);
+  return OkStatus();
+}
+
 Status ConfigMap::Get(const std::string& key, std::vector<std::string>* out) {
   used_.insert(key);
   if (!Has(key)) return OkStatus();

@@ -35,6 +35,7 @@ class ConfigMap {
   Status Get(const std::string& key, double* out);
   Status Get(const std::string& key, float* out);
   Status Get(const std::string& key, std::vector<uint32_t>* out);
+  Status Get(const std::string& key, std::vector<double>* out);
   Status Get(const std::string& key, std::vector<std::string>* out);
 
   template <typename T>

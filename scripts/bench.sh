@@ -70,40 +70,39 @@ case "$what" in
     echo "bench: wrote $out"
     ;;
   quality)
-    # HAR, one client per subject (non-IID by person): 16 train, 5 held out. Each strategy runs
-    # the same job for $QUALITY_ROUNDS rounds on the same fleet; the centralized reference trains
-    # the same model on the pooled 16 subjects for as many epochs.
+    # Each dataset: one fleet, the same job run once per strategy, and the same model trained
+    # centrally on the pooled training data as the reference. UCI HAR: one client per subject
+    # (16 train, 5 held out). UCI Occupancy: one client per day; datatest.txt and datatest2.txt
+    # held by evaluators, and each final model also scored on each file separately.
     rounds=${QUALITY_ROUNDS:-20}
     # Plots need Debian's matplotlib (not in install-deps.sh: only this benchmark uses it).
     if ! dpkg-query -W -f='${Status}' python3-matplotlib 2>/dev/null | grep -q "ok installed"; then
-      ${SUDO:-$([ "$(id -u)" -eq 0 ] || echo sudo)} apt-get install -y -q python3-matplotlib >/dev/null \
+      $([ "$(id -u)" -eq 0 ] || echo sudo) apt-get install -y -q python3-matplotlib >/dev/null \
         || echo "bench: python3-matplotlib not installed; RESULTS.md without plots" >&2
     fi
     py=/usr/bin/python3
     [ -x "$py" ] || py=python3
-    run=$(mktemp -d /tmp/fleet-quality.XXXXXX)
+    top=$(mktemp -d /tmp/fleet-quality.XXXXXX)
     pids=()
-    trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$run"' EXIT
+    stop_fleet() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; pids=(); }
+    trap 'stop_fleet; rm -rf "$top"' EXIT
     export OPENBLAS_NUM_THREADS=1
-    . "$root/scripts/har-fleet.sh"
-    har_fleet_start
-    for _ in $(seq 300); do
-      [ "$("${ctl[@]}" device list | grep -c ' online ')" -ge "$n" ] && break
-      sleep 0.2
-    done
-    for entry in "fedavg|" "fedprox|, mu: 0.01" "fedadam|, server_learning_rate: 0.01" \
-                 "fedyogi|, server_learning_rate: 0.01" "median|"; do
-      name=${entry%%|*} extra=${entry#*|}
-      secure=""
-      [ "$name" = median ] && secure="secure_aggregation: {enabled: false}"
-      sed "s/^rounds: .*/rounds: $rounds/" "$root/configs/jobs/har-mlp.yaml" >"$run/job-$name.yaml"
-      # Replace the strategy block with `strategy: {name: X, ...}`.
-      "$py" - "$run/job-$name.yaml" "$name$extra" "$secure" <<'PY'
-import sys
+    . "$root/scripts/fleet-lib.sh"
+    tool=$build/bench/quality_tool
+    # run_strategies DATASET JOB_YAML ROUNDS: every strategy on the running fleet.
+    run_strategies() {
+      local dataset=$1 job=$2 r=$3 entry name extra secure id start end
+      for entry in "fedavg|" "fedprox|, mu: 0.01" "fedadam|, server_learning_rate: 0.01" \
+                   "fedyogi|, server_learning_rate: 0.01" "median|"; do
+        name=${entry%%|*} extra=${entry#*|}
+        secure=""
+        [ "$name" = median ] && secure="secure_aggregation: {enabled: false}"
+        sed "s/^rounds: .*/rounds: $r/" "$job" >"$run/job-$name.yaml"
+        "$py" - "$run/job-$name.yaml" "$name$extra" "$secure" <<'PY'
+import sys  # replace the strategy block with `strategy: {name: X, ...}`
 path, strategy, secure = sys.argv[1:4]
-lines = open(path).read().split("\n")
 out, skip = [], False
-for l in lines:
+for l in open(path).read().split("\n"):
     if l.startswith("strategy:"):
         out.append("strategy: {name: %s}" % strategy); skip = True; continue
     if skip and l.startswith("  "): continue
@@ -112,22 +111,58 @@ for l in lines:
 if secure: out.append(secure)
 open(path, "w").write("\n".join(out) + "\n")
 PY
-      start=$(date +%s.%N)
-      id=$("${ctl[@]}" job submit -f "$run/job-$name.yaml")
-      "${ctl[@]}" job watch "$id" >/dev/null
-      end=$(date +%s.%N)
-      "${ctl[@]}" -o json job get "$id" >"$run/result-$name.json"
-      echo "$name $(awk -v a="$start" -v b="$end" 'BEGIN{print b-a}')" >>"$run/walltime.txt"
-      echo "quality: $name done" >&2
-    done
+        start=$(date +%s.%N)
+        id=$("${ctl[@]}" job submit -f "$run/job-$name.yaml")
+        "${ctl[@]}" job watch "$id" >/dev/null || true
+        end=$(date +%s.%N)
+        "${ctl[@]}" -o json job get "$id" >"$run/result-$name.json"
+        echo "$name $(awk -v a="$start" -v b="$end" 'BEGIN{print b-a}')" >>"$run/walltime.txt"
+        echo "$id" >"$run/id-$name.txt"
+        echo "quality: $dataset $name done" >&2
+      done
+    }
+
+    run=$top/uci-har
+    mkdir -p "$run"
+    har_fleet_start
+    fleet_wait_online "$n"
+    run_strategies uci-har "$root/configs/jobs/har-mlp.yaml" "$rounds"
     train_cfgs=() eval_cfgs=()
     for i in "${!subjects[@]}"; do
       if [ "$i" -ge $((n - heldout)) ]; then eval_cfgs+=("$run/client-${subjects[$i]}.yaml")
       else train_cfgs+=("$run/client-${subjects[$i]}.yaml"); fi
     done
-    "$build/bench/central_train" "$run/job-fedavg.yaml" --train "${train_cfgs[@]}" \
-      --eval "${eval_cfgs[@]}" >"$run/central.json"
-    "$py" "$root/scripts/quality-report.py" "$run" "$root/bench/results/quality.json" \
+    "$tool" central "$run/job-fedavg.yaml" --train "${train_cfgs[@]}" --eval "${eval_cfgs[@]}" \
+      >"$run/central.json"
+    for name in $(cut -d' ' -f1 "$run/walltime.txt"); do  # final models, with confusion matrices
+      id=$(cat "$run/id-$name.txt")
+      last=$(ls "$run/coordinator/checkpoints/$id" | sort -t- -k2 -n | tail -n 1)
+      "$tool" evaluate "$run/job-$name.yaml" "$run/coordinator/checkpoints/$id/$last" \
+        --eval "${eval_cfgs[@]}" >"$run/final-$name.json"
+    done
+    stop_fleet
+
+    run=$top/uci-occupancy
+    mkdir -p "$run"
+    occupancy_fleet_start
+    fleet_wait_online $((${#days[@]} + 2))
+    run_strategies uci-occupancy "$root/configs/jobs/occupancy-mlp.yaml" "${QUALITY_OCC_ROUNDS:-50}"
+    day_cfgs=()
+    for d in "${days[@]}"; do day_cfgs+=("$run/client-occ-day-$d.yaml"); done
+    for t in test test2; do
+      # 20 epochs: more overfits this small model to the training week (see RESULTS.md).
+      "$tool" central "$run/job-fedavg.yaml" --epochs 20 --train "${day_cfgs[@]}" \
+        --eval "$run/client-occ-$t.yaml" >"$run/central-$t.json"
+      for name in $(cut -d' ' -f1 "$run/walltime.txt"); do
+        id=$(cat "$run/id-$name.txt")
+        last=$(ls "$run/coordinator/checkpoints/$id" | sort -t- -k2 -n | tail -n 1)
+        "$tool" evaluate "$run/job-$name.yaml" "$run/coordinator/checkpoints/$id/$last" \
+          --eval "$run/client-occ-$t.yaml" >"$run/final-$name-$t.json"
+      done
+    done
+    stop_fleet
+
+    "$py" "$root/scripts/quality-report.py" "$top" "$root/bench/results/quality.json" \
       "$root/docs"
     ;;
   *) echo "usage: scripts/bench.sh round|secagg|quality" >&2; exit 2 ;;

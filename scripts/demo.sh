@@ -26,7 +26,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 export OPENBLAS_NUM_THREADS=1
-. "$root/scripts/har-fleet.sh"
+. "$root/scripts/fleet-lib.sh"
 har_fleet_start
 echo "demo: coordinator at $addr, $((n - heldout)) training clients, $heldout held-out evaluators (subjects ${subjects[*]: -$heldout})"
 

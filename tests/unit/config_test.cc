@@ -25,6 +25,44 @@ TEST(JobSpec, ShippedHarSpecLoads) {
   EXPECT_EQ(spec->target_clients(), 16u);
 }
 
+TEST(JobSpec, ShippedOccupancySpecLoads) {
+  auto spec = LoadJobSpecFile(std::string(FLEET_SOURCE_DIR) + "/configs/jobs/occupancy-mlp.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->model().input_dim(), 5u);
+  EXPECT_EQ(spec->target_clients(), 7u);
+}
+
+TEST(ClientConfig, NormalizeIsAppliedAtLoadAndChecked) {
+  testing::TempDir dir;
+  dir.Write("d.csv", "a,b,y\n1,10,0\n3,30,1\n");
+  auto c = LoadClientConfig(dir.Write("n.yaml", R"(device_id: d
+datasets:
+  - name: x
+    normalize: {mean: [2, 20], std: [1, 10]}
+    files: [{path: d.csv, format: csv, header: true, features: [a, b], label: y}]
+)"));
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  auto d = LoadDataset(c->datasets[0]);
+  ASSERT_TRUE(d.ok()) << d.status().message();
+  EXPECT_EQ(d->features, (std::vector<float>{-1, -1, 1, 1}));
+  c = LoadClientConfig(dir.Write("bad.yaml", R"(device_id: d
+datasets:
+  - name: x
+    normalize: {mean: [2, 20], std: [1, 0]}
+    files: [{path: d.csv, format: csv, header: true, features: [a, b], label: y}]
+)"));
+  EXPECT_NE(c.status().message().find("std must be > 0"), std::string::npos);
+  c = LoadClientConfig(dir.Write("len.yaml", R"(device_id: d
+datasets:
+  - name: x
+    normalize: {mean: [2], std: [1]}
+    files: [{path: d.csv, format: csv, header: true, features: [a, b], label: y}]
+)"));
+  ASSERT_TRUE(c.ok());
+  EXPECT_NE(LoadDataset(c->datasets[0]).status().message().find("normalize has 1 entries for 2"),
+            std::string::npos);
+}
+
 TEST(JobSpec, DefaultsApplied) {
   auto spec = ParseJobSpecYaml(kValidJob, "job.yaml");
   ASSERT_TRUE(spec.ok()) << spec.status().ToString();
