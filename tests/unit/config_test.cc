@@ -28,7 +28,7 @@ TEST(JobSpec, ShippedHarSpecLoads) {
 TEST(JobSpec, ShippedOccupancySpecLoads) {
   auto spec = LoadJobSpecFile(std::string(FLEET_SOURCE_DIR) + "/configs/jobs/occupancy-mlp.yaml");
   ASSERT_TRUE(spec.ok()) << spec.status().ToString();
-  EXPECT_EQ(spec->model().input_dim(), 5u);
+  EXPECT_EQ(spec->model().input_dim(), 2u);
   EXPECT_EQ(spec->target_clients(), 7u);
 }
 
