@@ -171,6 +171,7 @@ StatusOr<v1::TokenInfo> AccessControl::RevokeToken(const std::string& id, const 
 }
 
 Status AccessControl::UseToken(const std::string& token, const std::string& device_id) {
+  // Audit records are fsynced: append them only after mu_ is released.
   auto refuse = [&](const std::string& token_id, const std::string& why) {
     (void)audit_->Append("enroll_refused", device_id, {{"token_id", token_id}, {"reason", why}});
     return Unauthenticated("bootstrap token refused: " + why);
@@ -184,19 +185,33 @@ Status AccessControl::UseToken(const std::string& token, const std::string& devi
   std::string secret = token.substr(prefix + kTokenIdHex + 1);
   const std::string hash = HashSecret(secret);
   sodium_memzero(secret.data(), secret.size());
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = tokens_.find(id);
-  if (it == tokens_.end()) return refuse(id, "unknown token");
-  v1::TokenRecord rec = it->second;
-  if (!crypto::ConstantTimeEqual(hash, rec.secret_hash())) return refuse(id, "invalid token");
-  if (rec.info().revoked()) return refuse(id, "token revoked");
-  if (now_() >= rec.info().expires_unix()) return refuse(id, "token expired");
-  if (rec.info().uses_left() == 0) return refuse(id, "token has no uses left");
-  rec.mutable_info()->set_uses_left(rec.info().uses_left() - 1);
-  RETURN_IF_ERROR(store_->SaveToken(rec));  // persisted before any certificate is issued
-  it->second = rec;
-  (void)audit_->Append("token_use", device_id,
-                       {{"token_id", id}, {"uses_left", rec.info().uses_left()}});
+  std::string why;
+  uint32_t uses_left = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = tokens_.find(id);
+    if (it == tokens_.end()) {
+      why = "unknown token";
+    } else if (!crypto::ConstantTimeEqual(hash, it->second.secret_hash())) {
+      why = "invalid token";
+    } else if (it->second.info().revoked()) {
+      why = "token revoked";
+    } else if (now_() >= it->second.info().expires_unix()) {
+      why = "token expired";
+    } else if (it->second.info().uses_left() == 0) {
+      why = "token has no uses left";
+    } else {
+      v1::TokenRecord rec = it->second;
+      rec.mutable_info()->set_uses_left(rec.info().uses_left() - 1);
+      // Persisted before any certificate is issued; under mu_ so two enrollments cannot spend
+      // the same last use.
+      RETURN_IF_ERROR(store_->SaveToken(rec));
+      it->second = rec;
+      uses_left = rec.info().uses_left();
+    }
+  }
+  if (!why.empty()) return refuse(id, why);
+  (void)audit_->Append("token_use", device_id, {{"token_id", id}, {"uses_left", uses_left}});
   return OkStatus();
 }
 
