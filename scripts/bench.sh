@@ -122,6 +122,19 @@ PY
       done
     }
 
+    # evaluate_finals SUFFIX CLIENT_YAML...: each strategy's final checkpoint on their eval data,
+    # into final-<strategy>SUFFIX.json.
+    evaluate_finals() {
+      local suffix=$1 name id last
+      shift
+      for name in $(cut -d' ' -f1 "$run/walltime.txt"); do
+        id=$(cat "$run/id-$name.txt")
+        last=$(ls "$run/coordinator/checkpoints/$id" | sort -t- -k2 -n | tail -n 1)
+        "$tool" evaluate "$run/job-$name.yaml" "$run/coordinator/checkpoints/$id/$last" \
+          --eval "$@" >"$run/final-$name$suffix.json"
+      done
+    }
+
     run=$top/uci-har
     mkdir -p "$run"
     har_fleet_start
@@ -134,12 +147,7 @@ PY
     done
     "$tool" central "$run/job-fedavg.yaml" --train "${train_cfgs[@]}" --eval "${eval_cfgs[@]}" \
       >"$run/central.json"
-    for name in $(cut -d' ' -f1 "$run/walltime.txt"); do  # final models, with confusion matrices
-      id=$(cat "$run/id-$name.txt")
-      last=$(ls "$run/coordinator/checkpoints/$id" | sort -t- -k2 -n | tail -n 1)
-      "$tool" evaluate "$run/job-$name.yaml" "$run/coordinator/checkpoints/$id/$last" \
-        --eval "${eval_cfgs[@]}" >"$run/final-$name.json"
-    done
+    evaluate_finals "" "${eval_cfgs[@]}"  # with confusion matrices
     stop_fleet
 
     run=$top/uci-occupancy
@@ -153,12 +161,7 @@ PY
       # 20 epochs: more overfits this small model to the training week (see RESULTS.md).
       "$tool" central "$run/job-fedavg.yaml" --epochs 20 --train "${day_cfgs[@]}" \
         --eval "$run/client-occ-$t.yaml" >"$run/central-$t.json"
-      for name in $(cut -d' ' -f1 "$run/walltime.txt"); do
-        id=$(cat "$run/id-$name.txt")
-        last=$(ls "$run/coordinator/checkpoints/$id" | sort -t- -k2 -n | tail -n 1)
-        "$tool" evaluate "$run/job-$name.yaml" "$run/coordinator/checkpoints/$id/$last" \
-          --eval "$run/client-occ-$t.yaml" >"$run/final-$name-$t.json"
-      done
+      evaluate_finals "-$t" "$run/client-occ-$t.yaml"
     done
     stop_fleet
 
