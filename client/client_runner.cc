@@ -84,7 +84,15 @@ Status ClientRunner::EnsureIdentity() {
     FLEET_LOG(Info) << "enrolled: certificate " << c->cert.serial << " valid until unix "
                     << c->cert.not_after;
   }
-  creds_ = std::make_unique<DeviceCredentials>(std::move(c).value());
+  return Adopt(std::move(c).value());
+}
+
+Status ClientRunner::Adopt(DeviceCredentials creds) {
+  // A new model key (another coordinator) starts a new rollback history.
+  if (!guard_ || guard_->key() != creds.model_key) {
+    guard_ = std::make_unique<ModelGuard>(creds.model_key);
+  }
+  creds_ = std::make_unique<DeviceCredentials>(std::move(creds));
   return Connect(creds_->Tls(config_.tls.server_name));
 }
 
@@ -104,8 +112,7 @@ void ClientRunner::MaybeRenew() {
   }
   FLEET_LOG(Info) << "certificate renewed: " << c->cert.serial << " valid until unix "
                   << c->cert.not_after;
-  creds_ = std::make_unique<DeviceCredentials>(std::move(c).value());
-  Status s = Connect(creds_->Tls(config_.tls.server_name));
+  Status s = Adopt(std::move(c).value());
   if (!s.ok()) FLEET_LOG(Error) << "cannot reconnect with the renewed certificate: " << s.message();
 }
 
@@ -126,16 +133,11 @@ Status ClientRunner::Reenroll(const std::string& refusal) {
                               "): re-provision this device with a new bootstrap token");
   }
   FLEET_LOG(Info) << "enrolled again: certificate " << c->cert.serial;
-  creds_ = std::make_unique<DeviceCredentials>(std::move(c).value());
-  return Connect(creds_->Tls(config_.tls.server_name));
+  return Adopt(std::move(c).value());
 }
 
 Status ClientRunner::VerifyModel(const v1::Task& task) {
   if (config_.tls.insecure) return OkStatus();  // warned at startup
-  if (!guard_ || !(guard_key_ == creds_->model_key)) {
-    guard_ = std::make_unique<ModelGuard>(creds_->model_key);
-    guard_key_ = creds_->model_key;
-  }
   return guard_->Accept(task);
 }
 

@@ -51,6 +51,8 @@ class ClientRunner {
   int64_t Now() const;
   // Loads this device's certificate, or enrolls with the bootstrap token. Unavailable: retry.
   Status EnsureIdentity();
+  // Uses `creds` from now on: stores them, rebuilds the channel, keeps the model guard.
+  Status Adopt(DeviceCredentials creds);
   // Renews at 2/3 of the certificate's lifetime; re-enrolls once it has expired.
   void MaybeRenew();
   // The coordinator refused our certificate (revoked or expired): re-enroll if the bootstrap
@@ -79,8 +81,8 @@ class ClientRunner {
   std::shared_ptr<v1::Device::Stub> stub_;  // guarded by mu_
   std::unique_ptr<DeviceCredentials> creds_;  // main loop only; null when --insecure
   int64_t next_renewal_attempt_ = 0;
-  std::unique_ptr<ModelGuard> guard_;  // main loop only; keeps its rounds across renewals
-  crypto::Bytes32 guard_key_{};
+  // Main loop only; set with the credentials (Adopt), kept across renewals with the same key.
+  std::unique_ptr<ModelGuard> guard_;
   std::map<std::string, LocalData> data_;
   // Signs this device's secure-aggregation messages; registered with the coordinator at Join.
   // Generated per process and registered over the device's mTLS connection.

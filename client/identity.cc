@@ -1,7 +1,5 @@
 #include "client/identity.h"
 
-#include <sodium.h>
-
 #include "common/config.h"
 #include "common/file_util.h"
 #include "common/grpc_util.h"
@@ -36,10 +34,9 @@ Status Check(DeviceCredentials* c, const std::string& device_id, int64_t now) {
 Status Store(const ClientConfig& config, const DeviceCredentials& c) {
   Files f(config.state_dir);
   RETURN_IF_ERROR(MakeDirs(config.state_dir));
-  char hex[65];
-  sodium_bin2hex(hex, sizeof hex, c.model_key.data(), c.model_key.size());
   RETURN_IF_ERROR(WriteFileAtomically(f.ca, c.ca_pem, 0600));
-  RETURN_IF_ERROR(WriteFileAtomically(f.model_key, std::string(hex) + "\n", 0600));
+  RETURN_IF_ERROR(WriteFileAtomically(
+      f.model_key, crypto::ToHex(c.model_key.data(), c.model_key.size()) + "\n", 0600));
   RETURN_IF_ERROR(WriteFileAtomically(f.key, c.key_pem, 0600));
   return WriteFileAtomically(f.cert, c.cert_pem, 0600);
 }
@@ -121,11 +118,7 @@ StatusOr<DeviceCredentials> LoadCredentials(const std::string& state_dir,
   ASSIGN_OR_RETURN(c.cert_pem, ReadFile(f.cert));
   ASSIGN_OR_RETURN(c.ca_pem, ReadFile(f.ca));
   ASSIGN_OR_RETURN(std::string hex, ReadFile(f.model_key));
-  while (!hex.empty() && isspace(static_cast<unsigned char>(hex.back()))) hex.pop_back();
-  size_t len = 0;
-  if (sodium_hex2bin(c.model_key.data(), c.model_key.size(), hex.data(), hex.size(), nullptr,
-                     &len, nullptr) != 0 ||
-      len != c.model_key.size()) {
+  if (!crypto::FromHex(std::move(hex), c.model_key.data(), c.model_key.size())) {
     return InvalidArgument(f.model_key + ": not a 64-hex-digit Ed25519 public key");
   }
   Status s = Check(&c, device_id, now);

@@ -19,6 +19,7 @@ class ModelGuard {
   explicit ModelGuard(const crypto::Bytes32& model_key) : key_(model_key) {}
   // PermissionDenied naming why (unsigned, bad signature, rollback); OK records the round.
   Status Accept(const v1::Task& task);
+  const crypto::Bytes32& key() const { return key_; }
 
  private:
   crypto::Bytes32 key_;

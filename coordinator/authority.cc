@@ -10,16 +10,10 @@ namespace {
 
 StatusOr<std::unique_ptr<crypto::SigningKey>> LoadModelKey(const std::string& path) {
   ASSIGN_OR_RETURN(std::string hex, ReadFile(path));
-  while (!hex.empty() && (hex.back() == '\n' || hex.back() == '\r')) hex.pop_back();
   crypto::Secret32 seed;
-  size_t len = 0;
-  if (hex.size() != 64 || sodium_hex2bin(seed.data(), seed.size(), hex.data(), hex.size(),
-                                         nullptr, &len, nullptr) != 0 ||
-      len != seed.size()) {
-    sodium_memzero(hex.data(), hex.size());
+  if (!crypto::FromHex(std::move(hex), seed.data(), seed.size())) {
     return InvalidArgument(path + ": not a 64-hex-digit Ed25519 seed");
   }
-  sodium_memzero(hex.data(), hex.size());
   return std::make_unique<crypto::SigningKey>(crypto::SigningKey::FromSeed(seed));
 }
 
@@ -70,10 +64,9 @@ Status InitPki(const std::string& state_dir, const InitOptions& o, int64_t now) 
   RETURN_IF_ERROR(issue(admin, p.admin_cert, p.admin_key));
   crypto::Secret32 seed;
   randombytes_buf(seed.data(), seed.size());
-  char hex[65];
-  sodium_bin2hex(hex, sizeof hex, seed.data(), seed.size());
-  Status s = WriteFileAtomically(p.model_key, std::string(hex) + "\n", 0600);
-  sodium_memzero(hex, sizeof hex);
+  std::string hex = crypto::ToHex(seed.data(), seed.size()) + "\n";
+  Status s = WriteFileAtomically(p.model_key, hex, 0600);
+  sodium_memzero(hex.data(), hex.size());
   RETURN_IF_ERROR(s);
   RETURN_IF_ERROR(WriteFileAtomically(p.ca_cert, ca, 0600));
   // The CA key last: its presence marks a complete init.

@@ -45,8 +45,8 @@ bool Coordinator::Probe() {
   return true;
 }
 
-StatusOr<v1::EnrollResponse> Coordinator::Issue(const std::string& device_id,
-                                                const std::string& csr_pem, const char* event) {
+StatusOr<crypto::CsrInfo> Coordinator::CheckCsr(const std::string& device_id,
+                                                const std::string& csr_pem) const {
   if (!authority_) return FailedPrecondition("this coordinator has no PKI (--insecure)");
   StatusOr<crypto::CsrInfo> csr = crypto::ParseCsr(csr_pem);
   if (!csr.ok()) return InvalidArgument("bad CSR: " + csr.status().message());
@@ -54,9 +54,14 @@ StatusOr<v1::EnrollResponse> Coordinator::Issue(const std::string& device_id,
     return PermissionDenied("CSR names device '" + csr->common_name +
                             "' but the request is for '" + device_id + "'");
   }
+  return csr;
+}
+
+StatusOr<v1::EnrollResponse> Coordinator::Issue(const std::string& device_id,
+                                                const crypto::CsrInfo& csr, const char* event) {
   const int64_t now = Now();
   ASSIGN_OR_RETURN(std::string cert, authority_->IssueDeviceCertificate(
-                                         *csr, device_id, now, options_.device_cert_lifetime_s));
+                                         csr, device_id, now, options_.device_cert_lifetime_s));
   ASSIGN_OR_RETURN(crypto::CertInfo info, crypto::ParseCertificate(cert));
   v1::EnrollResponse resp;
   resp.set_certificate_pem(cert);
@@ -79,20 +84,19 @@ StatusOr<v1::EnrollResponse> Coordinator::Enroll(const v1::EnrollRequest& req) {
                             "' was revoked and cannot enroll again under that id");
   }
   // Check the CSR before spending a token use on it.
-  StatusOr<crypto::CsrInfo> csr = crypto::ParseCsr(req.csr_pem());
-  if (!csr.ok()) return InvalidArgument("bad CSR: " + csr.status().message());
-  if (csr->common_name != req.device_id()) {
+  StatusOr<crypto::CsrInfo> csr = CheckCsr(req.device_id(), req.csr_pem());
+  if (csr.status().code() == StatusCode::kPermissionDenied) {
     (void)audit_->Append("enroll_refused", req.device_id(),
                          {{"reason", "CSR names another device"}});
-    return PermissionDenied("CSR names device '" + csr->common_name +
-                            "' but the request is for '" + req.device_id() + "'");
   }
+  if (!csr.ok()) return csr.status();
   RETURN_IF_ERROR(access_->UseToken(req.token(), req.device_id()));
-  return Issue(req.device_id(), req.csr_pem(), "enroll");
+  return Issue(req.device_id(), *csr, "enroll");
 }
 
 StatusOr<v1::EnrollResponse> Coordinator::Renew(const v1::RenewRequest& req) {
-  return Issue(req.device_id(), req.csr_pem(), "renew");
+  ASSIGN_OR_RETURN(crypto::CsrInfo csr, CheckCsr(req.device_id(), req.csr_pem()));
+  return Issue(req.device_id(), csr, "renew");
 }
 
 StatusOr<uint32_t> Coordinator::RevokeDevice(const std::string& id, const std::string& by) {

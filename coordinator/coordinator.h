@@ -76,7 +76,10 @@ class Coordinator {
   void NotifyChanged();
   JobRunner* FindRunner(const std::string& id);
 
-  StatusOr<v1::EnrollResponse> Issue(const std::string& device_id, const std::string& csr_pem,
+  // A verified CSR whose common name is `device_id`, on a coordinator that can issue.
+  StatusOr<crypto::CsrInfo> CheckCsr(const std::string& device_id,
+                                     const std::string& csr_pem) const;
+  StatusOr<v1::EnrollResponse> Issue(const std::string& device_id, const crypto::CsrInfo& csr,
                                       const char* event);
 
   const CoordinatorOptions options_;

@@ -180,20 +180,14 @@ grpc::Status AdminService::SubmitJob(grpc::ServerContext* ctx, const v1::SubmitJ
                                      v1::JobStatus* resp) {
   std::string who;
   if (grpc::Status a = Allow(*ctx, &who); !a.ok()) return a;
-  StatusOr<v1::JobStatus> job = c_->SubmitJob(req->spec(), who);
-  if (!job.ok()) return ToGrpcStatus(job.status());
-  *resp = std::move(job).value();
-  return grpc::Status::OK;
+  return Reply(c_->SubmitJob(req->spec(), who), resp);
 }
 
 grpc::Status AdminService::GetJob(grpc::ServerContext* ctx, const v1::GetJobRequest* req,
                                   v1::JobStatus* resp) {
   std::string who;
   if (grpc::Status a = Allow(*ctx, &who); !a.ok()) return a;
-  StatusOr<v1::JobStatus> job = c_->GetJob(req->id());
-  if (!job.ok()) return ToGrpcStatus(job.status());
-  *resp = std::move(job).value();
-  return grpc::Status::OK;
+  return Reply(c_->GetJob(req->id()), resp);
 }
 
 grpc::Status AdminService::ListJobs(grpc::ServerContext* ctx, const v1::ListJobsRequest*,
@@ -232,10 +226,7 @@ grpc::Status AdminService::StopJob(grpc::ServerContext* ctx, const v1::StopJobRe
                                    v1::JobStatus* resp) {
   std::string who;
   if (grpc::Status a = Allow(*ctx, &who); !a.ok()) return a;
-  StatusOr<v1::JobStatus> job = c_->StopJob(req->id(), who);
-  if (!job.ok()) return ToGrpcStatus(job.status());
-  *resp = std::move(job).value();
-  return grpc::Status::OK;
+  return Reply(c_->StopJob(req->id(), who), resp);
 }
 
 grpc::Status AdminService::ListDevices(grpc::ServerContext* ctx, const v1::ListDevicesRequest*,

@@ -43,4 +43,22 @@ inline bool FromString(const std::string& s, Bytes32* out) {
   return true;
 }
 
+// Key files hold 2·n lowercase hex digits and a newline. FromHex ignores a trailing "\n" or
+// "\r\n" and fails unless exactly n bytes are encoded; it wipes its working copy.
+inline std::string ToHex(const uint8_t* bytes, size_t n) {
+  std::string hex(2 * n + 1, '\0');
+  sodium_bin2hex(hex.data(), hex.size(), bytes, n);
+  hex.pop_back();
+  return hex;
+}
+inline bool FromHex(std::string text, uint8_t* out, size_t n) {
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+  size_t len = 0;
+  bool ok = text.size() == 2 * n &&
+            sodium_hex2bin(out, n, text.data(), text.size(), nullptr, &len, nullptr) == 0 &&
+            len == n;
+  sodium_memzero(text.data(), text.size());
+  return ok;
+}
+
 }  // namespace fleet::crypto

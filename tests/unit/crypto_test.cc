@@ -261,3 +261,25 @@ TEST(Shamir, EncodingRoundTripAndValidation) {
 
 }  // namespace
 }  // namespace fleet::crypto
+
+namespace fleet::crypto {
+namespace {
+
+TEST(Hex, KeyFilesRoundTripAndMalformedOnesAreRefused) {
+  Bytes32 key;
+  for (size_t i = 0; i < key.size(); ++i) key[i] = static_cast<uint8_t>(i * 7);
+  const std::string hex = ToHex(key.data(), key.size());
+  EXPECT_EQ(hex.size(), 64u);
+  EXPECT_EQ(hex.substr(0, 8), "00070e15");
+  Bytes32 back{};
+  EXPECT_TRUE(FromHex(hex + "\n", back.data(), back.size()));
+  EXPECT_EQ(back, key);
+  EXPECT_TRUE(FromHex(hex + "\r\n", back.data(), back.size()));
+  EXPECT_FALSE(FromHex(hex.substr(2), back.data(), back.size())) << "too short";
+  EXPECT_FALSE(FromHex(hex + "00", back.data(), back.size())) << "too long";
+  EXPECT_FALSE(FromHex("zz" + hex.substr(2), back.data(), back.size())) << "not hex";
+  EXPECT_FALSE(FromHex(hex + " \n", back.data(), back.size())) << "only a newline may trail";
+}
+
+}  // namespace
+}  // namespace fleet::crypto
