@@ -71,6 +71,12 @@ TEST(Cli, UsageErrorsExitTwo) {
   EXPECT_EQ(RunCommand({FLEETCTL_BIN}, c.dir()).exit_code, 2);
   EXPECT_EQ(RunCommand({FLEET_COORDINATOR_BIN, "--no-such-flag"}, c.dir()).exit_code, 2);
   EXPECT_EQ(RunCommand({FLEET_CLIENT_BIN}, c.dir()).exit_code, 2);  // --config is required
+  auto ttl = RunCommand({FLEETCTL_BIN, "token", "create", "--ttl", "soon"}, c.dir());
+  EXPECT_EQ(ttl.exit_code, 2) << ttl.output;
+  EXPECT_NE(ttl.output.find("duration 'soon'"), std::string::npos) << ttl.output;
+  auto cert_ttl = RunCommand({FLEET_COORDINATOR_BIN, "--device-cert-ttl", "7 days"}, c.dir());
+  EXPECT_EQ(cert_ttl.exit_code, 2) << cert_ttl.output;
+  EXPECT_NE(cert_ttl.output.find("--device-cert-ttl"), std::string::npos) << cert_ttl.output;
 }
 
 TEST(Cli, TlsIsTheDefaultAndInsecureWarns) {

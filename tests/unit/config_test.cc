@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "client/client_config.h"
+#include "common/config.h"
 #include "common/job_spec.h"
 #include "test_util.h"
 
@@ -219,6 +220,29 @@ datasets:
 )"));
   ASSERT_FALSE(c.ok());
   EXPECT_NE(c.status().message().find("expected 'train' or 'evaluate'"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace fleet
+
+namespace fleet {
+namespace {
+
+TEST(Duration, SuffixesParseAndBadTextIsNamed) {
+  EXPECT_EQ(*ParseDurationSeconds("90s"), 90);
+  EXPECT_EQ(*ParseDurationSeconds("15m"), 900);
+  EXPECT_EQ(*ParseDurationSeconds("24h"), 86400);
+  EXPECT_EQ(*ParseDurationSeconds("7d"), 7 * 86400);
+  EXPECT_EQ(*ParseDurationSeconds("3600"), 3600);
+  for (const char* bad : {"", "h", "abc", "5x", "-1h", "1.5h", "10hh", "9999999999999d"}) {
+    auto r = ParseDurationSeconds(bad);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(r.status().message().find(std::string("'") + bad + "'"), std::string::npos)
+        << r.status().message();
+  }
+  EXPECT_NE(ParseDurationSeconds("0s").status().message().find("must be positive"),
+            std::string::npos);
 }
 
 }  // namespace
