@@ -95,8 +95,8 @@ StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& address,
     if (ca.empty()) {
       if (opts.ca_file.empty()) {
         return InvalidArgument(
-            "TLS needs the CA certificate to pin (--ca-cert or tls.ca_cert); pass --insecure to "
-            "connect in plaintext for development");
+            "TLS needs the CA certificate to pin (--ca-cert, $FLEETCTL_CA_CERT or ca_cert:); "
+            "pass --insecure to connect in plaintext for development");
       }
       ASSIGN_OR_RETURN(ca, ReadFile(opts.ca_file));
     }
