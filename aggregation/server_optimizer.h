@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "common/status.h"
+
 namespace fleet {
 
 struct ServerOptimizerParams {
@@ -29,6 +31,12 @@ class ServerOptimizer {
   explicit ServerOptimizer(ServerOptimizerParams p) : p_(std::move(p)) {}
   // global ← global updated with the aggregated delta (same size).
   void Apply(std::vector<float>* global, const std::vector<float>& delta);
+
+  // The moment estimates, for checkpoints: empty for sgd or before the first Apply, otherwise a
+  // small header ("FLOPT1", kind, size) and m then v as little-endian doubles.
+  std::string SaveState() const;
+  // Restores SaveState() output taken from an optimizer of the same kind over `size` parameters.
+  Status LoadState(const std::string& state, size_t size);
 
  private:
   ServerOptimizerParams p_;

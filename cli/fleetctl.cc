@@ -159,6 +159,13 @@ void PrintJobDetail(const JobStatus& j) {
   }
   std::printf("created:       %s\nupdated:       %s\n", TimeString(j.created_unix_ms()).c_str(),
               TimeString(j.updated_unix_ms()).c_str());
+  if (j.restarts() > 0) {
+    std::string from = j.resumed_from_round() == 0
+                           ? std::string("the initial model")
+                           : "round " + std::to_string(j.resumed_from_round()) + "'s checkpoint";
+    std::printf("restarts:      %u (coordinator restarted; last at %s, resumed from %s)\n",
+                j.restarts(), TimeString(j.last_restart_unix_ms()).c_str(), from.c_str());
+  }
   for (const auto& a : j.aborts()) {
     std::printf("aborted round:  %u at %s: %s\n", a.round(), TimeString(a.unix_ms()).c_str(),
                 a.reason().c_str());

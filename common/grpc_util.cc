@@ -135,6 +135,7 @@ grpc::Status ToGrpcStatus(const Status& status) {
     case StatusCode::kCancelled: code = grpc::StatusCode::CANCELLED; break;
     case StatusCode::kUnauthenticated: code = grpc::StatusCode::UNAUTHENTICATED; break;
     case StatusCode::kPermissionDenied: code = grpc::StatusCode::PERMISSION_DENIED; break;
+    case StatusCode::kDataLoss: code = grpc::StatusCode::DATA_LOSS; break;
   }
   return grpc::Status(code, status.message());
 }
@@ -153,6 +154,7 @@ Status FromGrpcStatus(const grpc::Status& status) {
     case grpc::StatusCode::CANCELLED: code = StatusCode::kCancelled; break;
     case grpc::StatusCode::UNAUTHENTICATED: code = StatusCode::kUnauthenticated; break;
     case grpc::StatusCode::PERMISSION_DENIED: code = StatusCode::kPermissionDenied; break;
+    case grpc::StatusCode::DATA_LOSS: code = StatusCode::kDataLoss; break;
     default: break;
   }
   return Status(code, status.error_message());

@@ -22,6 +22,7 @@ enum class StatusCode {
   kCancelled,
   kUnauthenticated,
   kPermissionDenied,
+  kDataLoss,
 };
 
 const char* StatusCodeName(StatusCode code);
@@ -52,6 +53,7 @@ inline Status Internal(std::string m) { return {StatusCode::kInternal, std::move
 inline Status Unauthenticated(std::string m) {
   return {StatusCode::kUnauthenticated, std::move(m)};
 }
+inline Status DataLoss(std::string m) { return {StatusCode::kDataLoss, std::move(m)}; }
 inline Status PermissionDenied(std::string m) {
   return {StatusCode::kPermissionDenied, std::move(m)};
 }

@@ -111,23 +111,50 @@ Coordinator::Coordinator(CoordinatorOptions options, std::unique_ptr<JobStore> s
 
 Coordinator::~Coordinator() { Shutdown(); }
 
+RunnerOptions Coordinator::RunnerOptionsFor(const std::string& job_id, bool resume) {
+  RunnerOptions ro;
+  ro.checkpoint_dir = options_.state_dir + "/checkpoints/" + job_id;
+  ro.model_key = authority_ ? &authority_->model_key() : nullptr;
+  ro.audit = audit_.get();
+  ro.resume = resume;
+  return ro;
+}
+
+// Unfinished jobs continue from their last committed round; runners start once the whole
+// coordinator is up (StartRecovered), so no round begins before the services are listening.
 Status Coordinator::Recover() {
   ASSIGN_OR_RETURN(std::vector<v1::JobStatus> jobs, store_->LoadJobs());
+  size_t resumed = 0;
   for (auto& job : jobs) {
     auto s = job.state();
-    if (s == v1::JobStatus::PENDING || s == v1::JobStatus::RUNNING) {
-      // Resuming from the last checkpoint is not implemented yet: say so instead of hanging.
-      job.set_state(v1::JobStatus::FAILED);
-      job.set_error("interrupted by a coordinator restart during round " +
-                    std::to_string(job.current_round()) + "; resubmit the job");
-      job.set_updated_unix_ms(UnixMillis());
-      RETURN_IF_ERROR(store_->SaveJob(job));
-      FLEET_LOG(Warn) << "job " << job.id() << ": " << job.error();
+    if (s != v1::JobStatus::PENDING && s != v1::JobStatus::RUNNING) {
+      finished_[job.id()] = std::move(job);
+      continue;
     }
-    finished_[job.id()] = std::move(job);
+    const std::string id = job.id();
+    StatusOr<std::unique_ptr<JobRunner>> runner = JobRunner::Create(
+        std::move(job), &registry_, store_.get(), RunnerOptionsFor(id, /*resume=*/true),
+        [this] { NotifyChanged(); });
+    if (!runner.ok()) {
+      return Status(runner.status().code(),
+                    "cannot resume job " + id + ": " + runner.status().message());
+    }
+    (void)audit_->Append("job_resume", "coordinator", {{"job_id", id}});
+    runners_[id] = std::move(runner).value();
+    ++resumed;
   }
-  if (!jobs.empty()) FLEET_LOG(Info) << "loaded " << jobs.size() << " jobs from the state database";
+  if (!jobs.empty()) {
+    FLEET_LOG(Info) << "loaded " << jobs.size() << " jobs from the state database, " << resumed
+                    << " to resume";
+  }
   return OkStatus();
+}
+
+void Coordinator::StartRecovered() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [id, runner] : runners_) {
+    if (!runner->Started()) runner->Start();
+  }
 }
 
 void Coordinator::NotifyChanged() {
@@ -203,10 +230,7 @@ StatusOr<v1::JobStatus> Coordinator::SubmitJob(const v1::JobSpec& spec, const st
   job.set_created_unix_ms(UnixMillis());
   job.set_updated_unix_ms(job.created_unix_ms());
   RETURN_IF_ERROR(store_->SaveJob(job));
-  RunnerOptions ro;
-  ro.checkpoint_dir = options_.state_dir + "/checkpoints/" + job.id();
-  ro.model_key = authority_ ? &authority_->model_key() : nullptr;
-  ro.audit = audit_.get();
+  RunnerOptions ro = RunnerOptionsFor(job.id(), /*resume=*/false);
   (void)audit_->Append("job_submit", by,
                        {{"job_id", job.id()}, {"name", spec.name()}, {"dataset", spec.dataset()},
                         {"rounds", spec.rounds()},
@@ -262,7 +286,7 @@ StatusOr<v1::JobStatus> Coordinator::StopJob(const std::string& id, const std::s
 void Coordinator::Shutdown() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (auto& [id, r] : runners_) r->Stop("coordinator shut down during the job");
+    for (auto& [id, r] : runners_) r->Halt();
   }
   registry_.WakeAll();
   NotifyChanged();

@@ -67,12 +67,16 @@ class Coordinator {
   // deadlock, which is what the systemd watchdog is there to catch.
   bool Probe();
 
+  // Starts the runners of jobs resumed from the state database (call once the services listen).
+  void StartRecovered();
+
   // Stops every job and wakes every waiter (server shutdown).
   void Shutdown();
 
  private:
   explicit Coordinator(CoordinatorOptions options, std::unique_ptr<JobStore> store);
   Status Recover();
+  RunnerOptions RunnerOptionsFor(const std::string& job_id, bool resume);
   void NotifyChanged();
   JobRunner* FindRunner(const std::string& id);
 

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "common/clock.h"
+#include "common/failpoint.h"
 #include "common/file_util.h"
 #include "common/job_spec.h"
 #include "common/log.h"
@@ -28,9 +29,63 @@ StatusOr<std::unique_ptr<JobRunner>> JobRunner::Create(v1::JobStatus job,
   ASSIGN_OR_RETURN(ModelLayout layout, LayoutFor(job.spec().model()));
   ASSIGN_OR_RETURN(std::unique_ptr<Strategy> strategy, MakeStrategy(StrategyParamsOf(job.spec().strategy())));
   RETURN_IF_ERROR(MakeDirs(options.checkpoint_dir));
-  return std::unique_ptr<JobRunner>(new JobRunner(std::move(job), std::move(layout),
+  const bool resume = options.resume;
+  std::unique_ptr<JobRunner> runner(new JobRunner(std::move(job), std::move(layout),
                                                   std::move(strategy), registry, store,
                                                   std::move(options), std::move(changed)));
+  if (resume) RETURN_IF_ERROR(runner->Resume());
+  return runner;
+}
+
+Status JobRunner::Resume() {
+  const std::string& id = job_.id();
+  ASSIGN_OR_RETURN(std::vector<CheckpointRecord> records, store_->LoadCheckpoints(id));
+  uint32_t last_committed = 0;
+  for (const auto& r : job_.rounds()) last_committed = std::max(last_committed, r.round());
+  uint32_t from = 0;  // round 0: the initial model, derived from the seed
+  for (const CheckpointRecord& r : records) {
+    std::string model, optimizer;
+    Status s = checkpoints_.Read(r, &model, &optimizer);
+    if (s.ok()) {
+      StatusOr<std::vector<TensorView>> views = DecodeParameters(model, layout_);
+      if (!views.ok()) s = DataLoss("checkpoint " + r.file + ": " + views.status().message());
+      if (s.ok()) s = server_optimizer_.LoadState(optimizer, layout_.total);
+      if (s.ok()) {
+        SetGlobal(Flatten(*views, layout_));
+        from = r.round;
+        break;
+      }
+    }
+    FLEET_LOG(Error) << "job " << id << ": " << s.message() << "; falling back to the "
+                     << "previous checkpoint";
+  }
+  if (from == 0) {
+    SetGlobal(InitialParameters(layout_, job_.spec().seed()));
+    RETURN_IF_ERROR(server_optimizer_.LoadState("", layout_.total));
+  }
+  if (from < last_committed) {
+    FLEET_LOG(Error) << "job " << id << ": rounds " << from + 1 << ".." << last_committed
+                     << " lost their checkpoint and will run again";
+    RETURN_IF_ERROR(store_->DropRoundsAfter(id, from));
+    auto* rounds = job_.mutable_rounds();
+    for (int i = rounds->size() - 1; i >= 0; --i) {
+      if (rounds->Get(i).round() > from) rounds->DeleteSubrange(i, 1);
+    }
+  }
+  next_round_ = from + 1;
+  job_.set_restarts(job_.restarts() + 1);
+  job_.set_last_restart_unix_ms(UnixMillis());
+  job_.set_resumed_from_round(from);
+  job_.set_current_round(std::min(next_round_, job_.spec().rounds()));
+  job_.set_updated_unix_ms(job_.last_restart_unix_ms());
+  RETURN_IF_ERROR(store_->SaveJob(job_));
+  checkpoints_.RemoveBefore(from == 0 ? 0 : from);
+  FLEET_LOG(Warn) << "job " << id << ": resumed after a coordinator restart (restart "
+                  << job_.restarts() << ") from "
+                  << (from == 0 ? std::string("the initial model")
+                                : "round " + std::to_string(from) + "'s checkpoint")
+                  << "; round " << next_round_ << " starts over";
+  return OkStatus();
 }
 
 JobRunner::JobRunner(v1::JobStatus job, ModelLayout layout, std::unique_ptr<Strategy> strategy,
@@ -43,6 +98,7 @@ JobRunner::JobRunner(v1::JobStatus job, ModelLayout layout, std::unique_ptr<Stra
       store_(store),
       options_(std::move(options)),
       changed_(std::move(changed)),
+      checkpoints_(options_.checkpoint_dir),
       job_(std::move(job)) {
   SetGlobal(InitialParameters(layout_, job_.spec().seed()));
   // The encoded size of a well-formed update is fixed by the layout; allow a margin for
@@ -68,6 +124,13 @@ JobRunner::~JobRunner() {
 }
 
 void JobRunner::Start() { thread_ = std::thread([this] { Run(); }); }
+
+void JobRunner::Halt() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!stop_) halted_ = true;
+  stop_ = true;
+  cv_.notify_all();
+}
 
 void JobRunner::Stop(const std::string& reason) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -142,15 +205,37 @@ std::shared_ptr<v1::Task> JobRunner::MakeTask(v1::Task::Kind kind, uint32_t roun
 void JobRunner::Run() {
   const v1::JobSpec spec = job_.spec();
   const std::string id = job_.id();
-  uint32_t round = 1;
+  uint32_t round = next_round_;
   uint32_t failures = 0;
-  FLEET_LOG(Info) << "job " << id << " (" << spec.name() << "): starting, " << spec.rounds()
-                  << " rounds, " << layout_.total << " parameters";
+  FLEET_LOG(Info) << "job " << id << " (" << spec.name() << "): "
+                  << (round > 1 ? "continuing at round " + std::to_string(round) : "starting")
+                  << ", " << spec.rounds() << " rounds, " << layout_.total << " parameters";
   while (round <= spec.rounds() && !stop_) {
     v1::RoundSummary summary;
     auto started = std::chrono::steady_clock::now();
     std::string why;
+    // The round changes the model and the optimizer only in memory; if it cannot be committed
+    // they go back to where the last committed round left them.
+    const std::vector<float> committed_global = global_;
+    const ServerOptimizer committed_optimizer = server_optimizer_;
     bool ok = RunRound(round, &summary, &why);
+    if (ok && !stop_) {
+      failpoint::Hit("round.aggregated", round);
+      Evaluate(round, &summary);
+      summary.set_duration_s(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+      Status c = CommitRound(summary);
+      if (!c.ok()) {
+        ok = false;
+        why = "cannot make the round durable: " + c.message();
+        FLEET_LOG(Error) << "job " << id << " round " << round << ": " << why
+                         << "; the last committed checkpoint stays in force";
+      }
+    }
+    if (!ok) {
+      SetGlobal(committed_global);
+      server_optimizer_ = committed_optimizer;
+    }
     if (stop_) break;
     if (!ok) {
       ++failures;
@@ -164,17 +249,6 @@ void JobRunner::Run() {
       continue;
     }
     failures = 0;
-    Evaluate(round, &summary);
-    summary.set_duration_s(
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
-    Status s = store_->AppendRound(id, summary);
-    if (!s.ok()) FLEET_LOG(Error) << "job " << id << ": cannot persist round: " << s.message();
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      *job_.add_rounds() = summary;
-      job_.set_updated_unix_ms(UnixMillis());
-    }
-    Persist();
     changed_();
     if (options_.audit != nullptr) {
       (void)options_.audit->Append("round_complete", "coordinator",
@@ -187,12 +261,18 @@ void JobRunner::Run() {
                     << summary.rejected() << " rejected), train_loss " << summary.train_loss()
                     << ", eval_accuracy " << summary.eval_accuracy() << " on "
                     << summary.eval_clients() << " clients, " << summary.duration_s() << " s";
+    failpoint::Hit("round.committed", round);
     ++round;
   }
   if (stop_) {
     std::string reason;
     {
       std::lock_guard<std::mutex> lock(mu_);
+      if (halted_) {
+        FLEET_LOG(Info) << "job " << id << ": halted for shutdown; it resumes at round " << round
+                        << " when the coordinator starts again";
+        return;
+      }
       reason = stop_reason_;
     }
     SetState(v1::JobStatus::STOPPED, reason);
@@ -261,6 +341,7 @@ bool JobRunner::RunRound(uint32_t round, v1::RoundSummary* summary, std::string*
   summary->set_selected(static_cast<uint32_t>(round_.selected.size()));
   if (secure()) return RunSecureStages(round, summary, why);
   WaitForAnswers(std::chrono::steady_clock::now() + std::chrono::seconds(spec.round_deadline_s()));
+  failpoint::Hit("round.collected", round);
 
   StatusOr<std::vector<float>> next = FailedPrecondition("round did not run");
   FitMetrics fit;
@@ -292,8 +373,6 @@ bool JobRunner::RunRound(uint32_t round, v1::RoundSummary* summary, std::string*
   SetGlobal(std::move(updated));
   summary->set_train_loss(fit.train_loss);
   summary->set_val_accuracy(fit.val_accuracy);
-  Status s = WriteCheckpoint(round);
-  if (!s.ok()) FLEET_LOG(Error) << "job " << job_.id() << ": checkpoint failed: " << s.message();
   return true;
 }
 
@@ -405,13 +484,24 @@ Status JobRunner::OnMetrics(const v1::MetricsReport& report) {
   return OkStatus();
 }
 
-Status JobRunner::WriteCheckpoint(uint32_t round) {
-  std::string path = options_.checkpoint_dir + "/round-" + std::to_string(round) + ".tensors";
-  RETURN_IF_ERROR(WriteFileAtomically(path, global_encoded_, 0600));
-  if (round > 2) {  // keep the last two
-    std::remove((options_.checkpoint_dir + "/round-" + std::to_string(round - 2) + ".tensors")
-                    .c_str());
+Status JobRunner::CommitRound(const v1::RoundSummary& summary) {
+  const uint32_t round = summary.round();
+  ASSIGN_OR_RETURN(CheckpointRecord record,
+                   checkpoints_.Write(round, global_encoded_, server_optimizer_.SaveState()));
+  failpoint::Hit("checkpoint.before_commit", round);
+  v1::JobStatus next = Snapshot();
+  *next.add_rounds() = summary;
+  next.set_updated_unix_ms(UnixMillis());
+  // Keep this round's checkpoint and the one before: if this one is found damaged after a
+  // restart, the job resumes one round earlier instead of from scratch.
+  const uint32_t keep_from = round > 1 ? round - 1 : 1;
+  RETURN_IF_ERROR(store_->CommitRound(next, summary, record, keep_from));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    *job_.add_rounds() = summary;
+    job_.set_updated_unix_ms(next.updated_unix_ms());
   }
+  checkpoints_.RemoveBefore(keep_from);
   return OkStatus();
 }
 

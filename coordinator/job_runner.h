@@ -1,6 +1,9 @@
 // Runs one federated job on its own thread: for each round, select clients, send the global
 // model, collect updates until every selected client answered, went offline, or the deadline
-// passed, aggregate, checkpoint, then evaluate on the clients holding evaluation data.
+// passed, aggregate, evaluate on the clients holding evaluation data, then commit: checkpoint
+// files first, then one store transaction with the round summary and the checkpoint record.
+// Until that commit nothing of the round is durable, so a crash costs exactly the round in
+// flight: a runner created with `resume` continues after the last committed round.
 //
 // Thread-safety: OnUpdate/OnMetrics/Snapshot/Stop are called from gRPC threads; all shared state
 // is guarded by mu_. Status changes are reported through the `changed` callback (no lock held).
@@ -22,6 +25,7 @@
 #include "aggregation/strategy.h"
 #include "common/audit_log.h"
 #include "common/model_layout.h"
+#include "coordinator/checkpoint.h"
 #include "coordinator/device_registry.h"
 #include "coordinator/store.h"
 #include "crypto/keys.h"
@@ -34,6 +38,9 @@ struct RunnerOptions {
   const crypto::SigningKey* model_key = nullptr;  // signs every task's model (null: unsigned)
   AuditLog* audit = nullptr;                      // round completions
   std::chrono::milliseconds wait_poll{200};       // how often waits re-check liveness
+  // Continue a job loaded from the store after a coordinator restart: from the newest checkpoint
+  // that verifies (rounds after it are forgotten and run again).
+  bool resume = false;
 };
 
 class JobRunner {
@@ -44,8 +51,12 @@ class JobRunner {
   ~JobRunner();  // stops and joins
 
   void Start();
+  bool Started() const { return thread_.joinable(); }
   // The job ends STOPPED with `reason` as its error (unless already finished).
   void Stop(const std::string& reason = "stopped by an administrator");
+  // Coordinator shutdown: the runner exits without recording an end state, so the job stays
+  // RUNNING in the store and the next coordinator resumes it from its last committed round.
+  void Halt();
 
   // Largest PushUpdate payload this job accepts (the encoded model plus a small margin).
   size_t max_update_bytes() const { return max_update_bytes_; }
@@ -65,6 +76,8 @@ class JobRunner {
   JobRunner(v1::JobStatus job, ModelLayout layout, std::unique_ptr<Strategy> strategy,
             DeviceRegistry* registry, JobStore* store, RunnerOptions options,
             std::function<void()> changed);
+  // Loads the newest checkpoint that verifies and records the restart; sets next_round_.
+  Status Resume();
 
   enum class Phase { kIdle, kTrain, kEvaluate };
   struct RoundState {
@@ -88,7 +101,9 @@ class JobRunner {
   void Evaluate(uint32_t round, v1::RoundSummary* summary);
   void SetGlobal(std::vector<float> params);
   std::shared_ptr<v1::Task> MakeTask(v1::Task::Kind kind, uint32_t round) const;
-  Status WriteCheckpoint(uint32_t round);
+  // Makes the round durable (checkpoint files, then summary + checkpoint record + job row in one
+  // transaction) and publishes the summary.
+  Status CommitRound(const v1::RoundSummary& summary);
   void SetState(v1::JobStatus::State state, const std::string& error = "");
   void Persist();
 
@@ -99,6 +114,8 @@ class JobRunner {
   JobStore* const store_;
   const RunnerOptions options_;
   const std::function<void()> changed_;
+  const CheckpointDir checkpoints_;
+  uint32_t next_round_ = 1;           // the first round Run() plays
   size_t max_update_bytes_ = 0;
 
   mutable std::mutex mu_;
@@ -112,6 +129,7 @@ class JobRunner {
   std::vector<float> global_;    // written only by the runner thread
   std::string global_encoded_;   // EncodeParameters(global_), refreshed with it
   std::atomic<bool> stop_{false};
+  bool halted_ = false;          // guarded by mu_
   std::string stop_reason_;      // guarded by mu_
   std::thread thread_;
 };

@@ -244,6 +244,7 @@ int main(int argc, char** argv) {
     }
   }
 
+  (*coordinator)->StartRecovered();
   fleet::NotifyReady("serving on " + host + ":" + std::to_string(port));
   {
     // Pings systemd's watchdog while the coordinator's locks can be taken (no deadlock).

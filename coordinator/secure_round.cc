@@ -3,6 +3,7 @@
 #include <sodium.h>
 
 #include "common/clock.h"
+#include "common/failpoint.h"
 #include "common/job_spec.h"
 #include "common/log.h"
 #include "coordinator/job_runner.h"
@@ -107,6 +108,7 @@ bool JobRunner::RunSecureStages(uint32_t round, v1::RoundSummary* summary, std::
     changed_();
     return false;
   }
+  failpoint::Hit("round.collected", round);
   StatusOr<DequantizedSum> deq = DequantizeSum(server->sum(), quant_);
   if (!deq.ok()) {
     *why = "secure aggregate unusable: " + deq.status().message();
@@ -117,8 +119,6 @@ bool JobRunner::RunSecureStages(uint32_t round, v1::RoundSummary* summary, std::
   SetGlobal(std::move(next));
   summary->set_train_loss(deq->train_loss);
   summary->set_val_accuracy(deq->val_accuracy);
-  Status s = WriteCheckpoint(round);
-  if (!s.ok()) FLEET_LOG(Error) << "job " << job_.id() << ": checkpoint failed: " << s.message();
   return true;
 }
 

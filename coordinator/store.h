@@ -1,5 +1,7 @@
-// Durable coordinator state behind an interface: jobs (spec, state, progress), per-round
-// summaries, devices, bootstrap tokens and revocations. SqliteStore is the production implementation; it is thread-safe.
+// Durable coordinator state behind an interface: jobs (spec, state, progress, restarts),
+// per-round summaries with the checkpoint each produced, devices, bootstrap tokens and
+// revocations. SqliteStore is the production implementation (WAL, synchronous=FULL, schema
+// versioned with migrations); it is thread-safe.
 #pragma once
 
 #include <memory>
@@ -11,12 +13,31 @@
 
 namespace fleet {
 
+// A model checkpoint on disk, recorded in the same transaction as the round that produced it.
+// Files live in the job's checkpoint directory; checksums are hex BLAKE2b-256 of the contents.
+struct CheckpointRecord {
+  uint32_t round = 0;
+  std::string file;               // global model (FlatBuffers TensorList)
+  uint64_t bytes = 0;
+  std::string blake2b;
+  std::string optimizer_file;     // server optimizer moments; empty when it has none
+  std::string optimizer_blake2b;
+};
+
 class JobStore {
  public:
   virtual ~JobStore() = default;
   // Inserts or replaces the job row (spec, state, progress, error); rounds are stored apart.
   virtual Status SaveJob(const v1::JobStatus& job) = 0;
-  virtual Status AppendRound(const std::string& job_id, const v1::RoundSummary& round) = 0;
+  // A completed round, atomically: its summary, its checkpoint record and the job row (progress).
+  // Checkpoint records older than `keep_from_round` are deleted in the same transaction.
+  virtual Status CommitRound(const v1::JobStatus& job, const v1::RoundSummary& round,
+                             const CheckpointRecord& checkpoint, uint32_t keep_from_round) = 0;
+  // The job's checkpoint records, newest first.
+  virtual StatusOr<std::vector<CheckpointRecord>> LoadCheckpoints(const std::string& job_id) = 0;
+  // Forgets rounds after `round` (summaries and checkpoint records), atomically: used when their
+  // checkpoint turned out unreadable and the job resumes from an earlier one.
+  virtual Status DropRoundsAfter(const std::string& job_id, uint32_t round) = 0;
   // All jobs with their rounds, oldest first.
   virtual StatusOr<std::vector<v1::JobStatus>> LoadJobs() = 0;
   virtual Status SaveDevice(const v1::DeviceStatus& device) = 0;

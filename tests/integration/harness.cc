@@ -77,6 +77,7 @@ bool Cluster::StartCoordinator(std::vector<std::string> extra, int port) {
                                 "--offline-after-ms",
                                 "1500"};
   argv.insert(argv.end(), extra.begin(), extra.end());
+  argv.insert(argv.begin(), coordinator_wrapper_.begin(), coordinator_wrapper_.end());
   if (!coordinator_.Start(argv, dir_ + "/coordinator.log")) return false;
   bool up = WaitFor([&] { return !ReadAll(port_file).empty() || !coordinator_.Running(); },
                     std::chrono::seconds(20));

@@ -77,6 +77,7 @@ class Process {
     }
   }
 
+  pid_t pid() const { return pid_; }
   bool Running() const { return pid_ > 0 && waitpid(pid_, nullptr, WNOHANG) == 0; }
   std::string Log() const { return ReadAll(log_); }
 
@@ -135,6 +136,12 @@ class Cluster {
 
   // Starts the coordinator with TLS on port 0 (or `port`) and waits until it serves.
   bool StartCoordinator(std::vector<std::string> extra = {}, int port = 0);
+  // Runs later coordinators under `wrapper` (argv prefix, e.g. unshare + mount); {} for none.
+  void set_coordinator_wrapper(std::vector<std::string> wrapper) {
+    coordinator_wrapper_ = std::move(wrapper);
+  }
+  // The coordinator's state directory.
+  std::string state_dir() const { return dir_ + "/coordinator"; }
   Process& coordinator() { return coordinator_; }
 
   // Writes a client config for HAR subject `subject` and starts fleet-client with it.
@@ -158,6 +165,7 @@ class Cluster {
   std::string dir_;
   int port_ = 0;
   Process coordinator_;
+  std::vector<std::string> coordinator_wrapper_;
   std::vector<std::unique_ptr<Process>> clients_;
 };
 

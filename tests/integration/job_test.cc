@@ -132,20 +132,6 @@ TEST(Job, StopEndsJobAndWatchReportsFailure) {
   EXPECT_NE(watch.output.find("stopped"), std::string::npos) << watch.output;
 }
 
-TEST(Job, CoordinatorRestartKeepsHistoryAndFailsInterruptedJobs) {
-  Cluster c;
-  ASSERT_TRUE(c.StartCoordinator()) << c.coordinator().Log();
-  auto submit = c.Fleetctl({"job", "submit", "-f", c.WriteJob("it-restart", 3, 2, 2, kPlain)});
-  ASSERT_EQ(submit.exit_code, 0);
-  std::string id = submit.output.substr(0, submit.output.find('\n'));
-  c.coordinator().Kill(SIGKILL);
-  ASSERT_TRUE(c.StartCoordinator()) << c.coordinator().Log();
-  auto get = c.Fleetctl({"job", "get", id});
-  ASSERT_EQ(get.exit_code, 0) << get.output;
-  EXPECT_NE(get.output.find("failed"), std::string::npos) << get.output;
-  EXPECT_NE(get.output.find("coordinator restart"), std::string::npos) << get.output;
-}
-
 }  // namespace
 }  // namespace fleet::testing
 

@@ -1,7 +1,13 @@
-// SQLite job store on real files: round trip, persistence across reopen, schema guard.
+// SQLite job store and checkpoint files on real files: round trip, persistence across reopen,
+// schema guard and migration, atomic round commits, damaged checkpoints detected.
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <fstream>
+
+#include "aggregation/server_optimizer.h"
+#include "common/file_util.h"
+#include "coordinator/checkpoint.h"
 #include "coordinator/store.h"
 #include "test_util.h"
 
@@ -30,11 +36,16 @@ TEST(SqliteStore, JobsRoundsAndDevicesSurviveReopen) {
     r.set_round(1);
     r.set_participants(4);
     r.set_eval_accuracy(0.75);
-    ASSERT_TRUE((*store)->AppendRound("a", r).ok());
+    CheckpointRecord cp;
+    cp.round = 1;
+    cp.file = "round-1.tensors";
+    cp.bytes = 10;
+    cp.blake2b = std::string(64, 'a');
     auto updated = MakeJob("a", 1);
     updated.set_state(v1::JobStatus::SUCCEEDED);
     updated.set_current_round(3);
-    ASSERT_TRUE((*store)->SaveJob(updated).ok());
+    updated.set_restarts(2);
+    ASSERT_TRUE((*store)->CommitRound(updated, r, cp, 1).ok());
     v1::DeviceStatus d;
     d.set_id("dev-1");
     d.add_datasets()->set_name("har");
@@ -49,6 +60,7 @@ TEST(SqliteStore, JobsRoundsAndDevicesSurviveReopen) {
   EXPECT_EQ((*jobs)[0].state(), v1::JobStatus::SUCCEEDED);
   EXPECT_EQ((*jobs)[0].current_round(), 3u);
   EXPECT_EQ((*jobs)[0].spec().name(), "name-a");
+  EXPECT_EQ((*jobs)[0].restarts(), 2u);
   ASSERT_EQ((*jobs)[0].rounds_size(), 1);
   EXPECT_DOUBLE_EQ((*jobs)[0].rounds(0).eval_accuracy(), 0.75);
   auto devices = (*store)->LoadDevices();
@@ -77,13 +89,149 @@ TEST(SqliteStore, UsesWalAndPassesIntegrityCheck) {
   };
   EXPECT_EQ(one("PRAGMA journal_mode;"), "wal");
   EXPECT_EQ(one("PRAGMA integrity_check;"), "ok");
-  EXPECT_EQ(one("PRAGMA user_version;"), "2");
+  EXPECT_EQ(one("PRAGMA user_version;"), "3");
+  EXPECT_EQ(one("PRAGMA synchronous;"), "2");  // FULL (per connection: ours sets it on open)
   // A database from a newer coordinator is refused, not silently rewritten.
   sqlite3_exec(db, "PRAGMA user_version=99;", nullptr, nullptr, nullptr);
   sqlite3_close(db);
   auto store = OpenSqliteStore(path);
   ASSERT_FALSE(store.ok());
   EXPECT_NE(store.status().message().find("schema version 99"), std::string::npos);
+}
+
+// Queries one value.
+std::string QueryOne(const std::string& path, const char* sql) {
+  sqlite3* db = nullptr;
+  sqlite3_open(path.c_str(), &db);
+  sqlite3_stmt* st = nullptr;
+  sqlite3_prepare_v2(db, sql, -1, &st, nullptr);
+  std::string out;
+  if (st != nullptr && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0) != nullptr) {
+    out = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
+  }
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return out;
+}
+
+// A file written by the v2 coordinator (the schema as it shipped) opens, migrates to v3 in one
+// transaction, and keeps every row.
+TEST(SqliteStore, MigratesAVersion2Database) {
+  testing::TempDir dir;
+  std::string path = dir.path() + "/c.db";
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  v1::JobSpec spec;
+  spec.set_name("old");
+  std::string blob = spec.SerializeAsString();
+  std::string sql =
+      "CREATE TABLE jobs (id TEXT PRIMARY KEY, name TEXT NOT NULL, state INTEGER NOT NULL, "
+      "current_round INTEGER NOT NULL, error TEXT NOT NULL, spec BLOB NOT NULL, created_ms "
+      "INTEGER NOT NULL, updated_ms INTEGER NOT NULL);"
+      "CREATE TABLE rounds (job_id TEXT NOT NULL REFERENCES jobs(id), round INTEGER NOT NULL, "
+      "summary BLOB NOT NULL, PRIMARY KEY (job_id, round));"
+      "CREATE TABLE devices (id TEXT PRIMARY KEY, status BLOB NOT NULL);"
+      "CREATE TABLE tokens (id TEXT PRIMARY KEY, record BLOB NOT NULL);"
+      "CREATE TABLE revocations (device_id TEXT PRIMARY KEY, record BLOB NOT NULL);"
+      "PRAGMA user_version=2;";
+  ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  sqlite3_prepare_v2(db, "INSERT INTO jobs VALUES('j1','old',3,5,'',?,1,2);", -1, &st, nullptr);
+  sqlite3_bind_blob(st, 1, blob.data(), static_cast<int>(blob.size()), SQLITE_TRANSIENT);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_DONE);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+
+  {
+    auto store = OpenSqliteStore(path);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    auto jobs = (*store)->LoadJobs();
+    ASSERT_TRUE(jobs.ok());
+    ASSERT_EQ(jobs->size(), 1u);
+    EXPECT_EQ((*jobs)[0].spec().name(), "old");
+    EXPECT_EQ((*jobs)[0].current_round(), 5u);
+    EXPECT_EQ((*jobs)[0].restarts(), 0u);
+    auto cps = (*store)->LoadCheckpoints("j1");
+    ASSERT_TRUE(cps.ok());
+    EXPECT_TRUE(cps->empty());
+  }
+  EXPECT_EQ(QueryOne(path, "PRAGMA user_version;"), "3");
+  EXPECT_EQ(QueryOne(path, "PRAGMA integrity_check;"), "ok");
+}
+
+// CommitRound keeps the newest checkpoint records only; DropRoundsAfter forgets later rounds.
+TEST(SqliteStore, RoundCommitsPruneAndDropTogether) {
+  testing::TempDir dir;
+  auto store = OpenSqliteStore(dir.path() + "/c.db");
+  ASSERT_TRUE(store.ok());
+  v1::JobStatus job = MakeJob("j", 1);
+  ASSERT_TRUE((*store)->SaveJob(job).ok());
+  for (uint32_t r = 1; r <= 4; ++r) {
+    v1::RoundSummary s;
+    s.set_round(r);
+    CheckpointRecord cp;
+    cp.round = r;
+    cp.file = "round-" + std::to_string(r) + ".tensors";
+    job.set_current_round(r);
+    ASSERT_TRUE((*store)->CommitRound(job, s, cp, r > 1 ? r - 1 : 1).ok());
+  }
+  auto cps = (*store)->LoadCheckpoints("j");
+  ASSERT_TRUE(cps.ok());
+  ASSERT_EQ(cps->size(), 2u);
+  EXPECT_EQ((*cps)[0].round, 4u);  // newest first
+  EXPECT_EQ((*cps)[1].round, 3u);
+  ASSERT_TRUE((*store)->DropRoundsAfter("j", 3).ok());
+  auto jobs = (*store)->LoadJobs();
+  ASSERT_TRUE(jobs.ok());
+  ASSERT_EQ((*jobs)[0].rounds_size(), 3);
+  EXPECT_EQ((*jobs)[0].rounds(2).round(), 3u);
+  cps = (*store)->LoadCheckpoints("j");
+  ASSERT_EQ(cps->size(), 1u);
+  EXPECT_EQ((*cps)[0].round, 3u);
+}
+
+// Checkpoint files verify against their record: a truncated or altered file is DATA_LOSS with
+// the path in the message, and the optimizer state round-trips.
+TEST(CheckpointDir, DetectsTruncationAndCorruption) {
+  testing::TempDir dir;
+  CheckpointDir cps(dir.path());
+  ServerOptimizer opt({"adam", 0.1, 0.9, 0.99, 1e-3});
+  std::vector<float> x = {1, 2, 3};
+  opt.Apply(&x, {0.5f, -0.5f, 0.25f});
+  auto rec = cps.Write(7, std::string(1000, 'm'), opt.SaveState());
+  ASSERT_TRUE(rec.ok()) << rec.status().ToString();
+  std::string model, state;
+  ASSERT_TRUE(cps.Read(*rec, &model, &state).ok());
+  EXPECT_EQ(model, std::string(1000, 'm'));
+  ServerOptimizer restored({"adam", 0.1, 0.9, 0.99, 1e-3});
+  ASSERT_TRUE(restored.LoadState(state, 3).ok());
+  std::vector<float> a = x, b = x;
+  opt.Apply(&a, {0.1f, 0.1f, 0.1f});
+  restored.Apply(&b, {0.1f, 0.1f, 0.1f});
+  EXPECT_EQ(a, b);  // same moments: bit-identical next step
+  EXPECT_FALSE(ServerOptimizer({"yogi", 0.1, 0.9, 0.99, 1e-3}).LoadState(state, 3).ok());
+  EXPECT_FALSE(restored.LoadState(state, 4).ok());
+
+  const std::string path = dir.path() + "/round-7.tensors";
+  ASSERT_EQ(::truncate(path.c_str(), 500), 0);
+  Status s = cps.Read(*rec, &model, &state);
+  EXPECT_EQ(s.code(), StatusCode::kDataLoss);
+  EXPECT_NE(s.message().find("truncated"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find(path), std::string::npos) << s.message();
+  ASSERT_TRUE(WriteFileAtomically(path, std::string(999, 'm') + "X").ok());
+  s = cps.Read(*rec, &model, &state);
+  EXPECT_EQ(s.code(), StatusCode::kDataLoss);
+  EXPECT_NE(s.message().find("checksum"), std::string::npos) << s.message();
+  ::unlink(path.c_str());
+  EXPECT_EQ(cps.Read(*rec, &model, &state).code(), StatusCode::kDataLoss);
+
+  // Older rounds and crash leftovers are removed, the kept round is not.
+  ASSERT_TRUE(cps.Write(8, "eight", "").ok());
+  std::ofstream(dir.path() + "/round-9.tensors.tmp.123") << "partial";
+  cps.RemoveBefore(8);
+  EXPECT_FALSE(FileExists(dir.path() + "/round-7.optimizer"));
+  EXPECT_FALSE(FileExists(dir.path() + "/round-9.tensors.tmp.123"));
+  EXPECT_TRUE(FileExists(dir.path() + "/round-8.tensors"));
 }
 
 TEST(SqliteStore, UnwritableLocationIsAClearError) {
