@@ -6,6 +6,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <map>
 #include <cstdlib>
 #include <ctime>
 #include <iostream>
@@ -159,6 +160,7 @@ void PrintJobDetail(const JobStatus& j) {
   }
   std::printf("created:       %s\nupdated:       %s\n", TimeString(j.created_unix_ms()).c_str(),
               TimeString(j.updated_unix_ms()).c_str());
+  if (!j.waiting_for().empty()) std::printf("waiting for:   %s\n", j.waiting_for().c_str());
   if (j.restarts() > 0) {
     std::string from = j.resumed_from_round() == 0
                            ? std::string("the initial model")
@@ -515,18 +517,33 @@ int main(int argc, char** argv) {
       std::printf("%s\n", Json(resp).c_str());
       return kExitOk;
     }
-    std::printf("%-24s %-8s %-6s %-22s %-20s %s\n", "ID", "STATE", "BUSY", "LAST_SEEN", "VERSION",
-                "DATASETS (train/eval rows)");
+    // STATE: online/offline/revoked; TRAINING: busy with a task; POWER: ac or battery %;
+    // LOAD: 1-minute load per core (idle devices are marked *).
+    std::printf("%-24s %-8s %-16s %-22s %-14s %-8s %-6s %-8s %-28s %s\n", "ID", "STATE", "JOB",
+                "LAST_SEEN", "VERSION", "POWER", "LOAD", "FREE_MB", "DATASETS (train/eval)",
+                "LABELS");
     for (const auto& d : resp.devices()) {
-      std::string ds;
+      std::string ds, labels;
       for (const auto& x : d.datasets()) {
-        ds += (ds.empty() ? "" : ", ") + x.name() + " " + std::to_string(x.train_examples()) + "/" +
+        ds += (ds.empty() ? "" : ",") + x.name() + " " + std::to_string(x.train_examples()) + "/" +
               std::to_string(x.eval_examples());
       }
+      std::map<std::string, std::string> sorted(d.labels().begin(), d.labels().end());
+      for (const auto& [k, v] : sorted) labels += (labels.empty() ? "" : ",") + k + "=" + v;
       const char* state = d.revoked() ? "revoked" : d.online() ? "online" : "offline";
-      std::printf("%-24s %-8s %-6s %-22s %-20s %s\n", d.id().c_str(), state,
-                  d.busy() ? "yes" : "no", TimeString(d.last_seen_unix_ms()).c_str(),
-                  d.software_version().c_str(), ds.c_str());
+      const auto& e = d.eligibility();
+      std::string power = e.on_power() ? (e.battery_percent() < 100
+                                              ? "ac " + std::to_string(e.battery_percent()) + "%"
+                                              : "ac")
+                                       : "bat " + std::to_string(e.battery_percent()) + "%";
+      char load[16];
+      std::snprintf(load, sizeof load, "%.2f%s", e.cpu_load(), e.idle() ? "*" : "");
+      std::string holder = d.reserved_by().empty() ? (d.busy() ? "(busy)" : "-") : d.reserved_by();
+      std::printf("%-24s %-8s %-16s %-22s %-14s %-8s %-6s %-8llu %-28s %s\n", d.id().c_str(),
+                  state, holder.c_str(), TimeString(d.last_seen_unix_ms()).c_str(),
+                  d.software_version().c_str(), power.c_str(), load,
+                  static_cast<unsigned long long>(e.free_memory_mb()), ds.c_str(),
+                  labels.empty() ? "-" : labels.c_str());
     }
     return kExitOk;
   }

@@ -40,6 +40,15 @@ StatusOr<ClientConfig> LoadClientConfig(const std::string& path) {
   if (c.poll_wait_ms < 100 || c.poll_wait_ms > 30000) {
     return InvalidArgument(m.Where("poll_wait_ms") + ": must be in 100..30000");
   }
+  RETURN_IF_ERROR(m.Get("labels", &c.labels));
+  if (c.labels.size() > 32) return InvalidArgument(m.Where("labels") + ": at most 32 labels");
+  ASSIGN_OR_RETURN(ConfigMap el, m.Child("eligibility"));
+  RETURN_IF_ERROR(el.Get("power_supply_dir", &c.eligibility.power_supply_dir));
+  RETURN_IF_ERROR(el.Get("idle_max_load", &c.eligibility.idle_max_load));
+  RETURN_IF_ERROR(el.Finish());
+  if (!(c.eligibility.idle_max_load > 0)) {
+    return InvalidArgument(el.Where("idle_max_load") + ": must be > 0 (load average per core)");
+  }
   ASSIGN_OR_RETURN(ConfigMap tls, m.Child("tls"));
   RETURN_IF_ERROR(tls.Get("server_name", &c.tls.server_name));
   RETURN_IF_ERROR(tls.Finish());

@@ -4,7 +4,10 @@
 #include <string>
 #include <vector>
 
+#include <map>
+
 #include "client/data_source.h"
+#include "client/eligibility.h"
 #include "common/grpc_util.h"
 #include "common/status.h"
 
@@ -24,6 +27,8 @@ struct ClientConfig {
   uint32_t poll_wait_ms = 5000;      // FetchTask long-poll
   uint32_t chunk_kb = 1024;          // PushUpdate chunk size
   std::vector<DatasetSpec> datasets;
+  std::map<std::string, std::string> labels;  // reported at Join; jobs select on them
+  EligibilitySources eligibility;             // what heartbeats report (see eligibility.h)
   // Fault injection for integration tests (command line only): exit abruptly right before
   // sending this SecAgg+ step: advertise|share_keys|masked_input|consistency|unmask.
   std::string fault_exit_before;

@@ -193,6 +193,8 @@ Status ClientRunner::Join() {
   req.set_device_id(config_.device_id);
   req.set_software_version(kSoftwareVersion);
   req.set_signing_public_key(crypto::ToString(signing_key_.public_key()));
+  req.mutable_labels()->insert(config_.labels.begin(), config_.labels.end());
+  *req.mutable_eligibility() = ReadEligibility(config_.eligibility);
   for (const auto& [name, d] : data_) {
     auto* info = req.add_datasets();
     info->set_name(name);
@@ -232,6 +234,7 @@ void ClientRunner::HeartbeatLoop() {
     req.set_protocol_version(kProtocolVersion);
     req.set_device_id(config_.device_id);
     req.set_busy(busy_);
+    *req.mutable_eligibility() = ReadEligibility(config_.eligibility);
     v1::HeartbeatResponse resp;
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));

@@ -194,6 +194,22 @@ Status ConfigMap::Get(const std::string& key, std::vector<std::string>* out) {
   return OkStatus();
 }
 
+Status ConfigMap::Get(const std::string& key, std::map<std::string, std::string>* out) {
+  used_.insert(key);
+  if (!Has(key)) return OkStatus();
+  const YAML::Node v = node_[key];
+  if (!v.IsMap()) return TypeError(key, "mapping of strings (key: value)");
+  std::map<std::string, std::string> result;
+  for (const auto& kv : v) {
+    if (!kv.first.IsScalar() || !kv.second.IsScalar()) {
+      return TypeError(key, "mapping of strings (key: value)");
+    }
+    result[kv.first.Scalar()] = kv.second.Scalar();
+  }
+  *out = std::move(result);
+  return OkStatus();
+}
+
 StatusOr<ConfigMap> ConfigMap::Child(const std::string& key) {
   used_.insert(key);
   std::string full = prefix_.empty() ? key : prefix_ + "." + key;

@@ -5,6 +5,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cstdint>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -37,6 +38,7 @@ class ConfigMap {
   Status Get(const std::string& key, std::vector<uint32_t>* out);
   Status Get(const std::string& key, std::vector<double>* out);
   Status Get(const std::string& key, std::vector<std::string>* out);
+  Status Get(const std::string& key, std::map<std::string, std::string>* out);
 
   template <typename T>
   Status Require(const std::string& key, T* out) {

@@ -1,5 +1,8 @@
 #include "common/job_spec.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "common/config.h"
 #include "common/file_util.h"
 #include "common/model_layout.h"
@@ -114,6 +117,66 @@ static Status ParseStrategy(ConfigMap m, v1::StrategySpec* out) {
   return OkStatus();
 }
 
+static Status ParseSelection(ConfigMap m, v1::SelectionSpec* out) {
+  float fraction = 0, over = 0, max_load = 0;
+  uint32_t max_clients = 0, cooldown = 0, min_memory = 0, min_battery = 0;
+  uint64_t min_examples = 0;
+  bool power = false, idle = false;
+  std::map<std::string, std::string> labels;
+  RETURN_IF_ERROR(m.Get("fraction", &fraction));
+  RETURN_IF_ERROR(m.Get("max_clients", &max_clients));
+  RETURN_IF_ERROR(m.Get("over_selection", &over));
+  RETURN_IF_ERROR(m.Get("cooldown_rounds", &cooldown));
+  RETURN_IF_ERROR(m.Get("require_power", &power));
+  RETURN_IF_ERROR(m.Get("require_idle", &idle));
+  RETURN_IF_ERROR(m.Get("max_cpu_load", &max_load));
+  RETURN_IF_ERROR(m.Get("min_free_memory_mb", &min_memory));
+  RETURN_IF_ERROR(m.Get("min_battery_percent", &min_battery));
+  RETURN_IF_ERROR(m.Get("min_examples", &min_examples));
+  RETURN_IF_ERROR(m.Get("labels", &labels));
+  RETURN_IF_ERROR(m.Finish());
+  out->set_fraction(fraction);
+  out->set_max_clients(max_clients);
+  out->set_over_selection(over);
+  out->set_cooldown_rounds(cooldown);
+  out->set_require_power(power);
+  out->set_require_idle(idle);
+  out->set_max_cpu_load(max_load);
+  out->set_min_free_memory_mb(min_memory);
+  out->set_min_battery_percent(min_battery);
+  out->set_min_examples(min_examples);
+  out->mutable_labels()->insert(labels.begin(), labels.end());
+  return OkStatus();
+}
+
+static Status ValidateSelection(const v1::JobSpec& spec) {
+  const v1::SelectionSpec& s = spec.selection();
+  if (!(s.fraction() >= 0 && s.fraction() <= 1)) {
+    return InvalidArgument("selection.fraction must be in [0, 1]");
+  }
+  if (s.max_clients() > 0 && s.max_clients() < spec.min_clients()) {
+    return InvalidArgument("selection.max_clients (" + std::to_string(s.max_clients()) +
+                           ") must be >= min_clients (" + std::to_string(spec.min_clients()) + ")");
+  }
+  if (!(s.over_selection() >= 0 && s.over_selection() <= 10)) {
+    return InvalidArgument("selection.over_selection must be in [0, 10] (0.3 selects 30% more)");
+  }
+  if (s.cooldown_rounds() > 10000) return InvalidArgument("selection.cooldown_rounds is > 10000");
+  if (!(s.max_cpu_load() >= 0 && s.max_cpu_load() <= 1000)) {
+    return InvalidArgument("selection.max_cpu_load must be >= 0 (load average per core)");
+  }
+  if (s.min_battery_percent() > 100) {
+    return InvalidArgument("selection.min_battery_percent must be <= 100");
+  }
+  if (s.labels_size() > 32) return InvalidArgument("selection.labels: at most 32");
+  for (const auto& [k, v] : s.labels()) {
+    if (k.empty() || k.size() > 64 || v.size() > 256) {
+      return InvalidArgument("selection.labels: keys of 1-64 characters, values up to 256");
+    }
+  }
+  return OkStatus();
+}
+
 StatusOr<v1::JobSpec> ParseJobSpecYaml(const std::string& text, const std::string& source) {
   ASSIGN_OR_RETURN(YAML::Node root, ParseYaml(text, source));
   ASSIGN_OR_RETURN(ConfigMap m, ConfigMap::Create(root, source));
@@ -134,6 +197,8 @@ StatusOr<v1::JobSpec> ParseJobSpecYaml(const std::string& text, const std::strin
   RETURN_IF_ERROR(ParseStrategy(std::move(strategy), spec.mutable_strategy()));
   ASSIGN_OR_RETURN(ConfigMap secure, m.Child("secure_aggregation"));
   RETURN_IF_ERROR(ParseSecureAggregation(std::move(secure), spec.mutable_secure_aggregation()));
+  ASSIGN_OR_RETURN(ConfigMap selection, m.Child("selection"));
+  RETURN_IF_ERROR(ParseSelection(std::move(selection), spec.mutable_selection()));
 
   uint32_t rounds = 0, min_clients = 3, target_clients = 0, round_deadline = 60,
            eval_deadline = 30, retries = 3;
@@ -256,6 +321,7 @@ Status ValidateJobSpec(const v1::JobSpec& spec) {
     return InvalidArgument("train.weight_decay must be in [0, 1)");
   }
   RETURN_IF_ERROR(ValidateStrategySpec(spec));
+  RETURN_IF_ERROR(ValidateSelection(spec));
   if (spec.rounds() == 0 || spec.rounds() > 100000) {
     return InvalidArgument("rounds must be in 1..100000");
   }
@@ -283,7 +349,11 @@ Status ValidateJobSpec(const v1::JobSpec& spec) {
     QuantizationSpec q{sa.clip(), sa.value_bits(), sa.max_weight(), 32};
     Status qs = ValidateQuantization(q);
     if (!qs.ok()) return bad(qs);
-    StatusOr<uint32_t> bits = ModulusBitsFor(spec.target_clients(), sa.value_bits(), sa.max_weight());
+    if (spec.selection().fraction() > 0 && spec.selection().max_clients() == 0) {
+      return bad(InvalidArgument("selection.fraction needs selection.max_clients under secure "
+                                 "aggregation: the largest round fixes the modulus"));
+    }
+    StatusOr<uint32_t> bits = ModulusBitsFor(MaxRoundSize(spec), sa.value_bits(), sa.max_weight());
     if (!bits.ok()) return bad(bits.status());
     if (sa.stage_timeout_s() == 0) return bad(InvalidArgument("stage_timeout_s must be >= 1"));
     // The selected clients must admit parameters at all (refuses e.g. a threshold below what
@@ -292,6 +362,16 @@ Status ValidateJobSpec(const v1::JobSpec& spec) {
     if (!p.ok()) return bad(p.status());
   }
   return OkStatus();
+}
+
+uint32_t MaxRoundSize(const v1::JobSpec& spec) {
+  const v1::SelectionSpec& s = spec.selection();
+  uint64_t base = spec.target_clients();
+  if (s.fraction() > 0) base = s.max_clients() > 0 ? s.max_clients() : uint64_t{1} << 31;
+  base = std::max<uint64_t>(base, spec.min_clients());
+  const double over = std::max(0.0f, s.over_selection());
+  return static_cast<uint32_t>(
+      std::min<double>(std::ceil(static_cast<double>(base) * (1 + over)), double(1u << 31)));
 }
 
 }  // namespace fleet

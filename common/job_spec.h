@@ -21,6 +21,9 @@ SecAggThreatModel ThreatModelOf(const v1::SecureAggregationSpec& sa);
 
 // Semantic checks (ranges, supported names, min <= target, buildable model).
 Status ValidateJobSpec(const v1::JobSpec& spec);
+// The most devices one round of `spec` can select (target or max_clients, plus over-selection):
+// what secure aggregation sizes its modulus for.
+uint32_t MaxRoundSize(const v1::JobSpec& spec);
 // The aggregation/ view of a spec's strategy block, defaults filled in.
 StrategyParams StrategyParamsOf(const v1::StrategySpec& spec);
 

@@ -109,7 +109,16 @@ StatusOr<uint32_t> Coordinator::RevokeDevice(const std::string& id, const std::s
 Coordinator::Coordinator(CoordinatorOptions options, std::unique_ptr<JobStore> store)
     : options_(std::move(options)), store_(std::move(store)), registry_(options_.offline_after) {}
 
-Coordinator::~Coordinator() { Shutdown(); }
+Coordinator::~Coordinator() {
+  Shutdown();
+  // Join the runners outside mu_ (their threads may still call back into competing_jobs).
+  std::map<std::string, std::unique_ptr<JobRunner>> runners;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    runners.swap(runners_);
+  }
+  runners.clear();
+}
 
 RunnerOptions Coordinator::RunnerOptionsFor(const std::string& job_id, bool resume) {
   RunnerOptions ro;
@@ -117,12 +126,22 @@ RunnerOptions Coordinator::RunnerOptionsFor(const std::string& job_id, bool resu
   ro.model_key = authority_ ? &authority_->model_key() : nullptr;
   ro.audit = audit_.get();
   ro.resume = resume;
+  ro.competing_jobs = [this](const std::string& dataset) {
+    std::lock_guard<std::mutex> lock(mu_);
+    uint32_t n = 0;
+    for (const auto& [id, r] : runners_) {
+      if (r->dataset() == dataset && !r->Finished()) ++n;
+    }
+    return n;
+  };
   return ro;
 }
 
 // Unfinished jobs continue from their last committed round; runners start once the whole
 // coordinator is up (StartRecovered), so no round begins before the services are listening.
 Status Coordinator::Recover() {
+  ASSIGN_OR_RETURN(std::vector<v1::DeviceStatus> devices, store_->LoadDevices());
+  registry_.Restore(devices);
   ASSIGN_OR_RETURN(std::vector<v1::JobStatus> jobs, store_->LoadJobs());
   size_t resumed = 0;
   for (auto& job : jobs) {

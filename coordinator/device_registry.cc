@@ -26,6 +26,8 @@ v1::DeviceStatus DeviceRegistry::Join(const v1::JoinRequest& request) {
   r.status.set_id(request.device_id());
   r.status.set_software_version(request.software_version());
   *r.status.mutable_datasets() = request.datasets();
+  *r.status.mutable_labels() = request.labels();
+  *r.status.mutable_eligibility() = request.eligibility();
   r.status.set_last_seen_unix_ms(UnixMillis());
   r.status.set_busy(false);
   r.signing_key = request.signing_public_key();
@@ -39,19 +41,33 @@ std::string DeviceRegistry::SigningKey(const std::string& id) const {
   return it == devices_.end() ? std::string() : it->second.signing_key;
 }
 
-bool DeviceRegistry::Touch(const std::string& id, bool busy) {
+bool DeviceRegistry::Touch(const std::string& id, bool busy, const v1::Eligibility* eligibility) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = devices_.find(id);
-  if (it == devices_.end()) return false;
+  if (it == devices_.end() || it->second.last_seen == Clock::time_point()) return false;
   it->second.last_seen = Clock::now();
   it->second.status.set_last_seen_unix_ms(UnixMillis());
   it->second.status.set_busy(busy);
+  if (eligibility != nullptr) *it->second.status.mutable_eligibility() = *eligibility;
   return true;
+}
+
+void DeviceRegistry::Restore(const std::vector<v1::DeviceStatus>& devices) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& d : devices) {
+    Record& r = devices_[d.id()];
+    r.status = d;
+    r.status.set_online(false);
+    r.status.set_busy(false);
+    r.status.clear_reserved_by();
+    // last_seen stays at the epoch: offline, and Touch/FetchTask answer "join first".
+  }
 }
 
 bool DeviceRegistry::IsKnown(const std::string& id) const {
   std::lock_guard<std::mutex> lock(mu_);
-  return devices_.count(id) > 0;
+  auto it = devices_.find(id);
+  return it != devices_.end() && it->second.last_seen != Clock::time_point();
 }
 
 bool DeviceRegistry::IsOnline(const std::string& id) const {
@@ -126,6 +142,7 @@ std::vector<v1::DeviceStatus> DeviceRegistry::List() const {
   for (const auto& [id, r] : devices_) {
     v1::DeviceStatus s = r.status;
     s.set_online(OnlineLocked(r, now));
+    s.set_reserved_by(r.reserved_by);
     out.push_back(std::move(s));
   }
   return out;

@@ -25,8 +25,11 @@ class DeviceRegistry {
 
   // Registers or refreshes a device; returns its public status (to persist).
   v1::DeviceStatus Join(const v1::JoinRequest& request);
-  // Records contact; false when the device never joined (it must Join again).
-  bool Touch(const std::string& id, bool busy);
+  // Records contact and what the device reports; false when it never joined (it must Join).
+  // `eligibility` null: keep the last report.
+  bool Touch(const std::string& id, bool busy, const v1::Eligibility* eligibility = nullptr);
+  // Devices known from the store at startup: listed (offline) until they join again.
+  void Restore(const std::vector<v1::DeviceStatus>& devices);
   bool IsKnown(const std::string& id) const;
   bool IsOnline(const std::string& id) const;
   // The Ed25519 key the device registered at Join (empty if none).
@@ -49,6 +52,7 @@ class DeviceRegistry {
   // Wakes every long poll (shutdown).
   void WakeAll();
 
+  // Every device with `online` and `reserved_by` filled in.
   std::vector<v1::DeviceStatus> List() const;
 
  private:

@@ -99,6 +99,7 @@ JobRunner::JobRunner(v1::JobStatus job, ModelLayout layout, std::unique_ptr<Stra
       options_(std::move(options)),
       changed_(std::move(changed)),
       checkpoints_(options_.checkpoint_dir),
+      dataset_(job.spec().dataset()),
       job_(std::move(job)) {
   SetGlobal(InitialParameters(layout_, job_.spec().seed()));
   // The encoded size of a well-formed update is fixed by the layout; allow a margin for
@@ -111,7 +112,7 @@ JobRunner::JobRunner(v1::JobStatus job, ModelLayout layout, std::unique_ptr<Stra
     quant_.max_weight = sa.max_weight();
     // Validated at submission; a stored job that no longer validates fails its first round.
     StatusOr<uint32_t> bits =
-        ModulusBitsFor(job_.spec().target_clients(), sa.value_bits(), sa.max_weight());
+        ModulusBitsFor(MaxRoundSize(job_.spec()), sa.value_bits(), sa.max_weight());
     quant_.modulus_bits = bits.ok() ? *bits : 64;
     size_t masked = (layout_.total + kSecAggExtraElements) * quant_.modulus_bits / 8;
     max_update_bytes_ = std::max(max_update_bytes_, masked);
@@ -284,7 +285,12 @@ void JobRunner::Run() {
 
 void JobRunner::WaitForAnswers(std::chrono::steady_clock::time_point deadline) {
   std::unique_lock<std::mutex> lock(mu_);
-  while (!stop_ && round_.answered.size() < round_.selected.size() &&
+  // Over-selected plain rounds close as soon as `target` updates were accepted.
+  auto enough = [&] {
+    return round_.phase == Phase::kTrain && !secure() && round_.target > 0 &&
+           strategy_->accepted() >= round_.target;
+  };
+  while (!stop_ && round_.answered.size() < round_.selected.size() && !enough() &&
          std::chrono::steady_clock::now() < deadline) {
     cv_.wait_for(lock, options_.wait_poll);
     // A device that went offline will not answer: stop waiting for it.
@@ -303,11 +309,21 @@ bool JobRunner::RunRound(uint32_t round, v1::RoundSummary* summary, std::string*
   summary->set_round(round);
 
   // Wait for enough eligible devices.
-  std::vector<std::string> candidates;
+  RoundPlan plan;
   while (!stop_) {
-    candidates = registry_->Candidates(spec.dataset(), /*training=*/true);
-    if (candidates.size() >= spec.min_clients()) break;
+    const uint32_t competing =
+        options_.competing_jobs ? std::max(1u, options_.competing_jobs(spec.dataset())) : 1;
+    plan = PlanRound(spec, job_.id(), round, registry_->List(), last_round_, competing);
+    if (plan.waiting_for.empty()) break;
+    bool changed;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      changed = job_.waiting_for() != plan.waiting_for;
+      job_.set_waiting_for(plan.waiting_for);
+    }
+    if (changed) FLEET_LOG(Info) << "job " << job_.id() << ": waiting: " << plan.waiting_for;
     SetState(v1::JobStatus::PENDING);
+    if (changed) changed_();
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait_for(lock, options_.wait_poll);
   }
@@ -315,18 +331,20 @@ bool JobRunner::RunRound(uint32_t round, v1::RoundSummary* summary, std::string*
   {
     std::lock_guard<std::mutex> lock(mu_);
     job_.set_current_round(round);
+    job_.clear_waiting_for();
   }
   SetState(v1::JobStatus::RUNNING);
   changed_();
 
   std::vector<std::string> chosen =
-      strategy_->SelectClients(candidates, round, spec.target_clients(), spec.seed());
+      strategy_->SelectClients(plan.candidates, round, plan.select, spec.seed());
   std::shared_ptr<const v1::Task> task = MakeTask(v1::Task::TRAIN, round);
   {
     std::lock_guard<std::mutex> lock(mu_);
     round_ = RoundState{};
     round_.phase = Phase::kTrain;
     round_.round = round;
+    round_.target = plan.target;
     secagg_.reset();  // RunSecureStages installs this round's; SecAgg RPCs wait for it
     strategy_->BeginRound(global_);
     for (const auto& id : chosen) {
@@ -335,7 +353,10 @@ bool JobRunner::RunRound(uint32_t round, v1::RoundSummary* summary, std::string*
                         << " has no signing key (old client?); it cannot join secure rounds";
         continue;
       }
-      if (registry_->Reserve(id, job_.id(), task)) round_.selected.insert(id);
+      if (registry_->Reserve(id, job_.id(), task)) {
+        round_.selected.insert(id);
+        last_round_[id] = round;
+      }
     }
   }
   summary->set_selected(static_cast<uint32_t>(round_.selected.size()));
@@ -423,6 +444,12 @@ Status JobRunner::OnUpdate(const v1::UpdateHeader& header, std::string_view payl
   }
   round_.answered.insert(device);
   cv_.notify_all();
+  if (round_.target > 0 && strategy_->accepted() >= round_.target) {
+    // Over-selection: the round already has what it needs; later updates are not counted.
+    return FailedPrecondition("round " + std::to_string(round_.round) + " of job " + job_.id() +
+                              " closed at its target of " + std::to_string(round_.target) +
+                              " updates");
+  }
   if (!header.error().empty()) {
     round_.rejected++;
     FLEET_LOG(Warn) << "job " << job_.id() << " round " << round_.round << ": device " << device

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -27,6 +28,7 @@
 #include "common/model_layout.h"
 #include "coordinator/checkpoint.h"
 #include "coordinator/device_registry.h"
+#include "coordinator/selection.h"
 #include "coordinator/store.h"
 #include "crypto/keys.h"
 #include "proto/fleet.pb.h"
@@ -41,6 +43,8 @@ struct RunnerOptions {
   // Continue a job loaded from the store after a coordinator restart: from the newest checkpoint
   // that verifies (rounds after it are forgotten and run again).
   bool resume = false;
+  // Unfinished jobs (this one included) that want devices holding `dataset`: for fair sharing.
+  std::function<uint32_t(const std::string& dataset)> competing_jobs;
 };
 
 class JobRunner {
@@ -60,6 +64,7 @@ class JobRunner {
 
   // Largest PushUpdate payload this job accepts (the encoded model plus a small margin).
   size_t max_update_bytes() const { return max_update_bytes_; }
+  const std::string& dataset() const { return dataset_; }
 
   // A TRAIN result. Validates against the job's layout and folds it into the aggregate.
   Status OnUpdate(const v1::UpdateHeader& header, std::string_view payload);
@@ -83,6 +88,7 @@ class JobRunner {
   struct RoundState {
     Phase phase = Phase::kIdle;
     uint32_t round = 0;
+    uint32_t target = 0;              // plain training rounds close at this many updates
     std::set<std::string> selected;
     std::set<std::string> answered;   // updates accepted or rejected, metrics received
     uint32_t rejected = 0;
@@ -110,11 +116,13 @@ class JobRunner {
   const ModelLayout layout_;
   const std::unique_ptr<Strategy> strategy_;
   ServerOptimizer server_optimizer_;  // runner thread only
+  std::map<std::string, uint32_t> last_round_;  // device -> last round selected; runner thread
   DeviceRegistry* const registry_;
   JobStore* const store_;
   const RunnerOptions options_;
   const std::function<void()> changed_;
   const CheckpointDir checkpoints_;
+  const std::string dataset_;
   uint32_t next_round_ = 1;           // the first round Run() plays
   size_t max_update_bytes_ = 0;
 

@@ -52,7 +52,9 @@ grpc::Status DeviceService::Heartbeat(grpc::ServerContext* ctx, const v1::Heartb
   grpc::Status v = CheckVersion(req->protocol_version());
   if (!v.ok()) return v;
   if (grpc::Status a = Allow(*ctx, req->device_id()); !a.ok()) return a;
-  if (!c_->registry().Touch(req->device_id(), req->busy())) return NotJoined(req->device_id());
+  if (!c_->registry().Touch(req->device_id(), req->busy(), &req->eligibility())) {
+    return NotJoined(req->device_id());
+  }
   return grpc::Status::OK;
 }
 

@@ -32,11 +32,14 @@ TEST(Cli, CoordinatorAndClientSpeakTheSystemdNotifyProtocol) {
   ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
   timeval tv{0, 200000};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  auto collect = [&](std::chrono::milliseconds d) {
+  // Messages received for `d`, or until one contains `until` (on a loaded CI machine a client
+  // can take seconds to load LibTorch and its data).
+  auto collect = [&](std::chrono::milliseconds d, const std::string& until = "") {
     std::string all;
     auto end = std::chrono::steady_clock::now() + d;
     char buf[512];
-    while (std::chrono::steady_clock::now() < end) {
+    while (std::chrono::steady_clock::now() < end &&
+           (until.empty() || all.find(until) == std::string::npos)) {
       ssize_t n = recv(fd, buf, sizeof buf, 0);
       if (n > 0) all += std::string(buf, static_cast<size_t>(n)) + "\n";
     }
@@ -58,10 +61,12 @@ TEST(Cli, CoordinatorAndClientSpeakTheSystemdNotifyProtocol) {
     ++pings;
   }
   EXPECT_GE(pings, 3) << "a WATCHDOG=1 ping every 200 ms: " << coordinator;
-  std::string client = collect(std::chrono::milliseconds(3000));
+  std::string client =
+      collect(std::chrono::seconds(30), "STATUS=device har-subject-1 started");
   EXPECT_NE(client.find("STATUS=device har-subject-1 started"), std::string::npos) << client;
   c.coordinator().Kill(SIGTERM);
-  EXPECT_NE(collect(std::chrono::milliseconds(1500)).find("STOPPING=1"), std::string::npos);
+  EXPECT_NE(collect(std::chrono::seconds(30), "STOPPING=1").find("STOPPING=1"),
+            std::string::npos);
   close(fd);
 }
 

@@ -116,6 +116,8 @@ std::string Cluster::HarClientConfig(int subject, bool train, const std::string&
       << "        subject: 0\n"
       << "        label: 1\n"
       << "        features: rest\n";
+  auto extra = client_config_extra_.find(subject);
+  if (extra != client_config_extra_.end()) out << extra->second;
   return path;
 }
 

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <map>
 #include <memory>
 #include <cstdlib>
 #include <fstream>
@@ -149,6 +150,10 @@ class Cluster {
                           const std::vector<std::string>& extra_args = {});
 
   std::string HarClientConfig(int subject, bool train, const std::string& address);
+  // YAML appended to subject's client config (labels, eligibility sources, ...).
+  void set_client_config_extra(int subject, std::string yaml) {
+    client_config_extra_[subject] = std::move(yaml);
+  }
   // Writes a job spec derived from configs/jobs/har-mlp.yaml with the given overrides.
   std::string WriteJob(const std::string& name, int rounds, int min_clients, int target,
                        const std::string& extra = "");
@@ -166,6 +171,7 @@ class Cluster {
   int port_ = 0;
   Process coordinator_;
   std::vector<std::string> coordinator_wrapper_;
+  std::map<int, std::string> client_config_extra_;
   std::vector<std::unique_ptr<Process>> clients_;
 };
 
