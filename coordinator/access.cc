@@ -34,7 +34,7 @@ Status AccessControl::Load() {
   return OkStatus();
 }
 
-StatusOr<Peer> AccessControl::Authenticate(const grpc::ServerContext& ctx) const {
+StatusOr<Peer> AccessControl::Authenticate(const grpc::ServerContextBase& ctx) const {
   std::shared_ptr<const grpc::AuthContext> auth = ctx.auth_context();
   std::vector<grpc::string_ref> pem =
       auth ? auth->FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME)
@@ -71,7 +71,7 @@ StatusOr<Peer> AccessControl::Authenticate(const grpc::ServerContext& ctx) const
   return peer;
 }
 
-Status AccessControl::CheckDevice(const grpc::ServerContext& ctx,
+Status AccessControl::CheckDevice(const grpc::ServerContextBase& ctx,
                                   const std::string& device_id) const {
   if (insecure_) return OkStatus();
   ASSIGN_OR_RETURN(Peer peer, Authenticate(ctx));
@@ -86,7 +86,7 @@ Status AccessControl::CheckDevice(const grpc::ServerContext& ctx,
   return OkStatus();
 }
 
-Status AccessControl::CheckAdmin(const grpc::ServerContext& ctx, std::string* who) const {
+Status AccessControl::CheckAdmin(const grpc::ServerContextBase& ctx, std::string* who) const {
   if (insecure_) {
     *who = "insecure";
     return OkStatus();
@@ -103,7 +103,7 @@ Status AccessControl::CheckAdmin(const grpc::ServerContext& ctx, std::string* wh
 }
 
 AccessControl::CallGuard::CallGuard(AccessControl* ac, const std::string& device,
-                                    grpc::ServerContext* ctx)
+                                    grpc::ServerContextBase* ctx)
     : ac_(ac), device_(device), ctx_(ctx) {
   std::lock_guard<std::mutex> lock(ac_->mu_);
   ac_->calls_[device_].insert(ctx_);
@@ -227,7 +227,7 @@ StatusOr<uint32_t> AccessControl::RevokeDevice(const std::string& id, const std:
     revoked_[id] = r;
     auto it = calls_.find(id);
     if (it != calls_.end()) {
-      for (grpc::ServerContext* ctx : it->second) {
+      for (grpc::ServerContextBase* ctx : it->second) {
         ctx->TryCancel();
         ++cancelled;
       }

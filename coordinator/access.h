@@ -38,16 +38,16 @@ class AccessControl {
 
   // ---- calls
   // The verified certificate identity of the caller.
-  StatusOr<Peer> Authenticate(const grpc::ServerContext& ctx) const;
+  StatusOr<Peer> Authenticate(const grpc::ServerContextBase& ctx) const;
   // A device RPC for `device_id`.
-  Status CheckDevice(const grpc::ServerContext& ctx, const std::string& device_id) const;
+  Status CheckDevice(const grpc::ServerContextBase& ctx, const std::string& device_id) const;
   // An admin RPC; *who is the admin's name (for the audit trail).
-  Status CheckAdmin(const grpc::ServerContext& ctx, std::string* who) const;
+  Status CheckAdmin(const grpc::ServerContextBase& ctx, std::string* who) const;
 
   // Registers an open call of a device so revocation can cancel it; unregisters on destruction.
   class CallGuard {
    public:
-    CallGuard(AccessControl* ac, const std::string& device, grpc::ServerContext* ctx);
+    CallGuard(AccessControl* ac, const std::string& device, grpc::ServerContextBase* ctx);
     ~CallGuard();
     CallGuard(const CallGuard&) = delete;
     CallGuard& operator=(const CallGuard&) = delete;
@@ -55,7 +55,7 @@ class AccessControl {
    private:
     AccessControl* ac_;
     std::string device_;
-    grpc::ServerContext* ctx_;
+    grpc::ServerContextBase* ctx_;
   };
 
   // ---- tokens
@@ -85,7 +85,7 @@ class AccessControl {
   mutable std::mutex mu_;
   std::map<std::string, v1::TokenRecord> tokens_;         // by id
   std::map<std::string, v1::DeviceRevocation> revoked_;   // by device id
-  std::map<std::string, std::set<grpc::ServerContext*>> calls_;
+  std::map<std::string, std::set<grpc::ServerContextBase*>> calls_;
   mutable std::map<std::string, Peer> peer_cache_;  // client certificate PEM -> identity
 };
 

@@ -175,8 +175,8 @@ void JobRunner::SetGlobal(std::vector<float> params) {
   global_encoded_ = EncodeParameters(layout_, global_.data());
 }
 
-std::shared_ptr<v1::Task> JobRunner::MakeTask(v1::Task::Kind kind, uint32_t round) const {
-  auto task = std::make_shared<v1::Task>();
+DeviceRegistry::TaskBytes JobRunner::MakeTask(v1::Task::Kind kind, uint32_t round) const {
+  auto task = std::make_unique<v1::Task>();
   task->set_kind(kind);
   task->set_job_id(job_.id());
   task->set_round(round);
@@ -200,7 +200,7 @@ std::shared_ptr<v1::Task> JobRunner::MakeTask(v1::Task::Kind kind, uint32_t roun
     c->set_stage_timeout_ms(sa.stage_timeout_s() * 1000);
     c->set_round_deadline_ms(job_.spec().round_deadline_s() * 1000);
   }
-  return task;
+  return std::make_shared<const std::string>(task->SerializeAsString());
 }
 
 void JobRunner::Run() {
@@ -338,7 +338,7 @@ bool JobRunner::RunRound(uint32_t round, v1::RoundSummary* summary, std::string*
 
   std::vector<std::string> chosen =
       strategy_->SelectClients(plan.candidates, round, plan.select, spec.seed());
-  std::shared_ptr<const v1::Task> task = MakeTask(v1::Task::TRAIN, round);
+  DeviceRegistry::TaskBytes task = MakeTask(v1::Task::TRAIN, round);
   {
     std::lock_guard<std::mutex> lock(mu_);
     round_ = RoundState{};
@@ -401,7 +401,7 @@ void JobRunner::Evaluate(uint32_t round, v1::RoundSummary* summary) {
   const v1::JobSpec& spec = job_.spec();
   std::vector<std::string> candidates = registry_->Candidates(spec.dataset(), /*training=*/false);
   if (candidates.empty() || stop_) return;
-  std::shared_ptr<const v1::Task> task = MakeTask(v1::Task::EVALUATE, round);
+  DeviceRegistry::TaskBytes task = MakeTask(v1::Task::EVALUATE, round);
   {
     std::lock_guard<std::mutex> lock(mu_);
     round_ = RoundState{};

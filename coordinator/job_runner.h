@@ -106,7 +106,8 @@ class JobRunner {
   void WaitForAnswers(std::chrono::steady_clock::time_point deadline);
   void Evaluate(uint32_t round, v1::RoundSummary* summary);
   void SetGlobal(std::vector<float> params);
-  std::shared_ptr<v1::Task> MakeTask(v1::Task::Kind kind, uint32_t round) const;
+  // The task, serialized once and shared by every device it is sent to.
+  DeviceRegistry::TaskBytes MakeTask(v1::Task::Kind kind, uint32_t round) const;
   // Makes the round durable (checkpoint files, then summary + checkpoint record + job row in one
   // transaction) and publishes the summary.
   Status CommitRound(const v1::RoundSummary& summary);

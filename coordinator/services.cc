@@ -58,21 +58,68 @@ grpc::Status DeviceService::Heartbeat(grpc::ServerContext* ctx, const v1::Heartb
   return grpc::Status::OK;
 }
 
-grpc::Status DeviceService::FetchTask(grpc::ServerContext* ctx, const v1::FetchTaskRequest* req,
-                                      v1::Task* task) {
-  grpc::Status v = CheckVersion(req->protocol_version());
-  if (!v.ok()) return v;
-  if (grpc::Status a = Allow(*ctx, req->device_id()); !a.ok()) return a;
-  AccessControl::CallGuard guard(&c_->access(), req->device_id(), ctx);
-  if (!c_->registry().IsKnown(req->device_id())) return NotJoined(req->device_id());
-  uint32_t wait = std::min(req->wait_ms(), kMaxLongPollMs);
-  std::shared_ptr<const v1::Task> t =
-      c_->registry().WaitForTask(req->device_id(), std::chrono::milliseconds(wait));
-  if (t) {
-    *task = *t;
-  } else {
-    task->set_kind(v1::Task::NONE);
+namespace {
+
+// The response bytes for `task` without copying them: the slice keeps the shared string alive.
+grpc::ByteBuffer SharedBytes(DeviceRegistry::TaskBytes task) {
+  auto* holder = new DeviceRegistry::TaskBytes(std::move(task));
+  grpc::Slice slice(
+      const_cast<char*>((*holder)->data()), (*holder)->size(),
+      [](void* p) { delete static_cast<DeviceRegistry::TaskBytes*>(p); }, holder);
+  return grpc::ByteBuffer(&slice, 1);
+}
+
+const DeviceRegistry::TaskBytes& NoTask() {
+  static const DeviceRegistry::TaskBytes none = [] {
+    v1::Task t;
+    t.set_kind(v1::Task::NONE);
+    return std::make_shared<const std::string>(t.SerializeAsString());
+  }();
+  return none;
+}
+
+bool ParseRequest(const grpc::ByteBuffer& buffer, google::protobuf::Message* out) {
+  std::vector<grpc::Slice> slices;
+  if (!buffer.Dump(&slices).ok()) return false;
+  std::string bytes;
+  for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  return out->ParseFromString(bytes);
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* DeviceService::FetchTask(grpc::CallbackServerContext* ctx,
+                                                   const grpc::ByteBuffer* request,
+                                                   grpc::ByteBuffer* response) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  grpc::Status s = StartFetch(ctx, *request, reactor, response);
+  if (!s.ok()) reactor->Finish(s);
+  return reactor;
+}
+
+// Checks the request and parks it; on success the registry finishes the reactor later.
+grpc::Status DeviceService::StartFetch(grpc::CallbackServerContext* ctx,
+                                       const grpc::ByteBuffer& request,
+                                       grpc::ServerUnaryReactor* reactor,
+                                       grpc::ByteBuffer* response) {
+  v1::FetchTaskRequest req;
+  if (!ParseRequest(request, &req)) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "malformed FetchTaskRequest");
   }
+  grpc::Status v = CheckVersion(req.protocol_version());
+  if (!v.ok()) return v;
+  if (grpc::Status a = Allow(*ctx, req.device_id()); !a.ok()) return a;
+  // Revocation cancels the call while it is parked; the guard lives until the answer.
+  auto guard = std::make_shared<AccessControl::CallGuard>(&c_->access(), req.device_id(), ctx);
+  const uint32_t wait = std::min(req.wait_ms(), kMaxLongPollMs);
+  bool parked = c_->registry().Park(
+      req.device_id(), std::chrono::milliseconds(wait),
+      [reactor, response, guard](DeviceRegistry::TaskBytes task) mutable {
+        *response = SharedBytes(task ? std::move(task) : NoTask());
+        guard.reset();
+        reactor->Finish(grpc::Status::OK);
+      });
+  if (!parked) return NotJoined(req.device_id());
   return grpc::Status::OK;
 }
 
@@ -150,7 +197,8 @@ grpc::Status DeviceService::Renew(grpc::ServerContext* ctx, const v1::RenewReque
   return Reply(c_->Renew(*req), resp);
 }
 
-grpc::Status DeviceService::Allow(const grpc::ServerContext& ctx, const std::string& device_id) {
+grpc::Status DeviceService::Allow(const grpc::ServerContextBase& ctx,
+                                  const std::string& device_id) {
   Status s = ValidateDeviceId(device_id);
   if (s.ok()) s = c_->access().CheckDevice(ctx, device_id);
   if (s.ok()) return grpc::Status::OK;

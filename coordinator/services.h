@@ -1,6 +1,8 @@
-// gRPC front ends of the Coordinator (sync API). Every device RPC checks the protocol version
-// and the caller's certificate (AccessControl);
-// handlers do bounded work and never hold a lock across a network write.
+// gRPC front ends of the Coordinator. Every device RPC checks the protocol version and the
+// caller's certificate (AccessControl); handlers do bounded work and never hold a lock across a
+// network write. Most methods use the sync API; FetchTask, the long poll every idle device keeps
+// open, uses the callback API (a parked reactor, no thread) and answers with the round's task
+// bytes shared by all devices (zero-copy).
 #pragma once
 
 #include "coordinator/coordinator.h"
@@ -8,13 +10,15 @@
 
 namespace fleet {
 
-class DeviceService final : public v1::Device::Service {
+class DeviceService final
+    : public v1::Device::WithRawCallbackMethod_FetchTask<v1::Device::Service> {
  public:
   explicit DeviceService(Coordinator* c) : c_(c) {}
   grpc::Status Join(grpc::ServerContext*, const v1::JoinRequest*, v1::JoinResponse*) override;
   grpc::Status Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest*,
                          v1::HeartbeatResponse*) override;
-  grpc::Status FetchTask(grpc::ServerContext*, const v1::FetchTaskRequest*, v1::Task*) override;
+  grpc::ServerUnaryReactor* FetchTask(grpc::CallbackServerContext*, const grpc::ByteBuffer*,
+                                      grpc::ByteBuffer*) override;
   grpc::Status PushUpdate(grpc::ServerContext*, grpc::ServerReader<v1::UpdateChunk>*,
                           v1::PushUpdateResponse*) override;
   grpc::Status ReportMetrics(grpc::ServerContext*, const v1::MetricsReport*,
@@ -26,7 +30,9 @@ class DeviceService final : public v1::Device::Service {
 
  private:
   // mTLS identity check for a call about `device_id`; refusals are logged.
-  grpc::Status Allow(const grpc::ServerContext& ctx, const std::string& device_id);
+  grpc::Status Allow(const grpc::ServerContextBase& ctx, const std::string& device_id);
+  grpc::Status StartFetch(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer& request,
+                          grpc::ServerUnaryReactor* reactor, grpc::ByteBuffer* response);
   Coordinator* c_;
 };
 
