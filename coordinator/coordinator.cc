@@ -107,7 +107,10 @@ StatusOr<uint32_t> Coordinator::RevokeDevice(const std::string& id, const std::s
 }
 
 Coordinator::Coordinator(CoordinatorOptions options, std::unique_ptr<JobStore> store)
-    : options_(std::move(options)), store_(std::move(store)), registry_(options_.offline_after) {}
+    : options_(std::move(options)),
+      store_(std::move(store)),
+      registry_(options_.offline_after),
+      update_slots_(std::max<uint32_t>(1, options_.max_concurrent_updates)) {}
 
 Coordinator::~Coordinator() {
   Shutdown();

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "common/audit_log.h"
+#include "common/semaphore.h"
 #include "coordinator/access.h"
 #include "coordinator/authority.h"
 #include "coordinator/device_registry.h"
@@ -26,6 +27,8 @@ struct CoordinatorOptions {
   int64_t clock_offset_s = 0;  // test-only: shifts the clock used for certificate decisions
   std::chrono::milliseconds heartbeat_interval{1000};
   std::chrono::milliseconds offline_after{4000};
+  // Updates buffered at once by PushUpdate (each up to one model): bounds ingest memory.
+  uint32_t max_concurrent_updates = 8;
 };
 
 class Coordinator {
@@ -37,6 +40,7 @@ class Coordinator {
   DeviceRegistry& registry() { return registry_; }
   AccessControl& access() { return *access_; }
   AuditLog& audit() { return *audit_; }
+  Semaphore& update_slots() { return update_slots_; }
   // Unix seconds on the (injectable) certificate clock.
   int64_t Now() const;
 
@@ -92,6 +96,7 @@ class Coordinator {
   std::unique_ptr<Authority> authority_;  // null: insecure without a PKI
   std::unique_ptr<AccessControl> access_;
   DeviceRegistry registry_;
+  Semaphore update_slots_;
 
   std::mutex mu_;
   std::map<std::string, std::unique_ptr<JobRunner>> runners_;  // guarded by mu_

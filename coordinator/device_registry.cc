@@ -148,12 +148,13 @@ bool DeviceRegistry::Park(const std::string& id, std::chrono::milliseconds max_w
     waiters_.emplace(wid, Waiter{id, deadline, std::move(callback)});
     waiters_by_device_.emplace(id, wid);
     r.polling++;
-    if (r.pending != nullptr || stopping_ || r.status.revoked()) {
-      TakeWaiterLocked(wid, std::move(r.pending), &done);
+    if (stopping_ || r.status.revoked()) {
+      TakeWaiterLocked(wid, nullptr, &done);
     } else {
       const bool earliest = deadlines_.empty() || deadline < deadlines_.begin()->first;
       deadlines_.emplace(deadline, wid);
       if (earliest) timer_cv_.notify_one();
+      DeliverLocked(&r, &done);
     }
   }
   Run(&done);

@@ -32,6 +32,7 @@ struct Settings {
   uint32_t heartbeat_interval_ms = 1000;
   uint32_t offline_after_ms = 4000;
   uint32_t max_message_mb = 64;
+  uint32_t grpc_memory_mb = 256;  // gRPC resource quota; 0: unlimited
   std::string log_level = "info";
   std::string port_file;
 };
@@ -44,6 +45,7 @@ fleet::Status LoadConfigFile(const std::string& path, Settings* s) {
   RETURN_IF_ERROR(m.Get("heartbeat_interval_ms", &s->heartbeat_interval_ms));
   RETURN_IF_ERROR(m.Get("offline_after_ms", &s->offline_after_ms));
   RETURN_IF_ERROR(m.Get("max_message_mb", &s->max_message_mb));
+  RETURN_IF_ERROR(m.Get("grpc_memory_mb", &s->grpc_memory_mb));
   RETURN_IF_ERROR(m.Get("log_level", &s->log_level));
   RETURN_IF_ERROR(m.Get("device_cert_ttl", &s->device_cert_ttl));
   ASSIGN_OR_RETURN(fleet::ConfigMap tls, m.Child("tls"));
@@ -82,6 +84,9 @@ int main(int argc, char** argv) {
                              "a device silent this long is offline and dropped from its round");
   auto* mm = app.add_option("--max-message-mb", cli.max_message_mb,
                             "largest gRPC message accepted or sent");
+  auto* gm = app.add_option("--grpc-memory-mb", cli.grpc_memory_mb,
+                            "transport buffer memory before gRPC reclaims idle connections' "
+                            "buffers (0: unlimited)");
   auto* ll = app.add_option("--log-level", cli.log_level, "debug|info|warn|error");
   app.add_option("--port-file", cli.port_file,
                  "write the bound port here once serving (for scripts using port 0)");
@@ -127,6 +132,7 @@ int main(int argc, char** argv) {
   if (*hb) s.heartbeat_interval_ms = cli.heartbeat_interval_ms;
   if (*off) s.offline_after_ms = cli.offline_after_ms;
   if (*mm) s.max_message_mb = cli.max_message_mb;
+  if (*gm) s.grpc_memory_mb = cli.grpc_memory_mb;
   if (*ll) s.log_level = cli.log_level;
   if (*ttl) s.device_cert_ttl = cli.device_cert_ttl;
   s.port_file = cli.port_file;
@@ -226,6 +232,14 @@ int main(int argc, char** argv) {
   int max_bytes = static_cast<int>(s.max_message_mb) * 1024 * 1024;
   builder.SetMaxReceiveMessageSize(max_bytes);
   builder.SetMaxSendMessageSize(max_bytes);
+  // gRPC sizes each connection's next read after what it last received and keeps the buffer:
+  // after a round of 1,000 model uploads that is a model-sized idle buffer per device (measured:
+  // +470 MB at N=1000, D=1e5). Under a memory quota gRPC reclaims those buffers instead.
+  grpc::ResourceQuota quota("fleet-coordinator");
+  if (s.grpc_memory_mb > 0) {
+    quota.Resize(size_t{s.grpc_memory_mb} << 20);
+    builder.SetResourceQuota(quota);
+  }
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
     FLEET_LOG(Error) << "cannot listen on " << s.listen << " (address in use or invalid?)";

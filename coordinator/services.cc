@@ -3,6 +3,7 @@
 #include "common/config.h"
 #include "common/grpc_util.h"
 #include "common/log.h"
+#include "common/semaphore.h"
 
 namespace fleet {
 namespace {
@@ -88,10 +89,20 @@ bool ParseRequest(const grpc::ByteBuffer& buffer, google::protobuf::Message* out
 
 }  // namespace
 
+// One parked FetchTask, answered once by the registry.
+class FetchReactor final : public grpc::ServerUnaryReactor {
+ public:
+  void Answer(DeviceRegistry::TaskBytes task, grpc::ByteBuffer* response) {
+    *response = SharedBytes(task ? std::move(task) : NoTask());
+    Finish(grpc::Status::OK);
+  }
+  void OnDone() override { delete this; }
+};
+
 grpc::ServerUnaryReactor* DeviceService::FetchTask(grpc::CallbackServerContext* ctx,
                                                    const grpc::ByteBuffer* request,
                                                    grpc::ByteBuffer* response) {
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  auto* reactor = new FetchReactor;
   grpc::Status s = StartFetch(ctx, *request, reactor, response);
   if (!s.ok()) reactor->Finish(s);
   return reactor;
@@ -99,8 +110,7 @@ grpc::ServerUnaryReactor* DeviceService::FetchTask(grpc::CallbackServerContext* 
 
 // Checks the request and parks it; on success the registry finishes the reactor later.
 grpc::Status DeviceService::StartFetch(grpc::CallbackServerContext* ctx,
-                                       const grpc::ByteBuffer& request,
-                                       grpc::ServerUnaryReactor* reactor,
+                                       const grpc::ByteBuffer& request, FetchReactor* reactor,
                                        grpc::ByteBuffer* response) {
   v1::FetchTaskRequest req;
   if (!ParseRequest(request, &req)) {
@@ -115,9 +125,8 @@ grpc::Status DeviceService::StartFetch(grpc::CallbackServerContext* ctx,
   bool parked = c_->registry().Park(
       req.device_id(), std::chrono::milliseconds(wait),
       [reactor, response, guard](DeviceRegistry::TaskBytes task) mutable {
-        *response = SharedBytes(task ? std::move(task) : NoTask());
         guard.reset();
-        reactor->Finish(grpc::Status::OK);
+        reactor->Answer(std::move(task), response);
       });
   if (!parked) return NotJoined(req.device_id());
   return grpc::Status::OK;
@@ -147,6 +156,10 @@ grpc::Status DeviceService::PushUpdate(grpc::ServerContext* ctx,
                         "update of " + std::to_string(header.total_bytes()) +
                             " bytes exceeds this job's limit of " + std::to_string(*max));
   }
+  // At most max_concurrent_updates payloads are buffered at once, so ingest memory is
+  // O(model size) however many devices upload together; the rest wait, held back by HTTP/2 flow
+  // control.
+  Semaphore::Permit permit(&c_->update_slots());
   std::string payload;
   payload.reserve(header.total_bytes());
   do {

@@ -10,6 +10,8 @@
 
 namespace fleet {
 
+class FetchReactor;
+
 class DeviceService final
     : public v1::Device::WithRawCallbackMethod_FetchTask<v1::Device::Service> {
  public:
@@ -32,7 +34,7 @@ class DeviceService final
   // mTLS identity check for a call about `device_id`; refusals are logged.
   grpc::Status Allow(const grpc::ServerContextBase& ctx, const std::string& device_id);
   grpc::Status StartFetch(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer& request,
-                          grpc::ServerUnaryReactor* reactor, grpc::ByteBuffer* response);
+                          FetchReactor* reactor, grpc::ByteBuffer* response);
   Coordinator* c_;
 };
 

@@ -1,5 +1,7 @@
 #include "harness.h"
 
+#include <algorithm>
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -71,11 +73,13 @@ bool Cluster::StartCoordinator(std::vector<std::string> extra, int port) {
                                 "--port-file",
                                 port_file,
                                 "--state-dir",
-                                dir_ + "/coordinator",
-                                "--heartbeat-interval-ms",
-                                "300",
-                                "--offline-after-ms",
-                                "1500"};
+                                dir_ + "/coordinator"};
+  // Fast liveness for tests, unless the test sets its own.
+  if (std::find(extra.begin(), extra.end(), "--heartbeat-interval-ms") == extra.end()) {
+    for (const char* a : {"--heartbeat-interval-ms", "300", "--offline-after-ms", "1500"}) {
+      argv.push_back(a);
+    }
+  }
   argv.insert(argv.end(), extra.begin(), extra.end());
   argv.insert(argv.begin(), coordinator_wrapper_.begin(), coordinator_wrapper_.end());
   if (!coordinator_.Start(argv, dir_ + "/coordinator.log")) return false;
