@@ -46,6 +46,7 @@ struct SimOptions {
   std::string dataset = "uci-har";
   uint32_t devices = 100;
   uint64_t examples = 100;
+  int64_t eval_examples = -1;  // -1: examples / 4
   uint32_t heartbeat_ms = 0;  // 0: what the coordinator says at Join
   uint32_t poll_wait_ms = 30000;
   uint32_t workers = 4;
@@ -184,7 +185,8 @@ class Simulator {
     auto* ds = req.add_datasets();
     ds->set_name(o_.dataset);
     ds->set_train_examples(o_.examples);
-    ds->set_eval_examples(o_.examples / 4);
+    ds->set_eval_examples(o_.eval_examples < 0 ? o_.examples / 4
+                                               : static_cast<uint64_t>(o_.eval_examples));
     v1::Eligibility* e = req.mutable_eligibility();
     e->set_on_power(true);
     e->set_battery_percent(100);
@@ -455,6 +457,8 @@ int main(int argc, char** argv) {
   app.add_option("--prefix", o.prefix, "device ids are PREFIX-0 .. PREFIX-(N-1)");
   app.add_option("--dataset", o.dataset, "dataset the devices advertise");
   app.add_option("--examples", o.examples, "training examples each device reports");
+  app.add_option("--eval-examples", o.eval_examples,
+                 "evaluation examples each device reports (default examples/4; 0: no EVALUATE)");
   app.add_option("--heartbeat-ms", o.heartbeat_ms, "heartbeat interval (0: the coordinator's)");
   app.add_option("--poll-wait-ms", o.poll_wait_ms, "FetchTask long-poll wait")
       ->check(CLI::Range(100u, 30000u));

@@ -32,6 +32,8 @@ struct ClientConfig {
   // Fault injection for integration tests (command line only): exit abruptly right before
   // sending this SecAgg+ step: advertise|share_keys|masked_input|consistency|unmask.
   std::string fault_exit_before;
+  // Likewise, but hang there (heartbeats go on) until the client is stopped: a stuck device.
+  std::string fault_hang_before;
   int64_t clock_offset_s = 0;  // test-only: shifts the clock of certificate decisions
 };
 

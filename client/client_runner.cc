@@ -408,6 +408,7 @@ Status ClientRunner::HandleTask(const v1::Task& task) {
     header.set_val_loss(r->val_loss);
     header.set_val_accuracy(r->val_accuracy);
     std::string payload = EncodeParameters(*layout, r->params.data());
+    MaybeFault("upload");
     RETURN_IF_ERROR(SendUpdate(header, payload));
     FLEET_LOG(Info) << "job " << task.job_id() << " round " << task.round() << ": trained on "
                     << r->num_examples << " examples, loss " << r->train_loss << ", val_acc "
@@ -436,7 +437,24 @@ Status ClientRunner::HandleTask(const v1::Task& task) {
   return InvalidArgument("unknown task kind " + std::to_string(task.kind()));
 }
 
+// A connection lost mid-upload is retried (the round is still open, and the coordinator counts
+// nothing from a truncated stream); ALREADY_EXISTS on a retry means an earlier try did arrive.
 Status ClientRunner::SendUpdate(const v1::UpdateHeader& header, const std::string& payload) {
+  Backoff backoff(std::chrono::milliseconds(500), std::chrono::seconds(4));
+  Status s;
+  for (int attempt = 1;; ++attempt) {
+    s = SendUpdateOnce(header, payload);
+    if (attempt > 1 && s.code() == StatusCode::kAlreadyExists) return OkStatus();
+    const bool transient =
+        s.code() == StatusCode::kUnavailable || s.code() == StatusCode::kDeadlineExceeded;
+    if (!transient || attempt == 4) return s;
+    FLEET_LOG(Warn) << "job " << header.job_id() << " round " << header.round()
+                    << ": update not delivered (" << s.message() << "); retrying";
+    if (!SleepUnlessStopped(backoff.Next())) return s;
+  }
+}
+
+Status ClientRunner::SendUpdateOnce(const v1::UpdateHeader& header, const std::string& payload) {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
   SetContext(&ctx);
@@ -474,10 +492,15 @@ const char* StepName(const v1::SecAggRequest& r) {
 }
 }  // namespace
 
-void ClientRunner::MaybeFault(const std::string& step) const {
+void ClientRunner::MaybeFault(const std::string& step) {
   if (!config_.fault_exit_before.empty() && config_.fault_exit_before == step) {
     FLEET_LOG(Warn) << "fault injection: exiting before " << step;
     std::_Exit(3);
+  }
+  if (!config_.fault_hang_before.empty() && config_.fault_hang_before == step) {
+    FLEET_LOG(Warn) << "fault injection: hanging before " << step;
+    while (SleepUnlessStopped(std::chrono::seconds(1))) {
+    }
   }
 }
 

@@ -65,6 +65,7 @@ class ClientRunner {
   void HeartbeatLoop();
   Status HandleTask(const v1::Task& task);
   Status SendUpdate(const v1::UpdateHeader& header, const std::string& payload);
+  Status SendUpdateOnce(const v1::UpdateHeader& header, const std::string& payload);
   // A TRAIN task of a secure job: the SecAgg+ client protocol around local training.
   Status TrainSecurely(const v1::Task& task, const ModelLayout& layout,
                        const std::vector<TensorView>& global, const LocalData& data,
@@ -74,7 +75,7 @@ class ClientRunner {
   StatusOr<v1::SecAggResponse> SecAggStep(const v1::Task& task, v1::SecAggRequest request,
                                           std::chrono::milliseconds timeout);
   void SetContext(grpc::ClientContext* ctx);
-  void MaybeFault(const std::string& step) const;
+  void MaybeFault(const std::string& step);
   bool SleepUnlessStopped(std::chrono::milliseconds d);
 
   ClientConfig config_;  // coordinator resolved from the bootstrap file when unset

@@ -47,6 +47,12 @@ int main(int argc, char** argv) {
   app.add_option("--fault-exit-before", fault)
       ->check(CLI::IsMember({"advertise", "share_keys", "masked_input", "consistency", "unmask"}))
       ->group("");
+  std::string hang;
+  // Hidden: hang (alive, heartbeating) instead of sending this step or a plain update.
+  app.add_option("--fault-hang-before", hang)
+      ->check(CLI::IsMember(
+          {"advertise", "share_keys", "masked_input", "consistency", "unmask", "upload"}))
+      ->group("");
   int64_t clock_offset_s = 0;  // hidden, test-only: shifts the certificate clock
   app.add_option("--clock-offset-s", clock_offset_s)->group("");
   try {
@@ -73,6 +79,7 @@ int main(int argc, char** argv) {
   if (!server_name.empty()) config->tls.server_name = server_name;
   config->tls.insecure = insecure;
   config->fault_exit_before = fault;
+  config->fault_hang_before = hang;
   config->clock_offset_s = clock_offset_s;
   if (!bootstrap.empty()) config->bootstrap = bootstrap;
   if (!state_dir.empty()) config->state_dir = state_dir;

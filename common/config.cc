@@ -53,6 +53,20 @@ StatusOr<ConfigMap> ConfigMap::Create(const YAML::Node& node, std::string source
     return InvalidArgument(where + ": " + (prefix.empty() ? "document" : "key '" + prefix + "'") +
                            ": expected a mapping");
   }
+  // yaml-cpp keeps both entries of a repeated key and answers lookups with the first: refuse it
+  // rather than silently ignore what the later line says.
+  if (node && node.IsMap()) {
+    std::set<std::string> seen;
+    for (const auto& kv : node) {
+      if (!kv.first.IsScalar()) continue;
+      const std::string key = kv.first.Scalar();
+      if (!seen.insert(key).second) {
+        const std::string full = prefix.empty() ? key : prefix + "." + key;
+        return InvalidArgument(source + ":" + std::to_string(kv.first.Mark().line + 1) +
+                               ": key '" + full + "' appears more than once");
+      }
+    }
+  }
   return ConfigMap(node, std::move(source), std::move(prefix));
 }
 

@@ -9,6 +9,10 @@
 #   scripts/bench.sh secagg   SecAgg+: client masking vs raw ChaCha20 keystream, server unmasking
 #                             (N=50, D=1e5, 10% dropouts), and full rounds secure vs plain for
 #                             N in {10, 50}, D=1e5, with protocol bytes per client.
+#   scripts/bench.sh scale    fleet-sim: SCALE_DEVICES (10000) virtual devices connected with
+#                             heartbeats (coordinator RSS, heartbeats/s), then plain rounds for
+#                             N in {100, 1000} x D in {1e5, 1e6}: s/round and peak RSS, next to the
+#                             model size and the bytes a round moves.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD_DIR:-$root/build}
@@ -64,6 +68,113 @@ case "$what" in
         printf '%s  %s\n' "$sep" "$line"
         sep=","
       done
+      echo "]}"
+    } > "$out.tmp"
+    mv "$out.tmp" "$out"
+    echo "bench: wrote $out"
+    ;;
+  scale)
+    out="$root/bench/results/scale.json"
+    # Device certificates are kept between runs (enrolling 10,000 devices takes minutes).
+    work=${SCALE_DIR:-$build/scale-bench}
+    devices=${SCALE_DEVICES:-10000}
+    mkdir -p "$work"
+    coord=""; sim=""
+    cleanup() { [ -n "$sim" ] && kill "$sim" 2>/dev/null; [ -n "$coord" ] && kill "$coord" 2>/dev/null; wait 2>/dev/null || true; }
+    trap cleanup EXIT
+    [ -f "$work/state/pki/ca.pem" ] || "$build/coordinator/fleet-coordinator" init --state-dir "$work/state" >/dev/null
+    rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+    hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
+    start_coordinator() {
+      rm -f "$work/port" "$work/state/coordinator.db"*
+      "$build/coordinator/fleet-coordinator" --listen 127.0.0.1:0 --port-file "$work/port" \
+        --state-dir "$work/state" --heartbeat-interval-ms 5000 --offline-after-ms 30000 \
+        --log-level warn > "$work/coordinator.log" 2>&1 &
+      coord=$!
+      for _ in $(seq 100); do [ -s "$work/port" ] && break; sleep 0.1; done
+      port=$(cat "$work/port")
+      ctl=("$build/cli/fleetctl" --coordinator "127.0.0.1:$port" --ca-cert "$work/state/pki/ca.pem"
+           --cert "$work/state/pki/admin.pem" --key "$work/state/pki/admin.key")
+      token=$("${ctl[@]}" token create --uses 1000000 --ttl 24h 2>/dev/null | grep fleet1_)
+      printf 'coordinator: 127.0.0.1:%s\nca_cert_file: %s\ntoken: %s\n' "$port" \
+        "$work/state/pki/ca.pem" "$token" > "$work/bootstrap.yaml"
+    }
+    start_sim() {  # N [extra args]
+      local n=$1; shift
+      rm -f "$work/sim.json"
+      "$build/bench/fleet-sim" --bootstrap "$work/bootstrap.yaml" --state-dir "$work/devices" \
+        --devices "$n" --dataset sim --workers 8 --stats-file "$work/sim.json" "$@" \
+        > "$work/sim.log" 2>&1 &
+      sim=$!
+      local t0=$SECONDS
+      until [ "$(field joined "$(cat "$work/sim.json" 2>/dev/null)")" = "$n" ]; do
+        [ $((SECONDS - t0)) -lt 1800 ] || { echo "bench: $n devices did not join" >&2; exit 1; }
+        sleep 1
+      done
+      joined_s=$((SECONDS - t0))
+    }
+    stop() { kill "$sim" "$coord" 2>/dev/null; wait "$sim" "$coord" 2>/dev/null || true; sim=""; coord=""; }
+
+    # 1. Connected devices with heartbeats.
+    start_coordinator
+    base_kb=$(rss_kb "$coord")
+    start_sim "$devices"
+    devices_join_s=$joined_s
+    sleep 15
+    h0=$(field heartbeats "$(cat "$work/sim.json")"); t0=$(date +%s.%N)
+    peak_kb=0
+    for _ in $(seq 30); do
+      r=$(rss_kb "$coord"); [ "$r" -gt "$peak_kb" ] && peak_kb=$r; sleep 1
+    done
+    sleep 5  # the stats file is rewritten every 5 s
+    h1=$(field heartbeats "$(cat "$work/sim.json")"); t1=$(date +%s.%N)
+    hb_rate=$(awk -v a="$h0" -v b="$h1" -v s="$t0" -v e="$t1" 'BEGIN{printf "%.0f", (b-a)/(e-s)}')
+    online=$("${ctl[@]}" -o json device list | grep -c '"online": true' || true)
+    echo "scale: $devices devices ($online online), RSS $((peak_kb / 1024)) MB, $hb_rate heartbeats/s" >&2
+    stop
+
+    # 2. Rounds: N participants, D parameters (an MLP 561-h-6 sized to D), no evaluation.
+    rounds_json=""; sep=""
+    for nd in "100 1e5 178" "100 1e6 1770" "1000 1e5 178" "1000 1e6 1770"; do
+      set -- $nd
+      start_coordinator
+      start_sim "$1" --eval-examples 0
+      idle_kb=$(rss_kb "$coord")
+      cat > "$work/job.yaml" <<JOB
+name: scale-$1-$2
+dataset: sim
+model: {type: mlp, task: classification, input_dim: 561, hidden: [$3], output_dim: 6}
+train: {optimizer: sgd, learning_rate: 0.01}
+rounds: 3
+min_clients: $1
+target_clients: $1
+round_deadline_s: 1800
+secure_aggregation: {enabled: false}
+JOB
+      "${ctl[@]}" --timeout 7200 job submit -f "$work/job.yaml" --watch > "$work/job.out" 2>&1
+      id=$(head -1 "$work/job.out")
+      jobjson=$("${ctl[@]}" -o json job get "$id")
+      # Round 1 pays for connection warm-up; report the mean of rounds 2 and 3.
+      spr=$(printf '%s' "$jobjson" | sed -n 's/.*"duration_s": \([0-9.e+-]*\).*/\1/p' | tail -2 |
+            awk '{s+=$1} END {printf "%.3f", s/NR}')
+      params=$((561 * $3 + $3 + $3 * 6 + 6))
+      peak=$(hwm_kb "$coord")
+      line=$(printf '{"n": %s, "d": %s, "params": %s, "s_per_round": %s, "model_mb": %.2f, "round_traffic_mb": %.0f, "traffic_mb_per_s": %.0f, "idle_rss_mb": %d, "peak_rss_mb": %d, "peak_over_idle_mb": %d}' \
+        "$1" "$2" "$params" "$spr" "$(awk -v p="$params" 'BEGIN{print p*4/1e6}')" \
+        "$(awk -v p="$params" -v n="$1" 'BEGIN{print 2*n*p*4/1e6}')" \
+        "$(awk -v p="$params" -v n="$1" -v s="$spr" 'BEGIN{print 2*n*p*4/1e6/s}')" \
+        $((idle_kb / 1024)) $((peak / 1024)) $(((peak - idle_kb) / 1024)))
+      echo "scale: $line" >&2
+      rounds_json="$rounds_json$sep  $line"; sep=$',\n'
+      stop
+    done
+    {
+      echo "{\"benchmark\": \"scale\", \"machine\": \"$(nproc) cores\","
+      printf ' "devices": %s, "online": %s, "join_s": %s, "coordinator_rss_mb": %d, "coordinator_base_rss_mb": %d, "rss_kb_per_device": %d, "heartbeats_per_s": %s, "heartbeat_interval_ms": 5000,\n' \
+        "$devices" "$online" "$devices_join_s" $((peak_kb / 1024)) $((base_kb / 1024)) \
+        $(((peak_kb - base_kb) / devices)) "$hb_rate"
+      echo " \"rounds\": ["
+      printf '%s\n' "$rounds_json"
       echo "]}"
     } > "$out.tmp"
     mv "$out.tmp" "$out"

@@ -15,6 +15,86 @@
 
 namespace fleet::testing {
 
+TcpProxy::TcpProxy(int target_port) : target_(target_port) {
+  listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  listen(listen_fd_, 64);
+  socklen_t len = sizeof addr;
+  getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+  port_ = ntohs(addr.sin_port);
+  accept_ = std::thread([this] { AcceptLoop(); });
+}
+
+TcpProxy::~TcpProxy() {
+  stop_ = true;
+  shutdown(listen_fd_, SHUT_RDWR);
+  accept_.join();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (int fd : fds_) shutdown(fd, SHUT_RDWR);
+  }
+  for (auto& t : threads_) t.join();
+  for (int fd : fds_) close(fd);
+  close(listen_fd_);
+}
+
+void TcpProxy::AcceptLoop() {
+  while (!stop_) {
+    int client = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (client < 0) {
+      if (stop_) return;
+      continue;
+    }
+    int server = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<uint16_t>(target_));
+    if (connect(server, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      close(client);
+      close(server);
+      continue;
+    }
+    auto sent = std::make_shared<std::atomic<size_t>>(0);
+    std::lock_guard<std::mutex> lock(mu_);
+    fds_.push_back(client);
+    fds_.push_back(server);
+    threads_.emplace_back([this, client, server, sent] { Pump(client, server, true, sent); });
+    threads_.emplace_back([this, client, server, sent] { Pump(server, client, false, sent); });
+  }
+}
+
+void TcpProxy::Pump(int from, int to, bool upstream, std::shared_ptr<std::atomic<size_t>> sent) {
+  char buf[16384];
+  for (;;) {
+    ssize_t n = read(from, buf, sizeof buf);
+    if (n <= 0) break;
+    if (upstream) {
+      *sent += static_cast<size_t>(n);
+      size_t limit = cut_after_.load();
+      if (limit > 0 && *sent > limit && cut_after_.compare_exchange_strong(limit, 0)) {
+        cuts_++;
+        break;  // the bytes of this read are lost, like the rest of the stream
+      }
+    }
+    for (ssize_t off = 0; off < n;) {
+      ssize_t w = write(to, buf + off, static_cast<size_t>(n - off));
+      if (w <= 0) {
+        off = n;
+        n = -1;
+        break;
+      }
+      off += w;
+    }
+    if (n < 0) break;
+  }
+  shutdown(from, SHUT_RDWR);
+  shutdown(to, SHUT_RDWR);
+}
+
 int FreePort() {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
@@ -147,7 +227,7 @@ std::string Cluster::WriteJob(const std::string& name, int rounds, int min_clien
       << "rounds: " << rounds << "\n"
       << "min_clients: " << min_clients << "\n"
       << "target_clients: " << target << "\n"
-      << "round_deadline_s: 60\n"
+      << (extra.find("round_deadline_s:") == std::string::npos ? "round_deadline_s: 60\n" : "")
       << extra;
   return path;
 }

@@ -9,7 +9,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <mutex>
 #include <map>
 #include <memory>
 #include <cstdlib>
@@ -119,6 +121,35 @@ bool WaitFor(Pred pred, std::chrono::milliseconds timeout) {
 // A free loopback port (bound, read back, released): for tests that must know the port before
 // the coordinator starts.
 int FreePort();
+
+// A loopback TCP proxy the test controls, to cut a client's network: 127.0.0.1:port() forwards
+// to 127.0.0.1:target. After CutAfterUpstreamBytes(n), the first connection that has carried more
+// than n bytes client->server is shut down in both directions (a network failure mid-upload);
+// later connections pass.
+class TcpProxy {
+ public:
+  explicit TcpProxy(int target_port);
+  ~TcpProxy();
+  TcpProxy(const TcpProxy&) = delete;
+  TcpProxy& operator=(const TcpProxy&) = delete;
+  int port() const { return port_; }
+  void CutAfterUpstreamBytes(size_t n) { cut_after_ = n; }
+  int cuts() const { return cuts_; }
+
+ private:
+  void AcceptLoop();
+  void Pump(int from, int to, bool upstream, std::shared_ptr<std::atomic<size_t>> sent);
+  int target_;
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::atomic<size_t> cut_after_{0};
+  std::atomic<int> cuts_{0};
+  std::atomic<bool> stop_{false};
+  std::mutex mu_;
+  std::vector<int> fds_;
+  std::vector<std::thread> threads_;
+  std::thread accept_;
+};
 
 class Cluster {
  public:

@@ -84,6 +84,38 @@ TEST(JobSpec, DefaultsApplied) {
   EXPECT_FALSE(v1::SecureAggregationSpec().disabled());
 }
 
+TEST(JobSpec, RepeatedKeysAndBadSelectionAreRefused) {
+  auto dup = ParseJobSpecYaml(std::string(kValidJob) + "rounds: 5\n", "job.yaml");
+  ASSERT_FALSE(dup.ok());
+  EXPECT_NE(dup.status().message().find("job.yaml:7: key 'rounds' appears more than once"),
+            std::string::npos)
+      << dup.status().message();
+  const std::string plain = std::string(kValidJob) + "secure_aggregation: {enabled: false}\n";
+  for (const auto& [yaml, error] : std::vector<std::pair<std::string, std::string>>{
+           {"selection: {fraction: 1.5}\n", "selection.fraction must be in [0, 1]"},
+           {"selection: {over_selection: -1}\n", "selection.over_selection"},
+           {"selection: {min_battery_percent: 101}\n", "min_battery_percent must be <= 100"},
+           {"selection: {max_clients: 1}\n", "selection.max_clients (1) must be >= min_clients"},
+           {"selection: {labels: [a, b]}\n", "selection.labels"},
+           {"selection: {colour: red}\n", "colour"}}) {
+    auto bad = ParseJobSpecYaml(plain + yaml, "job.yaml");
+    ASSERT_FALSE(bad.ok()) << yaml;
+    EXPECT_NE(bad.status().message().find(error), std::string::npos) << bad.status().message();
+  }
+  auto good = ParseJobSpecYaml(
+      plain + "selection: {labels: {site: ward-3}, require_power: true, over_selection: 0.5, "
+              "cooldown_rounds: 2}\n",
+      "job.yaml");
+  ASSERT_TRUE(good.ok()) << good.status().ToString();
+  EXPECT_EQ(good->selection().labels().at("site"), "ward-3");
+  EXPECT_TRUE(good->selection().require_power());
+  EXPECT_EQ(good->selection().cooldown_rounds(), 2u);
+  // Under secure aggregation a fraction needs a cap: the largest round fixes the modulus.
+  auto secure = ParseJobSpecYaml(std::string(kValidJob) + "selection: {fraction: 0.5}\n", "j.yaml");
+  ASSERT_FALSE(secure.ok());
+  EXPECT_NE(secure.status().message().find("needs selection.max_clients"), std::string::npos);
+}
+
 TEST(JobSpec, SecureAggregationOptOutAndInsecureSettingsRefused) {
   auto off = ParseJobSpecYaml(std::string(kValidJob) + "secure_aggregation: {enabled: false}\n",
                               "job.yaml");
