@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "client/identity.h"
+#include "client/update_upload.h"
 #include "common/clock.h"
 #include "common/grpc_util.h"
 #include "common/log.h"
@@ -53,6 +54,14 @@ struct SimOptions {
   uint32_t duration_s = 0;    // 0: until SIGINT/SIGTERM
   std::string stats_file;
 };
+
+// Every virtual device is always ready to train.
+void SetEligibility(v1::Eligibility* e) {
+  e->set_on_power(true);
+  e->set_battery_percent(100);
+  e->set_idle(true);
+  e->set_free_memory_mb(1024);
+}
 
 struct Stats {
   std::atomic<uint64_t> enrolled{0}, joined{0}, heartbeats{0}, heartbeat_errors{0}, polls{0},
@@ -187,11 +196,7 @@ class Simulator {
     ds->set_train_examples(o_.examples);
     ds->set_eval_examples(o_.eval_examples < 0 ? o_.examples / 4
                                                : static_cast<uint64_t>(o_.eval_examples));
-    v1::Eligibility* e = req.mutable_eligibility();
-    e->set_on_power(true);
-    e->set_battery_percent(100);
-    e->set_idle(true);
-    e->set_free_memory_mb(1024);
+    SetEligibility(req.mutable_eligibility());
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
     v1::JoinResponse resp;
@@ -338,25 +343,9 @@ class Simulator {
       h.set_train_loss(1.0);
       h.set_val_accuracy(0.5);
     }
-    h.set_total_bytes(payload.size());
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(300));
-    v1::PushUpdateResponse resp;
-    auto writer = d->stub->PushUpdate(&ctx, &resp);
-    v1::UpdateChunk chunk;
-    *chunk.mutable_header() = h;
-    const size_t kChunk = 1 << 20;
-    size_t off = 0;
-    bool ok = true;
-    do {
-      const size_t n = std::min(kChunk, payload.size() - off);
-      chunk.set_data(payload.data() + off, n);
-      off += n;
-      ok = writer->Write(chunk);
-      chunk.clear_header();
-    } while (ok && off < payload.size());
-    writer->WritesDone();
-    grpc::Status s = writer->Finish();
+    grpc::Status s = PushUpdateChunks(d->stub.get(), &ctx, h, payload, size_t{1} << 20);
     if (s.ok() && h.error().empty()) {
       stats_.trained++;
     } else if (!s.ok()) {
@@ -384,11 +373,7 @@ class Simulator {
         auto* call = new Call;
         call->req.set_protocol_version(kProtocolVersion);
         call->req.set_device_id(d->id);
-        v1::Eligibility* e = call->req.mutable_eligibility();
-        e->set_on_power(true);
-        e->set_battery_percent(100);
-        e->set_idle(true);
-        e->set_free_memory_mb(1024);
+        SetEligibility(call->req.mutable_eligibility());
         call->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
         outstanding_++;
         d->stub->async()->Heartbeat(&call->ctx, &call->req, &call->resp,

@@ -8,6 +8,7 @@
 #include "aggregation/quantize.h"
 #include "aggregation/secagg_client.h"
 #include "client/trainer.h"
+#include "client/update_upload.h"
 #include "common/backoff.h"
 #include "common/log.h"
 #include "common/model_layout.h"
@@ -458,23 +459,8 @@ Status ClientRunner::SendUpdateOnce(const v1::UpdateHeader& header, const std::s
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
   SetContext(&ctx);
-  v1::PushUpdateResponse resp;
-  std::unique_ptr<grpc::ClientWriter<v1::UpdateChunk>> writer = Stub()->PushUpdate(&ctx, &resp);
-  const size_t chunk_bytes = size_t{config_.chunk_kb} * 1024;
-  v1::UpdateChunk chunk;
-  *chunk.mutable_header() = header;
-  chunk.mutable_header()->set_total_bytes(payload.size());
-  size_t off = 0;
-  bool ok = true;
-  do {
-    size_t n = std::min(chunk_bytes, payload.size() - off);
-    chunk.set_data(payload.data() + off, n);
-    off += n;
-    ok = writer->Write(chunk);
-    chunk.clear_header();
-  } while (ok && off < payload.size());
-  writer->WritesDone();
-  grpc::Status s = writer->Finish();
+  grpc::Status s = PushUpdateChunks(Stub().get(), &ctx, header, payload,
+                                    size_t{config_.chunk_kb} * 1024);
   SetContext(nullptr);
   return FromGrpcStatus(s);
 }

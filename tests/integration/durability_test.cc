@@ -37,15 +37,6 @@ std::string Query(const std::string& db_path, const std::string& sql) {
   return out;
 }
 
-std::vector<int> Field(const std::string& json, const std::string& name) {
-  std::vector<int> out;
-  std::regex re("\"" + name + "\": \"?([0-9]+)");
-  for (auto it = std::sregex_iterator(json.begin(), json.end(), re); it != std::sregex_iterator();
-       ++it) {
-    out.push_back(std::stoi((*it)[1]));
-  }
-  return out;
-}
 
 // The final global model of a job, decoded from its newest checkpoint.
 std::vector<float> FinalModel(const Cluster& c, const std::string& id, uint32_t round) {
@@ -107,16 +98,24 @@ TEST_P(CoordinatorCrash, RestartResumesFromLastCommittedRound) {
   auto get = c.Fleetctl({"-o", "json", "job", "get", id});
   ASSERT_EQ(get.exit_code, 0) << get.output;
   EXPECT_NE(get.output.find("\"state\": \"SUCCEEDED\""), std::string::npos) << get.output;
-  EXPECT_EQ(Field(get.output, "round"), (std::vector<int>{1, 2, 3})) << get.output;
-  EXPECT_EQ(Field(get.output, "participants"), (std::vector<int>{2, 2, 2})) << get.output;
-  EXPECT_EQ(Field(get.output, "restarts"), (std::vector<int>{1})) << get.output;
-  std::vector<int> from = Field(get.output, "resumedFromRound");
-  if (from.empty()) from = Field(get.output, "resumed_from_round");
+  EXPECT_EQ(JsonInts(get.output, "round"), (std::vector<int>{1, 2, 3})) << get.output;
+  EXPECT_EQ(JsonInts(get.output, "participants"), (std::vector<int>{2, 2, 2})) << get.output;
+  EXPECT_EQ(JsonInts(get.output, "restarts"), (std::vector<int>{1})) << get.output;
+  std::vector<int> from = JsonInts(get.output, "resumedFromRound");
+  if (from.empty()) from = JsonInts(get.output, "resumed_from_round");
   EXPECT_EQ(from.empty() ? 0 : from[0], static_cast<int>(cc.resumed_from)) << get.output;
   auto table = c.Fleetctl({"job", "get", id});
   EXPECT_NE(table.output.find("restarts:      1 (coordinator restarted"), std::string::npos)
       << table.output;
   EXPECT_NE(c.coordinator().Log().find("resumed after a coordinator restart"), std::string::npos);
+  // The devices came back with the certificates they had: two enrollments in all.
+  const std::string audit = ReadAll(c.state_dir() + "/audit.log");
+  int enrollments = 0;
+  for (size_t p = audit.find("\"event\":\"enroll\""); p != std::string::npos;
+       p = audit.find("\"event\":\"enroll\"", p + 1)) {
+    ++enrollments;
+  }
+  EXPECT_EQ(enrollments, 2) << audit;
 
   const std::string db = c.state_dir() + "/coordinator.db";
   EXPECT_EQ(Query(db, "PRAGMA integrity_check;"), "ok");
@@ -174,8 +173,8 @@ TEST(Durability, SecureRoundInterruptedByKill9Restarts) {
   auto watch = c.Fleetctl({"job", "watch", id});
   ASSERT_EQ(watch.exit_code, 0) << watch.output << c.coordinator().Log();
   auto get = c.Fleetctl({"-o", "json", "job", "get", id});
-  EXPECT_EQ(Field(get.output, "round"), (std::vector<int>{1, 2, 3})) << get.output;
-  EXPECT_EQ(Field(get.output, "participants"), (std::vector<int>{4, 4, 4})) << get.output;
+  EXPECT_EQ(JsonInts(get.output, "round"), (std::vector<int>{1, 2, 3})) << get.output;
+  EXPECT_EQ(JsonInts(get.output, "participants"), (std::vector<int>{4, 4, 4})) << get.output;
   EXPECT_NE(get.output.find("\"secure\": true"), std::string::npos) << get.output;
   EXPECT_EQ(Query(c.state_dir() + "/coordinator.db", "PRAGMA integrity_check;"), "ok");
 }
@@ -206,8 +205,8 @@ TEST(Durability, CorruptCheckpointFallsBackToThePreviousOne) {
   EXPECT_NE(log.find("falling back to the previous checkpoint"), std::string::npos) << log;
   EXPECT_NE(log.find("rounds 2..2 lost their checkpoint and will run again"), std::string::npos);
   auto get = c.Fleetctl({"-o", "json", "job", "get", id});
-  EXPECT_EQ(Field(get.output, "round"), (std::vector<int>{1, 2, 3})) << get.output;
-  EXPECT_EQ(Field(get.output, "participants"), (std::vector<int>{2, 2, 2})) << get.output;
+  EXPECT_EQ(JsonInts(get.output, "round"), (std::vector<int>{1, 2, 3})) << get.output;
+  EXPECT_EQ(JsonInts(get.output, "participants"), (std::vector<int>{2, 2, 2})) << get.output;
   EXPECT_EQ(Query(c.state_dir() + "/coordinator.db", "PRAGMA integrity_check;"), "ok");
 }
 
@@ -236,7 +235,7 @@ TEST(Durability, DiskFullOnCheckpointWriteKeepsOldState) {
   auto get = c.Fleetctl({"-o", "json", "job", "get", id});
   EXPECT_NE(get.output.find("\"state\": \"FAILED\""), std::string::npos) << get.output;
   EXPECT_NE(get.output.find("No space left on device"), std::string::npos) << get.output;
-  EXPECT_EQ(Field(get.output, "participants"), (std::vector<int>{2, 2})) << get.output;
+  EXPECT_EQ(JsonInts(get.output, "participants"), (std::vector<int>{2, 2})) << get.output;
   EXPECT_NE(c.coordinator().Log().find("the last committed checkpoint stays in force"),
             std::string::npos);
 

@@ -13,15 +13,6 @@ namespace {
 
 constexpr char kPlain[] = "secure_aggregation: {enabled: false}\n";
 
-std::vector<int> Ints(const std::string& json, const std::string& name) {
-  std::vector<int> out;
-  std::regex re("\"" + name + "\": ([0-9]+)");
-  for (auto it = std::sregex_iterator(json.begin(), json.end(), re); it != std::sregex_iterator();
-       ++it) {
-    out.push_back(std::stoi((*it)[1]));
-  }
-  return out;
-}
 
 // The HAR model update is ~73 KB; the proxy cuts the connection once 40 KB of it went upstream.
 // The client retries over a new connection, the coordinator discards the truncated stream, and
@@ -41,8 +32,8 @@ TEST(Faults, NetworkCutMidUploadIsRetriedAndCountedOnce) {
   EXPECT_EQ(proxy.cuts(), 1);
   EXPECT_NE(cut.Log().find("update not delivered"), std::string::npos) << cut.Log();
   std::string json = c.Fleetctl({"-o", "json", "job", "get", id}).output;
-  EXPECT_EQ(Ints(json, "participants"), (std::vector<int>{3, 3})) << json;
-  EXPECT_TRUE(Ints(json, "rejected").empty()) << json;  // 0 is not printed
+  EXPECT_EQ(JsonInts(json, "participants"), (std::vector<int>{3, 3})) << json;
+  EXPECT_TRUE(JsonInts(json, "rejected").empty()) << json;  // 0 is not printed
 }
 
 // A device that trains but never uploads (stuck, still heartbeating) is dropped at the round
@@ -59,8 +50,8 @@ TEST(Faults, StuckDeviceIsDroppedAtTheRoundDeadline) {
   ASSERT_EQ(submit.exit_code, 0) << submit.output << c.coordinator().Log();
   std::string id = submit.output.substr(0, submit.output.find('\n'));
   std::string json = c.Fleetctl({"-o", "json", "job", "get", id}).output;
-  EXPECT_EQ(Ints(json, "selected").front(), 3) << json;
-  EXPECT_EQ(Ints(json, "participants"), (std::vector<int>{2, 2})) << json;
+  EXPECT_EQ(JsonInts(json, "selected").front(), 3) << json;
+  EXPECT_EQ(JsonInts(json, "participants"), (std::vector<int>{2, 2})) << json;
   EXPECT_NE(c.coordinator().Log().find("device har-subject-1 missed the 4 s deadline (straggler)"),
             std::string::npos)
       << c.coordinator().Log();
@@ -82,7 +73,7 @@ TEST(Faults, DeviceStuckInASecAggStageIsDroppedAtTheStageTimeout) {
   ASSERT_EQ(submit.exit_code, 0) << submit.output << c.coordinator().Log();
   std::string id = submit.output.substr(0, submit.output.find('\n'));
   std::string json = c.Fleetctl({"-o", "json", "job", "get", id}).output;
-  EXPECT_EQ(Ints(json, "participants"), (std::vector<int>{3})) << json;
+  EXPECT_EQ(JsonInts(json, "participants"), (std::vector<int>{3})) << json;
   EXPECT_NE(c.coordinator().Log().find("dropped out in MaskedInputCollection"), std::string::npos)
       << c.coordinator().Log();
 }

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <mutex>
 #include <map>
+#include <regex>
 #include <memory>
 #include <cstdlib>
 #include <fstream>
@@ -116,6 +117,17 @@ bool WaitFor(Pred pred, std::chrono::milliseconds timeout) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return pred();
+}
+
+// Every integer value of `key` in (fleetctl -o json) output, in order; quoted int64s included.
+inline std::vector<int> JsonInts(const std::string& json, const std::string& key) {
+  std::vector<int> out;
+  std::regex re("\"" + key + "\": \"?([0-9]+)");
+  for (auto it = std::sregex_iterator(json.begin(), json.end(), re); it != std::sregex_iterator();
+       ++it) {
+    out.push_back(std::stoi((*it)[1]));
+  }
+  return out;
 }
 
 // A free loopback port (bound, read back, released): for tests that must know the port before

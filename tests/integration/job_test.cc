@@ -18,15 +18,6 @@ int CountOf(const std::string& haystack, const std::string& needle) {
   return n;
 }
 
-std::vector<int> Participants(const std::string& json) {
-  std::vector<int> out;
-  std::regex re("\"participants\": ([0-9]+)");
-  for (auto it = std::sregex_iterator(json.begin(), json.end(), re); it != std::sregex_iterator();
-       ++it) {
-    out.push_back(std::stoi((*it)[1]));
-  }
-  return out;
-}
 
 TEST(Job, MultiRoundJobOverTlsWithHeldOutEvaluation) {
   Cluster c;
@@ -44,7 +35,7 @@ TEST(Job, MultiRoundJobOverTlsWithHeldOutEvaluation) {
   auto get = c.Fleetctl({"-o", "json", "job", "get", id});
   ASSERT_EQ(get.exit_code, 0) << get.output;
   EXPECT_NE(get.output.find("\"state\": \"SUCCEEDED\""), std::string::npos);
-  EXPECT_EQ(Participants(get.output), (std::vector<int>{4, 4, 4, 4}));
+  EXPECT_EQ(JsonInts(get.output, "participants"), (std::vector<int>{4, 4, 4, 4}));
   // Held-out subject 30 evaluated every round; an MLP on HAR is far above chance (1/6) by then.
   EXPECT_EQ(CountOf(get.output, "\"eval_clients\": 1"), 4);
   std::smatch m;
@@ -89,7 +80,7 @@ TEST(Job, ClientKilledMidJobRoundCompletesWithTheRest) {
   auto watch = c.Fleetctl({"job", "watch", id});
   ASSERT_EQ(watch.exit_code, 0) << watch.output << c.coordinator().Log();
   auto get = c.Fleetctl({"-o", "json", "job", "get", id});
-  std::vector<int> p = Participants(get.output);
+  std::vector<int> p = JsonInts(get.output, "participants");
   ASSERT_EQ(p.size(), 40u);
   EXPECT_EQ(p.back(), 3) << "the killed client must be gone from the last rounds";
   for (int n : p) EXPECT_GE(n, 3);
@@ -156,7 +147,7 @@ TEST(Job, RobustAdaptiveAndProximalStrategiesTrainEndToEnd) {
     ASSERT_EQ(submit.exit_code, 0) << strategy << submit.output << c.coordinator().Log();
     std::string id = submit.output.substr(0, submit.output.find('\n'));
     auto get = c.Fleetctl({"-o", "json", "job", "get", id});
-    EXPECT_EQ(Participants(get.output), (std::vector<int>{4, 4, 4})) << strategy;
+    EXPECT_EQ(JsonInts(get.output, "participants"), (std::vector<int>{4, 4, 4})) << strategy;
     std::smatch m;
     ASSERT_TRUE(std::regex_search(get.output, m,
                                   std::regex("\"eval_accuracy\": ([0-9.]+)[^}]*\\}\\s*\\]")))

@@ -16,15 +16,6 @@ int JsonInt(const std::string& json, const std::string& key) {
   return std::stoi(m[1]);
 }
 
-std::vector<int> Ints(const std::string& json, const std::string& name) {
-  std::vector<int> out;
-  std::regex re("\"" + name + "\": ([0-9]+)");
-  for (auto it = std::sregex_iterator(json.begin(), json.end(), re); it != std::sregex_iterator();
-       ++it) {
-    out.push_back(std::stoi((*it)[1]));
-  }
-  return out;
-}
 
 TEST(Scale, FleetSimDevicesEnrollJoinAndTrainInOneRound) {
   constexpr int kDevices = 200;
@@ -55,8 +46,8 @@ TEST(Scale, FleetSimDevicesEnrollJoinAndTrainInOneRound) {
   ASSERT_EQ(job.exit_code, 0) << job.output << c.coordinator().Log();
   std::string id = job.output.substr(0, job.output.find('\n'));
   std::string json = c.Fleetctl({"-o", "json", "job", "get", id}).output;
-  EXPECT_EQ(Ints(json, "participants"), (std::vector<int>{kDevices, kDevices})) << json;
-  EXPECT_EQ(Ints(json, "eval_clients"), (std::vector<int>{kDevices, kDevices})) << json;
+  EXPECT_EQ(JsonInts(json, "participants"), (std::vector<int>{kDevices, kDevices})) << json;
+  EXPECT_EQ(JsonInts(json, "eval_clients"), (std::vector<int>{kDevices, kDevices})) << json;
 
   sim.Kill(SIGTERM);
   EXPECT_EQ(sim.Wait(std::chrono::seconds(60)), 0) << ReadAll(c.dir() + "/sim.log");

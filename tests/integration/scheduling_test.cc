@@ -14,15 +14,6 @@ namespace {
 
 constexpr char kPlain[] = "secure_aggregation: {enabled: false}\n";
 
-std::vector<int> Ints(const std::string& json, const std::string& name) {
-  std::vector<int> out;
-  std::regex re("\"" + name + "\": ([0-9]+)");
-  for (auto it = std::sregex_iterator(json.begin(), json.end(), re); it != std::sregex_iterator();
-       ++it) {
-    out.push_back(std::stoi((*it)[1]));
-  }
-  return out;
-}
 
 int Count(const std::string& s, const std::string& needle) {
   int n = 0;
@@ -85,8 +76,8 @@ TEST(Scheduling, EligibilityLabelsOverSelectionAndCooldown) {
   ASSERT_EQ(over.exit_code, 0) << over.output << c.coordinator().Log();
   std::string over_id = over.output.substr(0, over.output.find('\n'));
   std::string json = c.Fleetctl({"-o", "json", "job", "get", over_id}).output;
-  EXPECT_EQ(Ints(json, "selected"), (std::vector<int>{4, 4})) << json;
-  EXPECT_EQ(Ints(json, "participants"), (std::vector<int>{2, 2})) << json;
+  EXPECT_EQ(JsonInts(json, "selected"), (std::vector<int>{4, 4})) << json;
+  EXPECT_EQ(JsonInts(json, "participants"), (std::vector<int>{2, 2})) << json;
 
   // Cooldown 1 with target 2 of 4: the devices of round 1 sit out round 2, so every device
   // trains exactly once.

@@ -9,15 +9,6 @@
 namespace fleet::testing {
 namespace {
 
-std::vector<int> Ints(const std::string& json, const std::string& key) {
-  std::vector<int> out;
-  std::regex re("\"" + key + "\": ([0-9]+)");
-  for (auto it = std::sregex_iterator(json.begin(), json.end(), re); it != std::sregex_iterator();
-       ++it) {
-    out.push_back(std::stoi((*it)[1]));
-  }
-  return out;
-}
 
 // Seven clients; four exit at a different stage each (after AdvertiseKeys). Round 1 must still
 // produce the sum of the five whose masked inputs arrived, and round 2 runs on the three left.
@@ -43,8 +34,8 @@ TEST(SecureJob, ClientsKilledAtEachStageStillYieldTheSurvivorsSum) {
   std::string id = submit.output.substr(0, submit.output.find('\n'));
   auto get = c.Fleetctl({"-o", "json", "job", "get", id});
   EXPECT_NE(get.output.find("\"state\": \"SUCCEEDED\""), std::string::npos) << get.output;
-  EXPECT_EQ(Ints(get.output, "participants"), (std::vector<int>{5, 3})) << get.output;
-  EXPECT_EQ(Ints(get.output, "secagg_threshold"), (std::vector<int>{3, 3}));
+  EXPECT_EQ(JsonInts(get.output, "participants"), (std::vector<int>{5, 3})) << get.output;
+  EXPECT_EQ(JsonInts(get.output, "secagg_threshold"), (std::vector<int>{3, 3}));
   for (Process* p : faulty) EXPECT_EQ(p->Wait(std::chrono::seconds(5)), 3) << p->Log();
   std::string log = c.coordinator().Log();
   for (const char* stage : {"dropped out in ShareKeys", "dropped out in MaskedInputCollection",
@@ -75,7 +66,7 @@ TEST(SecureJob, BelowThresholdAbortsCleanlyAndRecordsWhy) {
   EXPECT_NE(get.output.find("\"aborts\""), std::string::npos) << get.output;
   EXPECT_NE(get.output.find("below the threshold t=3"), std::string::npos) << get.output;
   EXPECT_NE(get.output.find("nothing was unmasked"), std::string::npos) << get.output;
-  EXPECT_TRUE(Ints(get.output, "participants").empty());  // no round completed
+  EXPECT_TRUE(JsonInts(get.output, "participants").empty());  // no round completed
   auto table = c.Fleetctl({"job", "get", id});
   EXPECT_NE(table.output.find("aborted round:  1"), std::string::npos) << table.output;
 }
