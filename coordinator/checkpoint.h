@@ -17,7 +17,6 @@ namespace fleet {
 class CheckpointDir {
  public:
   explicit CheckpointDir(std::string dir) : dir_(std::move(dir)) {}
-  const std::string& dir() const { return dir_; }
 
   // Writes round `round`'s model and (when non-empty) optimizer state.
   StatusOr<CheckpointRecord> Write(uint32_t round, const std::string& model,

@@ -60,7 +60,7 @@ std::string DeviceRegistry::SigningKey(const std::string& id) const {
 bool DeviceRegistry::Touch(const std::string& id, bool busy, const v1::Eligibility* eligibility) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = devices_.find(id);
-  if (it == devices_.end() || it->second.last_seen == Clock::time_point()) return false;
+  if (it == devices_.end() || !Joined(it->second)) return false;
   it->second.last_seen = Clock::now();
   it->second.status.set_last_seen_unix_ms(UnixMillis());
   it->second.status.set_busy(busy);
@@ -80,33 +80,10 @@ void DeviceRegistry::Restore(const std::vector<v1::DeviceStatus>& devices) {
   }
 }
 
-bool DeviceRegistry::IsKnown(const std::string& id) const {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = devices_.find(id);
-  return it != devices_.end() && it->second.last_seen != Clock::time_point();
-}
-
 bool DeviceRegistry::IsOnline(const std::string& id) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = devices_.find(id);
   return it != devices_.end() && OnlineLocked(it->second, Clock::now());
-}
-
-std::vector<std::string> DeviceRegistry::Candidates(const std::string& dataset,
-                                                    bool training) const {
-  std::lock_guard<std::mutex> lock(mu_);
-  std::vector<std::string> out;
-  auto now = Clock::now();
-  for (const auto& [id, r] : devices_) {
-    if (!r.reserved_by.empty() || !OnlineLocked(r, now)) continue;
-    for (const auto& d : r.status.datasets()) {
-      if (d.name() == dataset && (training ? d.train_examples() : d.eval_examples()) > 0) {
-        out.push_back(id);
-        break;
-      }
-    }
-  }
-  return out;
 }
 
 bool DeviceRegistry::Reserve(const std::string& id, const std::string& job_id, TaskBytes task) {
@@ -138,7 +115,7 @@ bool DeviceRegistry::Park(const std::string& id, std::chrono::milliseconds max_w
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = devices_.find(id);
-    if (it == devices_.end() || it->second.last_seen == Clock::time_point()) return false;
+    if (it == devices_.end() || !Joined(it->second)) return false;
     Record& r = it->second;
     const auto now = Clock::now();
     r.last_seen = now;
@@ -166,10 +143,10 @@ size_t DeviceRegistry::parked() const {
   return waiters_.size();
 }
 
-bool DeviceRegistry::TakeWaiterLocked(uint64_t wid, TaskBytes task,
+void DeviceRegistry::TakeWaiterLocked(uint64_t wid, TaskBytes task,
                                       std::vector<Completion>* out) {
   auto w = waiters_.find(wid);
-  if (w == waiters_.end()) return false;
+  if (w == waiters_.end()) return;
   auto range = waiters_by_device_.equal_range(w->second.device);
   for (auto it = range.first; it != range.second; ++it) {
     if (it->second == wid) {
@@ -192,7 +169,6 @@ bool DeviceRegistry::TakeWaiterLocked(uint64_t wid, TaskBytes task,
   }
   out->emplace_back(std::move(w->second.done), std::move(task));
   waiters_.erase(w);
-  return true;
 }
 
 void DeviceRegistry::DeliverLocked(Record* r, std::vector<Completion>* out) {

@@ -37,13 +37,9 @@ class DeviceRegistry {
   bool Touch(const std::string& id, bool busy, const v1::Eligibility* eligibility = nullptr);
   // Devices known from the store at startup: listed (offline) until they join again.
   void Restore(const std::vector<v1::DeviceStatus>& devices);
-  bool IsKnown(const std::string& id) const;
   bool IsOnline(const std::string& id) const;
   // The Ed25519 key the device registered at Join (empty if none).
   std::string SigningKey(const std::string& id) const;
-
-  // Online, unreserved devices holding `dataset` with training (or evaluation) examples.
-  std::vector<std::string> Candidates(const std::string& dataset, bool training) const;
 
   // A serialized v1::Task, shared by every device it is queued for.
   using TaskBytes = std::shared_ptr<const std::string>;
@@ -83,7 +79,9 @@ class DeviceRegistry {
   using Completion = std::pair<TaskCallback, TaskBytes>;
   bool OnlineLocked(const Record& r, Clock::time_point now) const;
   // Removes waiter `wid` (if still parked) and returns its completion.
-  bool TakeWaiterLocked(uint64_t wid, TaskBytes task, std::vector<Completion>* out);
+  void TakeWaiterLocked(uint64_t wid, TaskBytes task, std::vector<Completion>* out);
+  // Joined since this process started (a record restored from the store has not).
+  static bool Joined(const Record& r) { return r.last_seen != Clock::time_point(); }
   // Hands the device's pending task to one of its parked waiters, if any.
   void DeliverLocked(Record* r, std::vector<Completion>* out);
   // Completes the device's waiters with no task.

@@ -79,7 +79,7 @@ Status JobRunner::Resume() {
   job_.set_current_round(std::min(next_round_, job_.spec().rounds()));
   job_.set_updated_unix_ms(job_.last_restart_unix_ms());
   RETURN_IF_ERROR(store_->SaveJob(job_));
-  checkpoints_.RemoveBefore(from == 0 ? 0 : from);
+  checkpoints_.RemoveBefore(from);
   FLEET_LOG(Warn) << "job " << id << ": resumed after a coordinator restart (restart "
                   << job_.restarts() << ") from "
                   << (from == 0 ? std::string("the initial model")
@@ -399,7 +399,13 @@ bool JobRunner::RunRound(uint32_t round, v1::RoundSummary* summary, std::string*
 
 void JobRunner::Evaluate(uint32_t round, v1::RoundSummary* summary) {
   const v1::JobSpec& spec = job_.spec();
-  std::vector<std::string> candidates = registry_->Candidates(spec.dataset(), /*training=*/false);
+  // Evaluation asks only for the data: online, free devices holding evaluation examples.
+  std::vector<std::string> candidates;
+  for (const v1::DeviceStatus& d : registry_->List()) {
+    if (d.online() && d.reserved_by().empty() && IneligibleReason(d, spec, false).empty()) {
+      candidates.push_back(d.id());
+    }
+  }
   if (candidates.empty() || stop_) return;
   DeviceRegistry::TaskBytes task = MakeTask(v1::Task::EVALUATE, round);
   {
