@@ -212,6 +212,26 @@ TEST(ClientConfig, ShippedExamplesLoad) {
   }
 }
 
+TEST(ClientConfig, LabelsAndEligibilitySourcesAreChecked) {
+  testing::TempDir dir;
+  auto ok = LoadClientConfig(dir.Write("ok.yaml", "device_id: d\nlabels: {site: ward-3}\n"
+                                                  "eligibility: {idle_max_load: 0.5, "
+                                                  "power_supply_dir: /tmp/ps}\n"));
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(ok->labels.at("site"), "ward-3");
+  EXPECT_DOUBLE_EQ(ok->eligibility.idle_max_load, 0.5);
+  EXPECT_EQ(ok->eligibility.power_supply_dir, "/tmp/ps");
+  for (const auto& [yaml, error] : std::vector<std::pair<std::string, std::string>>{
+           {"labels: [a, b]\n", "key 'labels'"},
+           {"eligibility: {idle_max_load: 0}\n", "idle_max_load"},
+           {"eligibility: {idle_max_load: busy}\n", "idle_max_load"},
+           {"eligibility: {sysfs: /x}\n", "sysfs"}}) {
+    auto bad = LoadClientConfig(dir.Write("bad.yaml", "device_id: d\n" + yaml));
+    ASSERT_FALSE(bad.ok()) << yaml;
+    EXPECT_NE(bad.status().message().find(error), std::string::npos) << bad.status().message();
+  }
+}
+
 TEST(ClientConfig, RejectsUnknownNestedKey) {
   testing::TempDir dir;
   std::string path = dir.Write("c.yaml", R"(device_id: d1
