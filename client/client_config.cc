@@ -57,6 +57,14 @@ StatusOr<ClientConfig> LoadClientConfig(const std::string& path) {
     ASSIGN_OR_RETURN(DatasetSpec d, ParseDatasetSpec(std::move(dm), base_dir));
     c.datasets.push_back(std::move(d));
   }
+  if (m.Has("control")) {
+    ASSIGN_OR_RETURN(ConfigMap cm, m.Child("control"));
+    ASSIGN_OR_RETURN(control::ControlConfig cc,
+                     control::ParseControlConfig(std::move(cm), c.device_id,
+                                                 c.state_dir.empty() ? base_dir : c.state_dir,
+                                                 base_dir));
+    c.control = std::move(cc);
+  }
   RETURN_IF_ERROR(m.Finish());
   return c;
 }

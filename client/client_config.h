@@ -5,7 +5,9 @@
 #include <vector>
 
 #include <map>
+#include <optional>
 
+#include "client/control/control_config.h"
 #include "client/data_source.h"
 #include "client/eligibility.h"
 #include "common/grpc_util.h"
@@ -29,6 +31,8 @@ struct ClientConfig {
   std::vector<DatasetSpec> datasets;
   std::map<std::string, std::string> labels;  // reported at Join; jobs select on them
   EligibilitySources eligibility;             // what heartbeats report (see eligibility.h)
+  // Real-time inference and control on live sensor data (README "Inference and control").
+  std::optional<control::ControlConfig> control;
   // Fault injection for integration tests (command line only): exit abruptly right before
   // sending this SecAgg+ step: advertise|share_keys|masked_input|consistency|unmask.
   std::string fault_exit_before;

@@ -10,6 +10,7 @@
 #include "client/trainer.h"
 #include "client/update_upload.h"
 #include "common/backoff.h"
+#include "common/file_util.h"
 #include "common/log.h"
 #include "common/model_layout.h"
 #include "common/tensor_codec.h"
@@ -19,7 +20,8 @@ namespace {
 constexpr char kSoftwareVersion[] = "fleet-client/0.1.0";
 }  // namespace
 
-StatusOr<std::unique_ptr<ClientRunner>> ClientRunner::Create(ClientConfig config) {
+StatusOr<std::unique_ptr<ClientRunner>> ClientRunner::Create(ClientConfig config,
+                                                           ControlHooks hooks) {
   if (!config.tls.insecure) {
     if (config.state_dir.empty()) {
       return InvalidArgument("state_dir is required: it keeps the device key and certificate");
@@ -35,7 +37,7 @@ StatusOr<std::unique_ptr<ClientRunner>> ClientRunner::Create(ClientConfig config
   } else if (config.coordinator.empty()) {
     config.coordinator = "127.0.0.1:7443";
   }
-  std::unique_ptr<ClientRunner> r(new ClientRunner(std::move(config)));
+  std::unique_ptr<ClientRunner> r(new ClientRunner(std::move(config), std::move(hooks)));
   if (r->config_.tls.insecure) {
     FLEET_LOG(Warn) << "--insecure: no device certificate, models are accepted UNSIGNED";
     RETURN_IF_ERROR(r->Connect(r->config_.tls));
@@ -44,7 +46,63 @@ StatusOr<std::unique_ptr<ClientRunner>> ClientRunner::Create(ClientConfig config
   return r;
 }
 
-ClientRunner::ClientRunner(ClientConfig config) : config_(std::move(config)) {}
+ClientRunner::ClientRunner(ClientConfig config, ControlHooks hooks)
+    : hooks_(std::move(hooks)), config_(std::move(config)) {}
+
+namespace {
+std::string ControlModelPath(const ClientConfig& c) { return c.state_dir + "/control-model.task"; }
+}  // namespace
+
+StatusOr<TrainResult> ClientRunner::Train(const v1::Task& task, const ModelLayout& layout,
+                                          const std::vector<TensorView>& global,
+                                          const LocalData& d) {
+  const uint64_t seed = task.seed() ^ std::hash<std::string>{}(config_.device_id);
+  if (hooks_.gate == nullptr) {
+    return TrainLocal(task.model(), task.train(), layout, global, d.train, d.val, seed);
+  }
+  StatusOr<TrainResult> result = Internal("training did not run");
+  control::TrainingGate* gate = hooks_.gate;
+  Status s = control::RunAtTrainingPriority([&] {
+    result = TrainLocal(task.model(), task.train(), layout, global, d.train, d.val, seed,
+                        [gate] { gate->WaitIfPaused(); });
+    return OkStatus();
+  });
+  if (!s.ok()) return s;
+  return result;
+}
+
+void ClientRunner::OfferToControl(const v1::Task& task, const ModelLayout& layout,
+                                  const std::vector<TensorView>& params) {
+  if (!hooks_.on_global_model || task.dataset() != hooks_.model_dataset) return;
+  hooks_.on_global_model(task, Flatten(params, layout));
+  if (config_.state_dir.empty()) return;
+  Status w = WriteFileAtomically(ControlModelPath(config_), task.SerializeAsString(), 0600);
+  if (!w.ok()) FLEET_LOG(Warn) << "control model not kept for the next start: " << w.message();
+}
+
+void ClientRunner::RestoreControlModel() {
+  if (control_model_restored_ || !hooks_.on_global_model || config_.state_dir.empty()) return;
+  control_model_restored_ = true;
+  const std::string path = ControlModelPath(config_);
+  if (!FileExists(path)) return;
+  StatusOr<std::string> bytes = ReadFile(path);
+  v1::Task task;
+  Status s = bytes.ok() ? OkStatus() : bytes.status();
+  if (s.ok() && !task.ParseFromString(*bytes)) s = DataLoss("not a Task message");
+  if (s.ok()) s = VerifyModel(task);
+  StatusOr<ModelLayout> layout = s.ok() ? LayoutFor(task.model()) : StatusOr<ModelLayout>(s);
+  if (!layout.ok()) s = layout.status();
+  StatusOr<std::vector<TensorView>> params =
+      s.ok() ? DecodeParameters(task.parameters(), *layout) : StatusOr<std::vector<TensorView>>(s);
+  if (!params.ok()) {
+    FLEET_LOG(Warn) << "kept control model " << path << " not used: " << params.status().message()
+                    << "; the safe default stays until a job delivers a model";
+    return;
+  }
+  FLEET_LOG(Info) << "control: restored the model of job " << task.job_id() << " round "
+                  << task.round() << " from " << path;
+  hooks_.on_global_model(task, Flatten(*params, *layout));
+}
 
 std::shared_ptr<v1::Device::Stub> ClientRunner::Stub() {
   std::lock_guard<std::mutex> lock(mu_);
@@ -276,6 +334,7 @@ Status ClientRunner::Run() {
     }
     MaybeRenew();
     if (!config_.tls.insecure && !creds_) continue;  // expired: enroll again
+    RestoreControlModel();  // needs the model-signing key from the credentials
     if (!joined_) {
       Status s = Join();
       if (s.code() == StatusCode::kUnauthenticated && !config_.tls.insecure) {
@@ -391,6 +450,7 @@ Status ClientRunner::HandleTask(const v1::Task& task) {
   StatusOr<std::vector<TensorView>> params = DecodeParameters(task.parameters(), *layout);
   if (!params.ok()) return decline(Status(params.status().code(), "global model rejected: " +
                                                                      params.status().message()));
+  OfferToControl(task, *layout, *params);
   auto it = data_.find(task.dataset());
   if (it == data_.end()) {
     return decline(FailedPrecondition("this device holds no dataset '" + task.dataset() + "'"));
@@ -400,9 +460,7 @@ Status ClientRunner::HandleTask(const v1::Task& task) {
   if (task.kind() == v1::Task::TRAIN) {
     if (d.train.rows == 0) return decline(FailedPrecondition("no training data"));
     if (task.has_secagg()) return TrainSecurely(task, *layout, *params, d, header, decline);
-    uint64_t seed = task.seed() ^ std::hash<std::string>{}(config_.device_id);
-    StatusOr<TrainResult> r =
-        TrainLocal(task.model(), task.train(), *layout, *params, d.train, d.val, seed);
+    StatusOr<TrainResult> r = Train(task, *layout, *params, d);
     if (!r.ok()) return decline(r.status());
     header.set_num_examples(r->num_examples);
     header.set_train_loss(r->train_loss);
@@ -531,9 +589,7 @@ Status ClientRunner::TrainSecurely(const v1::Task& task, const ModelLayout& layo
     return SecAggStep(task, std::move(req), timeout);
   };
   transport.input = [&]() -> StatusOr<std::vector<uint64_t>> {
-    uint64_t seed = task.seed() ^ std::hash<std::string>{}(config_.device_id);
-    StatusOr<TrainResult> r =
-        TrainLocal(task.model(), task.train(), layout, global, d.train, d.val, seed);
+    StatusOr<TrainResult> r = Train(task, layout, global, d);
     if (!r.ok()) return decline(r.status());
     trained = std::move(r).value();
     std::vector<float> delta = Flatten(global, layout);

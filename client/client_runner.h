@@ -14,6 +14,8 @@
 #include <string>
 
 #include "client/client_config.h"
+#include "client/control/training_gate.h"
+#include "client/trainer.h"
 #include "client/identity.h"
 #include "client/model_guard.h"
 #include "common/model_layout.h"
@@ -24,9 +26,20 @@
 
 namespace fleet {
 
+// What the device's inference/control loop (client/control/) needs from the training side.
+struct ControlHooks {
+  std::string model_dataset;  // deliver verified global models of jobs on this dataset
+  // Called on the runner thread with a verified global model (and at start with the last one
+  // kept in state_dir, re-verified). Must not block for long.
+  std::function<void(const v1::Task& task, std::vector<float> params)> on_global_model;
+  // Training runs at SCHED_IDLE and waits on this gate between mini-batches.
+  control::TrainingGate* gate = nullptr;
+};
+
 class ClientRunner {
  public:
-  static StatusOr<std::unique_ptr<ClientRunner>> Create(ClientConfig config);
+  static StatusOr<std::unique_ptr<ClientRunner>> Create(ClientConfig config,
+                                                        ControlHooks hooks = {});
   ~ClientRunner();
 
   // Returns OK after Stop(), or the fatal error (e.g. protocol version mismatch).
@@ -42,7 +55,15 @@ class ClientRunner {
     Dataset train, val, eval;
   };
 
-  explicit ClientRunner(ClientConfig config);
+  explicit ClientRunner(ClientConfig config, ControlHooks hooks);
+  // Local training at the priority the control loop needs (see ControlHooks).
+  StatusOr<TrainResult> Train(const v1::Task& task, const ModelLayout& layout,
+                              const std::vector<TensorView>& global, const LocalData& data);
+  // Hands a verified model to the control loop and keeps it for the next start.
+  void OfferToControl(const v1::Task& task, const ModelLayout& layout,
+                      const std::vector<TensorView>& params);
+  // At start: the model kept by OfferToControl, if it still verifies.
+  void RestoreControlModel();
   Status LoadData();
   // The current Device stub (replaced when the certificate is renewed).
   std::shared_ptr<v1::Device::Stub> Stub();
@@ -78,6 +99,8 @@ class ClientRunner {
   void MaybeFault(const std::string& step);
   bool SleepUnlessStopped(std::chrono::milliseconds d);
 
+  ControlHooks hooks_;
+  bool control_model_restored_ = false;  // main loop only
   ClientConfig config_;  // coordinator resolved from the bootstrap file when unset
   std::shared_ptr<v1::Device::Stub> stub_;  // guarded by mu_
   std::unique_ptr<DeviceCredentials> creds_;  // main loop only; null when --insecure

@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "client/client_runner.h"
+#include "client/control_stack.h"
 #include "client/trainer.h"
 #include "common/log.h"
 #include "common/service.h"
@@ -94,7 +95,21 @@ int main(int argc, char** argv) {
     else std::_Exit(kExitOk);  // still loading data: nothing to flush or clean up
   });
 
-  auto created = fleet::ClientRunner::Create(std::move(config).value());
+  // The control loop starts before anything that needs the coordinator: inference and the
+  // safe default action do not wait for enrollment, data loading or a reachable network.
+  std::unique_ptr<fleet::ControlStack> control;
+  fleet::ControlHooks hooks;
+  if (config->control && !check) {
+    auto started = fleet::ControlStack::Start(*config->control, config->device_id);
+    if (!started.ok()) {
+      FLEET_LOG(Error) << "control: " << started.status().message();
+      return started.status().code() == fleet::StatusCode::kInvalidArgument ? kExitUsage
+                                                                             : kExitError;
+    }
+    control = std::move(started).value();
+    hooks = control->Hooks();
+  }
+  auto created = fleet::ClientRunner::Create(std::move(config).value(), std::move(hooks));
   if (!created.ok()) {
     FLEET_LOG(Error) << created.status().message();
     return created.status().code() == fleet::StatusCode::kInvalidArgument ? kExitUsage

@@ -5,61 +5,11 @@
 
 #include <cmath>
 
+#include "client/torch_models.h"
 #include "common/log.h"
 
 namespace fleet {
 namespace {
-
-// An MLP whose parameter names match common/model_layout.h ("fc0.weight", ...).
-class MlpImpl : public torch::nn::Module {
- public:
-  explicit MlpImpl(const v1::ModelSpec& spec) : activation_(spec.activation()) {
-    std::vector<int64_t> dims{spec.input_dim()};
-    for (auto h : spec.hidden()) dims.push_back(h);
-    dims.push_back(spec.output_dim());
-    for (size_t i = 0; i + 1 < dims.size(); ++i) {
-      layers_.push_back(register_module("fc" + std::to_string(i),
-                                        torch::nn::Linear(dims[i], dims[i + 1])));
-    }
-    dropout_ = register_module("dropout", torch::nn::Dropout(spec.dropout()));
-  }
-
-  torch::Tensor forward(torch::Tensor x) {
-    for (size_t i = 0; i < layers_.size(); ++i) {
-      x = layers_[i]->forward(x);
-      if (i + 1 < layers_.size()) {
-        if (activation_ == "relu") x = torch::relu(x);
-        else if (activation_ == "tanh") x = torch::tanh(x);
-        else x = torch::sigmoid(x);
-        x = dropout_->forward(x);
-      }
-    }
-    return x;
-  }
-
- private:
-  std::string activation_;
-  std::vector<torch::nn::Linear> layers_;
-  torch::nn::Dropout dropout_{nullptr};
-};
-TORCH_MODULE(Mlp);
-
-Status LoadParams(Mlp& net, const std::vector<TensorView>& views) {
-  auto named = net->named_parameters();
-  torch::NoGradGuard no_grad;
-  for (const TensorView& v : views) {
-    torch::Tensor* p = named.find(v.slot->name);
-    if (p == nullptr) return Internal("model has no parameter '" + v.slot->name + "'");
-    std::vector<int64_t> shape(v.slot->shape.begin(), v.slot->shape.end());
-    // Zero-copy view of the received buffer; the only copy is into the parameter itself.
-    torch::Tensor src = torch::from_blob(const_cast<float*>(v.data), shape, torch::kFloat32);
-    if (!p->sizes().equals(src.sizes())) {
-      return Internal("parameter '" + v.slot->name + "' shape mismatch");
-    }
-    p->copy_(src);
-  }
-  return OkStatus();
-}
 
 std::vector<float> ExportParams(Mlp& net, const ModelLayout& layout) {
   std::vector<float> out(layout.total);
@@ -145,7 +95,7 @@ Status CheckDataFitsModel(const v1::ModelSpec& model, const Dataset& data) {
 StatusOr<TrainResult> TrainLocal(const v1::ModelSpec& model, const v1::TrainSpec& train,
                                  const ModelLayout& layout, const std::vector<TensorView>& init,
                                  const Dataset& train_data, const Dataset& val_data,
-                                 uint64_t seed) {
+                                 uint64_t seed, const std::function<void()>& between_batches) {
   RETURN_IF_ERROR(CheckDataFitsModel(model, train_data));
   try {
     torch::manual_seed(seed);
@@ -179,6 +129,7 @@ StatusOr<TrainResult> TrainLocal(const v1::ModelSpec& model, const v1::TrainSpec
       torch::Tensor perm = torch::randperm(n, torch::kInt64);
       double loss_sum = 0;
       for (int64_t start = 0; start < n; start += bs) {
+        if (between_batches) between_batches();
         torch::Tensor idx = perm.slice(0, start, std::min(n, start + bs));
         torch::Tensor xb = x.index_select(0, idx);
         torch::Tensor yb = y.index_select(0, idx);

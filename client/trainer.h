@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "client/data_source.h"
@@ -35,10 +36,13 @@ void ConfigureTorchThreads(int torch_threads);
 // Checks that `data` fits the model (feature count, label range) before any work.
 Status CheckDataFitsModel(const v1::ModelSpec& model, const Dataset& data);
 
+// `between_batches` (optional) runs before every mini-batch: the control loop pauses training
+// there when inference misses its deadline (client/control/training_gate.h).
 StatusOr<TrainResult> TrainLocal(const v1::ModelSpec& model, const v1::TrainSpec& train,
                                  const ModelLayout& layout, const std::vector<TensorView>& init,
                                  const Dataset& train_data, const Dataset& val_data,
-                                 uint64_t seed);
+                                 uint64_t seed,
+                                 const std::function<void()>& between_batches = nullptr);
 
 StatusOr<EvalResult> EvaluateModel(const v1::ModelSpec& model,
                                    const std::vector<TensorView>& params, const Dataset& data);

@@ -2,6 +2,7 @@
 
 #include <mutex>
 
+#include "common/sqlite_util.h"
 #include "coordinator/store.h"
 
 namespace fleet {
@@ -64,34 +65,6 @@ CREATE TABLE checkpoints (
   PRIMARY KEY (job_id, round)
 );
 )sql"},
-};
-
-// A prepared statement that finalizes itself.
-class Stmt {
- public:
-  Stmt(sqlite3* db, const char* sql) { rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr); }
-  ~Stmt() { sqlite3_finalize(stmt_); }
-  Stmt(const Stmt&) = delete;
-  Stmt& operator=(const Stmt&) = delete;
-  bool ok() const { return rc_ == SQLITE_OK; }
-  sqlite3_stmt* get() { return stmt_; }
-  void Bind(int i, const std::string& s) {
-    sqlite3_bind_text(stmt_, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
-  }
-  void BindBlob(int i, const std::string& s) {
-    sqlite3_bind_blob(stmt_, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
-  }
-  void Bind(int i, int64_t v) { sqlite3_bind_int64(stmt_, i, v); }
-  std::string Text(int col) {
-    const auto* p = sqlite3_column_blob(stmt_, col);
-    int n = sqlite3_column_bytes(stmt_, col);
-    return p ? std::string(static_cast<const char*>(p), static_cast<size_t>(n)) : std::string();
-  }
-  int64_t Int(int col) { return sqlite3_column_int64(stmt_, col); }
-
- private:
-  sqlite3_stmt* stmt_ = nullptr;
-  int rc_;
 };
 
 class SqliteStore : public JobStore {
@@ -329,15 +302,7 @@ class SqliteStore : public JobStore {
     }
     return out;
   }
-  Status Exec(const std::string& sql) {
-    char* err = nullptr;
-    if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
-      std::string msg = err ? err : "unknown error";
-      sqlite3_free(err);
-      return Internal("sqlite: " + msg);
-    }
-    return OkStatus();
-  }
+  Status Exec(const std::string& sql) { return SqliteExec(db_, sql); }
   Status Error(const std::string& what) {
     return Internal("sqlite " + what + ": " + sqlite3_errmsg(db_));
   }
@@ -349,17 +314,9 @@ class SqliteStore : public JobStore {
 }  // namespace
 
 StatusOr<std::unique_ptr<JobStore>> OpenSqliteStore(const std::string& path) {
-  sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-                           nullptr);
-  if (rc != SQLITE_OK) {
-    std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
-    sqlite3_close(db);
-    return Unavailable("cannot open state database " + path + ": " + msg);
-  }
-  sqlite3_busy_timeout(db, 5000);
-  auto store = std::make_unique<SqliteStore>(db);
+  StatusOr<sqlite3*> db = SqliteOpen(path);
+  if (!db.ok()) return Unavailable("state database: " + db.status().message());
+  auto store = std::make_unique<SqliteStore>(*db);
   Status s = store->Init();
   if (!s.ok()) return Status(s.code(), path + ": " + s.message());
   return std::unique_ptr<JobStore>(std::move(store));
