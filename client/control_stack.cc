@@ -1,6 +1,7 @@
 #include "client/control_stack.h"
 
 #include "client/control/inference_model.h"
+#include "common/file_util.h"
 #include "common/log.h"
 
 namespace fleet {
@@ -9,6 +10,10 @@ StatusOr<std::unique_ptr<ControlStack>> ControlStack::Start(const control::Contr
                                                             const std::string& device_id) {
   std::unique_ptr<ControlStack> s(new ControlStack());
   if (config.buffer) {
+    const std::string& path = config.buffer->path;
+    if (size_t slash = path.rfind('/'); slash != std::string::npos && slash > 0) {
+      RETURN_IF_ERROR(MakeDirs(path.substr(0, slash)));
+    }
     ASSIGN_OR_RETURN(s->buffer_,
                      control::SampleBuffer::Open(*config.buffer, config.schema.width()));
     FLEET_LOG(Info) << "control: sample buffer " << config.buffer->path << " holds "

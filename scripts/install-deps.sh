@@ -12,6 +12,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libsqlite3-dev sqlite3
   libsystemd-dev systemd dpkg-dev
+  libmosquitto-dev mosquitto
 )
 
 missing=()

@@ -271,12 +271,16 @@ std::string ControlLoop::StatusJson() const {
 void ControlLoop::Summarize() {
   uint64_t dropped = 0;
   for (const auto& d : drops_) dropped += d.load();
+  if (!config_.status_topic.empty()) publish_(config_.status_topic, StatusJson());
+  // A quiet device does not repeat the same line.
+  const uint64_t seen = readings_.load() + dropped;
+  if (seen == last_summary_seen_) return;
+  last_summary_seen_ = seen;
   FLEET_LOG(Info) << "control: " << readings_.load() << " readings, " << windows_.load()
                   << " windows, " << dropped << " dropped, " << missed_.load()
                   << " missed deadlines; total latency p50 " << hist_[kTotal].Percentile(50)
                   << " us, p99 " << hist_[kTotal].Percentile(99) << " us (inference p99 "
                   << hist_[kInference].Percentile(99) << " us)";
-  if (!config_.status_topic.empty()) publish_(config_.status_topic, StatusJson());
 }
 
 }  // namespace fleet::control

@@ -84,6 +84,7 @@ class ControlLoop {
   RuleEngine rules_;
   std::vector<float> row_, signals_, raw_;
   std::vector<Command> commands_;
+  uint64_t last_summary_seen_ = 0;  // readings + drops at the last log summary
 
   std::mutex model_mu_;  // guards model_ (held only to copy the pointer)
   std::shared_ptr<InferenceModel> model_;

@@ -28,10 +28,9 @@ class TrainingGate {
   // Returns at once unless paused; then sleeps until the pause ends (or Release()).
   void WaitIfPaused() {
     std::unique_lock<std::mutex> lock(mu_);
-    while (!released_ && std::chrono::steady_clock::now() < until_) {
-      ++waits_;
-      cv_.wait_until(lock, until_);
-    }
+    if (released_ || std::chrono::steady_clock::now() >= until_) return;
+    ++waits_;
+    while (!released_ && std::chrono::steady_clock::now() < until_) cv_.wait_until(lock, until_);
   }
   void Release() {
     std::lock_guard<std::mutex> lock(mu_);
