@@ -13,6 +13,10 @@
 #                             heartbeats (coordinator RSS, heartbeats/s), then plain rounds for
 #                             N in {100, 1000} x D in {1e5, 1e6}: s/round and peak RSS, next to the
 #                             model size and the bytes a round moves.
+#   scripts/bench.sh inference  batch-1 latency of the HAR MLP and the 1D-CNN sequence model, idle
+#                             and while local training runs (SCHED_IDLE), against bare ATen calls;
+#                             MQTT-in -> command-out p99 through a real mosquitto broker and the
+#                             control loop, against the broker's echo round trip; peak RSS.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD_DIR:-$root/build}
@@ -279,5 +283,17 @@ PY
     "$py" "$root/scripts/quality-report.py" "$top" "$root/bench/results/quality.json" \
       "$root/docs"
     ;;
-  *) echo "usage: scripts/bench.sh round|secagg|quality" >&2; exit 2 ;;
+  inference)
+    out="$root/bench/results/inference.json"
+    "$root/scripts/prepare-har.sh" "$build/data/har" >/dev/null
+    scratch=$(mktemp -d)
+    trap 'rm -rf "$scratch"' EXIT
+    line=$(OPENBLAS_NUM_THREADS=1 "$build/bench/inference_bench" "$build/data/har/subject-1.txt" "$scratch" 2>"$scratch/log") \
+      || { cat "$scratch/log" >&2; exit 1; }
+    echo "inference: $line" >&2
+    printf '{"benchmark": "inference", "machine": "%s cores", "results": %s}\n' "$(nproc)" "$line" > "$out.tmp"
+    mv "$out.tmp" "$out"
+    echo "bench: wrote $out"
+    ;;
+  *) echo "usage: scripts/bench.sh round|secagg|quality|scale|inference" >&2; exit 2 ;;
 esac
