@@ -225,7 +225,32 @@ Status ClientRunner::LoadData() {
                     << std::max({d.train.cols, d.eval.cols}) << " features";
     data_[spec.name] = std::move(d);
   }
+  if (hooks_.read_buffer) {
+    if (data_.count(hooks_.buffer_dataset)) {
+      return InvalidArgument("dataset '" + hooks_.buffer_dataset +
+                             "' is both in datasets and control.train_dataset");
+    }
+    RefreshBufferData();
+  }
   return OkStatus();
+}
+
+void ClientRunner::RefreshBufferData() {
+  if (!hooks_.read_buffer) return;
+  StatusOr<Dataset> all = hooks_.read_buffer();
+  if (!all.ok()) {
+    FLEET_LOG(Warn) << "dataset " << hooks_.buffer_dataset
+                    << ": sample buffer unreadable: " << all.status().message();
+    return;
+  }
+  LocalData d;
+  d.spec.name = hooks_.buffer_dataset;
+  SplitValidation(*all, hooks_.validation_fraction, std::hash<std::string>{}(config_.device_id),
+                  &d.train, &d.val);
+  FLEET_LOG(Info) << "dataset " << d.spec.name << " (sample buffer): " << d.train.rows
+                  << " train, " << d.val.rows << " validation windows, " << all->cols
+                  << " features";
+  data_[d.spec.name] = std::move(d);
 }
 
 void ClientRunner::Stop() {
@@ -254,6 +279,7 @@ Status ClientRunner::Join() {
   req.set_signing_public_key(crypto::ToString(signing_key_.public_key()));
   req.mutable_labels()->insert(config_.labels.begin(), config_.labels.end());
   *req.mutable_eligibility() = ReadEligibility(config_.eligibility);
+  RefreshBufferData();
   for (const auto& [name, d] : data_) {
     auto* info = req.add_datasets();
     info->set_name(name);
@@ -451,6 +477,7 @@ Status ClientRunner::HandleTask(const v1::Task& task) {
   if (!params.ok()) return decline(Status(params.status().code(), "global model rejected: " +
                                                                      params.status().message()));
   OfferToControl(task, *layout, *params);
+  if (task.dataset() == hooks_.buffer_dataset) RefreshBufferData();
   auto it = data_.find(task.dataset());
   if (it == data_.end()) {
     return decline(FailedPrecondition("this device holds no dataset '" + task.dataset() + "'"));

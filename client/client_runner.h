@@ -34,6 +34,11 @@ struct ControlHooks {
   std::function<void(const v1::Task& task, std::vector<float> params)> on_global_model;
   // Training runs at SCHED_IDLE and waits on this gate between mini-batches.
   control::TrainingGate* gate = nullptr;
+  // Optional: a training dataset of this name read from the sample buffer (re-read before each
+  // Join and each task on it), split off `validation_fraction` for local validation.
+  std::string buffer_dataset;
+  double validation_fraction = 0.2;
+  std::function<StatusOr<Dataset>()> read_buffer;
 };
 
 class ClientRunner {
@@ -65,6 +70,8 @@ class ClientRunner {
   // At start: the model kept by OfferToControl, if it still verifies.
   void RestoreControlModel();
   Status LoadData();
+  // Re-reads the buffer-backed dataset (ControlHooks::read_buffer), if any.
+  void RefreshBufferData();
   // The current Device stub (replaced when the certificate is renewed).
   std::shared_ptr<v1::Device::Stub> Stub();
   Status Connect(const ClientTlsOptions& tls);

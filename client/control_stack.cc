@@ -1,5 +1,7 @@
 #include "client/control_stack.h"
 
+#include <cmath>
+
 #include "client/control/inference_model.h"
 #include "common/file_util.h"
 #include "common/log.h"
@@ -53,8 +55,35 @@ ControlStack::~ControlStack() {
   buffer_.reset();
 }
 
+StatusOr<Dataset> ControlStack::BufferedDataset() const {
+  const control::ControlConfig& c = loop_->config();
+  uint64_t corrupt = 0;
+  ASSIGN_OR_RETURN(std::vector<control::Reading> readings, buffer_->ReadAll(&corrupt));
+  if (corrupt > 0) {
+    FLEET_LOG(Warn) << "control: " << corrupt << " buffered readings failed their checksum; skipped";
+  }
+  // The same preprocessing as the control loop, from a fresh state.
+  control::Preprocessor pre(c.preprocess, c.schema.width());
+  Dataset d;
+  d.cols = pre.output_dim();
+  std::vector<float> row(d.cols);
+  float label = 0;
+  for (const control::Reading& r : readings) {
+    if (!pre.Push(r, row.data(), &label, nullptr) || std::isnan(label)) continue;
+    d.features.insert(d.features.end(), row.begin(), row.end());
+    d.labels.push_back(label);
+    ++d.rows;
+  }
+  return d;
+}
+
 ControlHooks ControlStack::Hooks() {
   ControlHooks h;
+  if (!loop_->config().train_dataset.empty()) {
+    h.buffer_dataset = loop_->config().train_dataset;
+    h.validation_fraction = loop_->config().validation_fraction;
+    h.read_buffer = [this] { return BufferedDataset(); };
+  }
   h.model_dataset = loop_->config().model_dataset;
   h.gate = &loop_->gate();
   control::ControlLoop* loop = loop_.get();

@@ -28,6 +28,8 @@ class ControlStack {
 
  private:
   ControlStack() = default;
+  // The buffered readings as training rows (control.train_dataset).
+  StatusOr<Dataset> BufferedDataset() const;
   std::unique_ptr<control::SampleBuffer> buffer_;
   std::unique_ptr<control::ControlLoop> loop_;
   std::unique_ptr<control::MqttLink> mqtt_;

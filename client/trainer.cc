@@ -11,7 +11,7 @@
 namespace fleet {
 namespace {
 
-std::vector<float> ExportParams(Mlp& net, const ModelLayout& layout) {
+std::vector<float> ExportParams(const Net& net, const ModelLayout& layout) {
   std::vector<float> out(layout.total);
   auto named = net->named_parameters();
   for (const TensorSlot& t : layout.tensors) {
@@ -39,7 +39,7 @@ torch::Tensor Loss(const v1::ModelSpec& model, const torch::Tensor& out, const t
   return torch::mse_loss(out, y);
 }
 
-EvalResult Eval(Mlp& net, const v1::ModelSpec& model, const Dataset& d) {
+EvalResult Eval(const Net& net, const v1::ModelSpec& model, const Dataset& d) {
   EvalResult r;
   if (d.rows == 0) return r;
   net->eval();
@@ -99,7 +99,7 @@ StatusOr<TrainResult> TrainLocal(const v1::ModelSpec& model, const v1::TrainSpec
   RETURN_IF_ERROR(CheckDataFitsModel(model, train_data));
   try {
     torch::manual_seed(seed);
-    Mlp net(model);
+    Net net = MakeNet(model);
     RETURN_IF_ERROR(LoadParams(net, init));
     std::unique_ptr<torch::optim::Optimizer> opt;
     if (train.optimizer() == "adam") {
@@ -170,7 +170,7 @@ StatusOr<EvalResult> EvaluateModel(const v1::ModelSpec& model,
                                    const std::vector<TensorView>& params, const Dataset& data) {
   RETURN_IF_ERROR(CheckDataFitsModel(model, data));
   try {
-    Mlp net(model);
+    Net net = MakeNet(model);
     RETURN_IF_ERROR(LoadParams(net, params));
     return Eval(net, model, data);
   } catch (const c10::Error& e) {
@@ -184,7 +184,7 @@ StatusOr<std::vector<int>> PredictClasses(const v1::ModelSpec& model,
   if (model.task() != "classification") return InvalidArgument("not a classification model");
   RETURN_IF_ERROR(CheckDataFitsModel(model, data));
   try {
-    Mlp net(model);
+    Net net = MakeNet(model);
     RETURN_IF_ERROR(LoadParams(net, params));
     net->eval();
     torch::InferenceMode guard;

@@ -16,6 +16,7 @@ Status ParseModel(ConfigMap m, v1::ModelSpec* model) {
   uint32_t input_dim = 0, output_dim = 0;
   std::vector<uint32_t> hidden;
   float dropout = 0;
+  uint32_t channels = 0, kernel_size = 0;
   RETURN_IF_ERROR(m.Get("type", &type));
   RETURN_IF_ERROR(m.Get("task", &task));
   RETURN_IF_ERROR(m.Require("input_dim", &input_dim));
@@ -23,7 +24,14 @@ Status ParseModel(ConfigMap m, v1::ModelSpec* model) {
   RETURN_IF_ERROR(m.Require("output_dim", &output_dim));
   RETURN_IF_ERROR(m.Get("activation", &activation));
   RETURN_IF_ERROR(m.Get("dropout", &dropout));
+  if (type == "cnn1d") {
+    RETURN_IF_ERROR(m.Require("channels", &channels));
+    kernel_size = 5;
+    RETURN_IF_ERROR(m.Get("kernel_size", &kernel_size));
+  }
   RETURN_IF_ERROR(m.Finish());
+  model->set_channels(channels);
+  model->set_kernel_size(kernel_size);
   model->set_type(type);
   model->set_task(task);
   model->set_input_dim(input_dim);

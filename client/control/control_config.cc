@@ -15,6 +15,11 @@ StatusOr<ControlConfig> ParseControlConfig(ConfigMap m, const std::string& devic
   ControlConfig c;
   RETURN_IF_ERROR(m.Require("model_dataset", &c.model_dataset));
   RETURN_IF_ERROR(m.Require("outputs", &c.outputs));
+  RETURN_IF_ERROR(m.Get("train_dataset", &c.train_dataset));
+  RETURN_IF_ERROR(m.Get("validation_fraction", &c.validation_fraction));
+  if (!(c.validation_fraction >= 0 && c.validation_fraction < 1)) {
+    return InvalidArgument(m.Where("validation_fraction") + " must be in [0, 1)");
+  }
   if (c.outputs.empty()) return InvalidArgument(m.Where("outputs") + " must name the model's outputs");
   for (size_t i = 0; i < c.outputs.size(); ++i) {
     for (size_t j = 0; j < i; ++j) {
@@ -91,6 +96,10 @@ StatusOr<ControlConfig> ParseControlConfig(ConfigMap m, const std::string& devic
   RETURN_IF_ERROR(m.Finish());
   if (!c.mqtt && !c.replay) {
     return InvalidArgument(m.Where("mqtt") + ": give a sensor source (mqtt or replay)");
+  }
+  if (!c.train_dataset.empty() && (!c.buffer || c.schema.label_field.empty())) {
+    return InvalidArgument(m.Where("train_dataset") +
+                           " needs the sample buffer and a schema.label field");
   }
   return c;
 }

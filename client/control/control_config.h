@@ -29,6 +29,10 @@ struct ReplayOptions {
 
 struct ControlConfig {
   std::string model_dataset;  // run the global model of jobs that train this dataset
+  // Optional: offer the buffered readings as a training dataset of this name, turned into rows by
+  // the same Preprocessor as inference (labels from schema.label; unlabeled windows skipped).
+  std::string train_dataset;
+  double validation_fraction = 0.2;
   std::vector<std::string> outputs;  // names of the model's outputs, used by rules
   SensorSchema schema;
   PreprocessSpec preprocess;

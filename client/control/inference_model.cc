@@ -6,8 +6,8 @@
 namespace fleet::control {
 
 struct InferenceModel::Impl {
-  explicit Impl(const v1::ModelSpec& spec) : net(spec) {}
-  Mlp net;
+  explicit Impl(const v1::ModelSpec& spec) : net(MakeNet(spec)) {}
+  Net net;
   torch::Tensor input;  // [1, input_dim], reused by every Run()
 };
 

@@ -282,3 +282,76 @@ TEST(Control, FederatedModelDrivesAlertsOverMqttThroughBadInputAndABrokerRestart
 
 }  // namespace
 }  // namespace fleet::testing
+
+namespace fleet::testing {
+namespace {
+
+// Live readings -> buffer -> the same preprocessing -> a federated 1D-CNN sequence model, which
+// the devices then run on the live stream.
+TEST(Control, SequenceModelTrainsFederatedOnBufferedReplayWindows) {
+  Cluster c;
+  ASSERT_TRUE(c.StartCoordinator()) << c.coordinator().Log();
+  const std::string data = std::string(FLEET_SOURCE_DIR) + "/../shared/data/uci-occupancy-detection/";
+  const char* files[] = {"datatraining.txt", "datatest.txt"};
+  const int rows[] = {8143, 2665};
+  for (int s : {1, 3}) {
+    const int i = s == 1 ? 0 : 1;
+    c.set_client_config_extra(s, std::string(R"(control:
+  model_dataset: room-live
+  train_dataset: room-live
+  outputs: [vacant, occupied]
+  replay: {path: )") + data + files[i] + R"(, rate_hz: 5000, topic: room/sensors}
+  max_rate_hz: 100000
+  schema:
+    fields: [{name: Light, min: 0, max: 5000}, {name: CO2, min: 0, max: 10000}]
+    label: Occupancy
+  preprocess: {window: 8, stride: 4, normalize: {mean: [119.5, 606.5], std: [194.7, 314.3]}}
+  default_action: {topic: room/hvac, command: {setpoint: comfort}}
+  rules:
+    - {name: occupied, when: occupied > 0.8, release_when: occupied < 0.2,
+       publish: {topic: room/hvac, command: {setpoint: comfort}},
+       on_release: {topic: room/hvac, command: {setpoint: eco}}}
+  status_interval_s: 1
+  buffer: {commit_interval_ms: 20}
+)");
+  }
+  Process& a = c.StartHarClient(1);
+  Process& b = c.StartHarClient(3);
+  ASSERT_TRUE(WaitFor([&] { return a.Log().find(std::to_string(rows[0]) + " readings") != std::string::npos &&
+                                   b.Log().find(std::to_string(rows[1]) + " readings") != std::string::npos; },
+                      std::chrono::seconds(60)))
+      << a.Log() << b.Log();
+  const std::string job = c.dir() + "/seq.yaml";
+  std::ofstream(job) << R"(name: it-seq
+dataset: room-live
+model: {type: cnn1d, task: classification, input_dim: 16, channels: 2, kernel_size: 3, hidden: [8],
+        output_dim: 2}
+train: {optimizer: adam, learning_rate: 0.01, local_epochs: 2, batch_size: 32}
+rounds: 3
+min_clients: 2
+target_clients: 2
+round_deadline_s: 60
+secure_aggregation: {enabled: false}
+)";
+  auto submit = c.Fleetctl({"job", "submit", "-f", job});
+  ASSERT_EQ(submit.exit_code, 0) << submit.output;
+  const std::string id = submit.output.substr(0, submit.output.find('\n'));
+  auto watch = c.Fleetctl({"job", "watch", id});
+  ASSERT_EQ(watch.exit_code, 0) << watch.output << a.Log();
+  auto get = c.Fleetctl({"-o", "json", "job", "get", id});
+  EXPECT_EQ(JsonInts(get.output, "participants"), (std::vector<int>{2, 2, 2})) << get.output;
+  // Windows of 8 readings every 4: (rows - 8) / 4 + 1 per device, 80% for training.
+  const std::string alog = a.Log();
+  EXPECT_NE(alog.find("dataset room-live (sample buffer): 1628 train, 406 validation windows, "
+                      "16 features"), std::string::npos) << alog;
+  EXPECT_NE(alog.find("control: now running model " + id + "/round-3"), std::string::npos) << alog;
+  // The model learned occupancy from the windows: its last local validation accuracy.
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(alog, m, std::regex("round 3: trained on [0-9]+ examples, loss "
+                                                    "[0-9.e-]+, val_acc ([0-9.]+)")))
+      << alog;
+  EXPECT_GT(std::stod(m[1]), 0.9) << alog;
+}
+
+}  // namespace
+}  // namespace fleet::testing
