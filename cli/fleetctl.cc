@@ -136,6 +136,11 @@ void PrintJobDetail(const JobStatus& j) {
               s.dataset().c_str(), s.model().type().c_str(), s.model().task().c_str(),
               s.model().input_dim(), hidden.c_str(), s.model().output_dim(),
               s.model().activation().c_str(), s.model().dropout());
+  if (s.model().type() == "cnn1d") {
+    std::printf("sequence:      %u channels x %u steps, kernel %u\n", s.model().channels(),
+                s.model().input_dim() / std::max(1u, s.model().channels()),
+                s.model().kernel_size());
+  }
   std::printf("training:      %s lr %g, %u local epochs, batch %u\n", s.train().optimizer().c_str(),
               s.train().learning_rate(), s.train().local_epochs(), s.train().batch_size());
   const auto& st = s.strategy();

@@ -1,6 +1,8 @@
 #include "client/control_stack.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "client/control/inference_model.h"
 #include "common/file_util.h"
@@ -62,19 +64,51 @@ StatusOr<Dataset> ControlStack::BufferedDataset() const {
   if (corrupt > 0) {
     FLEET_LOG(Warn) << "control: " << corrupt << " buffered readings failed their checksum; skipped";
   }
+  // Which value a forecaster predicts.
+  const std::vector<std::string> names = c.schema.value_names();
+  const size_t target = c.forecast_field.empty()
+                            ? 0
+                            : static_cast<size_t>(std::find(names.begin(), names.end(),
+                                                            c.forecast_field) - names.begin());
   // The same preprocessing as the control loop, from a fresh state.
   control::Preprocessor pre(c.preprocess, c.schema.width());
   Dataset d;
   d.cols = pre.output_dim();
   std::vector<float> row(d.cols);
   float label = 0;
-  for (const control::Reading& r : readings) {
-    if (!pre.Push(r, row.data(), &label, nullptr) || std::isnan(label)) continue;
+  for (size_t i = 0; i < readings.size(); ++i) {
+    if (!pre.Push(readings[i], row.data(), &label, nullptr)) continue;
+    if (!c.forecast_field.empty()) {
+      const size_t ahead = i + c.forecast_horizon;
+      if (ahead >= readings.size()) break;
+      label = readings[ahead].values[target];
+    } else if (c.schema.label_field.empty()) {
+      label = 0;  // unlabeled windows (autoencoders)
+    }
+    if (std::isnan(label)) continue;
     d.features.insert(d.features.end(), row.begin(), row.end());
     d.labels.push_back(label);
     ++d.rows;
   }
   return d;
+}
+
+double ControlStack::AnomalyThreshold(control::InferenceModel& model) const {
+  if (!buffer_) return std::numeric_limits<double>::infinity();
+  StatusOr<Dataset> d = BufferedDataset();
+  if (!d.ok() || d->rows == 0 || d->cols != model.input_dim()) {
+    return std::numeric_limits<double>::infinity();
+  }
+  std::vector<float> errors(d->rows);
+  for (size_t i = 0; i < d->rows; ++i) {
+    if (!model.Run(&d->features[i * d->cols], &errors[i]).ok()) {
+      return std::numeric_limits<double>::infinity();
+    }
+  }
+  const double q = loop_->config().anomaly_quantile;
+  const size_t k = std::min(errors.size() - 1, static_cast<size_t>(q * static_cast<double>(errors.size())));
+  std::nth_element(errors.begin(), errors.begin() + static_cast<std::ptrdiff_t>(k), errors.end());
+  return errors[k];
 }
 
 ControlHooks ControlStack::Hooks() {
@@ -87,10 +121,17 @@ ControlHooks ControlStack::Hooks() {
   h.model_dataset = loop_->config().model_dataset;
   h.gate = &loop_->gate();
   control::ControlLoop* loop = loop_.get();
-  h.on_global_model = [loop](const v1::Task& task, std::vector<float> params) {
+  ControlStack* self = this;
+  h.on_global_model = [loop, self](const v1::Task& task, std::vector<float> params) {
     std::string version = task.job_id() + "/round-" + std::to_string(task.round());
     StatusOr<std::shared_ptr<control::InferenceModel>> m =
         control::InferenceModel::Create(task.model(), params, version);
+    if (m.ok() && (*m)->autoencoder()) {
+      (*m)->set_anomaly_threshold(self->AnomalyThreshold(**m));
+      FLEET_LOG(Info) << "control: anomaly threshold of " << version << ": "
+                      << (*m)->anomaly_threshold() << " (quantile "
+                      << self->loop_->config().anomaly_quantile << " of local reconstruction errors)";
+    }
     Status s = m.ok() ? loop->SwapModel(*m) : m.status();
     if (!s.ok()) {
       FLEET_LOG(Warn) << "control: model " << version << " not used: " << s.message();

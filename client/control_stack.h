@@ -30,6 +30,9 @@ class ControlStack {
   ControlStack() = default;
   // The buffered readings as training rows (control.train_dataset).
   StatusOr<Dataset> BufferedDataset() const;
+  // The configured quantile of `model`'s reconstruction errors over the buffered windows
+  // (+inf when there are none: no alarms before the device has seen its normal).
+  double AnomalyThreshold(control::InferenceModel& model) const;
   std::unique_ptr<control::SampleBuffer> buffer_;
   std::unique_ptr<control::ControlLoop> loop_;
   std::unique_ptr<control::MqttLink> mqtt_;

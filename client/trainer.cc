@@ -28,6 +28,7 @@ torch::Tensor Features(const Dataset& d) {
 }
 
 torch::Tensor Targets(const v1::ModelSpec& model, const Dataset& d) {
+  if (model.task() == "autoencoder") return Features(d);  // reconstruct the input
   torch::Tensor y = torch::from_blob(const_cast<float*>(d.labels.data()),
                                      {static_cast<int64_t>(d.rows)}, torch::kFloat32);
   if (model.task() == "classification") return y.to(torch::kInt64);
@@ -86,6 +87,8 @@ Status CheckDataFitsModel(const v1::ModelSpec& model, const Dataset& data) {
                                   "); check label_offset in the client config");
       }
     }
+  } else if (model.task() == "autoencoder") {
+    return OkStatus();  // unlabeled: the input is the target
   } else if (model.output_dim() != 1) {
     return FailedPrecondition("regression needs output_dim 1 (one label column)");
   }

@@ -293,9 +293,13 @@ Status ValidateJobSpec(const v1::JobSpec& spec) {
   if (spec.dataset().empty()) return InvalidArgument("dataset must be set");
   RETURN_IF_ERROR(LayoutFor(spec.model()).status());
   const auto& model = spec.model();
-  if (model.task() != "classification" && model.task() != "regression") {
+  if (model.task() != "classification" && model.task() != "regression" &&
+      model.task() != "autoencoder") {
     return InvalidArgument("model.task '" + model.task() +
-                           "' is not supported (classification, regression)");
+                           "' is not supported (classification, regression, autoencoder)");
+  }
+  if (model.task() == "autoencoder" && model.output_dim() != model.input_dim()) {
+    return InvalidArgument("model.output_dim must equal input_dim for an autoencoder");
   }
   if (model.activation() != "relu" && model.activation() != "tanh" &&
       model.activation() != "sigmoid") {

@@ -1,5 +1,7 @@
 #include "client/control/control_config.h"
 
+#include <algorithm>
+
 namespace fleet::control {
 
 namespace {
@@ -19,6 +21,19 @@ StatusOr<ControlConfig> ParseControlConfig(ConfigMap m, const std::string& devic
   RETURN_IF_ERROR(m.Get("validation_fraction", &c.validation_fraction));
   if (!(c.validation_fraction >= 0 && c.validation_fraction < 1)) {
     return InvalidArgument(m.Where("validation_fraction") + " must be in [0, 1)");
+  }
+  RETURN_IF_ERROR(m.Get("anomaly_quantile", &c.anomaly_quantile));
+  if (!(c.anomaly_quantile > 0 && c.anomaly_quantile < 1)) {
+    return InvalidArgument(m.Where("anomaly_quantile") + " must be in (0, 1)");
+  }
+  if (m.Has("forecast")) {
+    ASSIGN_OR_RETURN(ConfigMap fc, m.Child("forecast"));
+    RETURN_IF_ERROR(fc.Require("field", &c.forecast_field));
+    RETURN_IF_ERROR(fc.Get("horizon", &c.forecast_horizon));
+    if (c.forecast_horizon == 0 || c.forecast_horizon > 10000) {
+      return InvalidArgument(fc.Where("horizon") + " must be in [1, 10000] readings");
+    }
+    RETURN_IF_ERROR(fc.Finish());
   }
   if (c.outputs.empty()) return InvalidArgument(m.Where("outputs") + " must name the model's outputs");
   for (size_t i = 0; i < c.outputs.size(); ++i) {
@@ -97,9 +112,14 @@ StatusOr<ControlConfig> ParseControlConfig(ConfigMap m, const std::string& devic
   if (!c.mqtt && !c.replay) {
     return InvalidArgument(m.Where("mqtt") + ": give a sensor source (mqtt or replay)");
   }
-  if (!c.train_dataset.empty() && (!c.buffer || c.schema.label_field.empty())) {
-    return InvalidArgument(m.Where("train_dataset") +
-                           " needs the sample buffer and a schema.label field");
+  if (!c.train_dataset.empty() && !c.buffer) {
+    return InvalidArgument(m.Where("train_dataset") + " needs the sample buffer");
+  }
+  if (!c.forecast_field.empty()) {
+    if (std::find(fields.begin(), fields.end(), c.forecast_field) == fields.end()) {
+      return InvalidArgument(m.Where("forecast") + ": field '" + c.forecast_field +
+                             "' is not in the schema");
+    }
   }
   return c;
 }

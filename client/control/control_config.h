@@ -31,8 +31,16 @@ struct ControlConfig {
   std::string model_dataset;  // run the global model of jobs that train this dataset
   // Optional: offer the buffered readings as a training dataset of this name, turned into rows by
   // the same Preprocessor as inference (labels from schema.label; unlabeled windows skipped).
+  // Labels of those rows: a forecaster's target (the value of `forecast_field` `forecast_horizon`
+  // readings after the window), else schema.label (unlabeled windows skipped), else none (all
+  // windows, label 0: for autoencoders).
   std::string train_dataset;
   double validation_fraction = 0.2;
+  std::string forecast_field;
+  uint32_t forecast_horizon = 1;
+  // Autoencoders: the `anomaly` signal fires above this quantile of the reconstruction errors
+  // of the buffered windows, recomputed for every new model.
+  double anomaly_quantile = 0.99;
   std::vector<std::string> outputs;  // names of the model's outputs, used by rules
   SensorSchema schema;
   PreprocessSpec preprocess;

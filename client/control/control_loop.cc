@@ -34,7 +34,7 @@ ControlLoop::ControlLoop(ControlConfig config, std::string device_id, PublishFn 
       rules_(config_.rules, device_id_) {
   row_.resize(pre_.output_dim());
   const size_t fields = config_.schema.width();
-  signals_.assign(config_.outputs.size() + 2 + fields, 0.f);
+  signals_.assign(config_.outputs.size() + 3 + fields, 0.f);
   commands_.reserve(8);
 }
 
@@ -209,11 +209,12 @@ void ControlLoop::Process(Reading& r) {
       }
       signals_[outs] = static_cast<float>(best);
       signals_[outs + 1] = signals_[best];
+      signals_[outs + 2] = model->autoencoder() && signals_[0] > model->anomaly_threshold();
     } else {
       FLEET_LOG(Error) << "control: inference failed: " << s.message();
     }
   }
-  std::copy(raw_.begin(), raw_.end(), signals_.begin() + static_cast<std::ptrdiff_t>(outs + 2));
+  std::copy(raw_.begin(), raw_.end(), signals_.begin() + static_cast<std::ptrdiff_t>(outs + 3));
   const int64_t t2 = SteadyNs();
   hist_[kInference].Record(Us(t2 - t1));
 

@@ -35,6 +35,7 @@ StatusOr<std::shared_ptr<InferenceModel>> InferenceModel::Create(const v1::Model
   m->input_dim_ = spec.input_dim();
   m->output_dim_ = spec.output_dim();
   m->classifier_ = spec.task() == "classification";
+  m->autoencoder_ = spec.task() == "autoencoder";
   m->version_ = std::move(version);
   return m;
 }
@@ -44,6 +45,10 @@ Status InferenceModel::Run(const float* in, float* out) {
     torch::InferenceMode guard;
     std::memcpy(impl_->input.data_ptr<float>(), in, input_dim_ * sizeof(float));
     torch::Tensor y = impl_->net->forward(impl_->input);
+    if (autoencoder_) {
+      out[0] = (y - impl_->input).pow(2).mean().item<float>();
+      return OkStatus();
+    }
     if (classifier_) y = torch::softmax(y, 1);
     y = y.contiguous();
     std::memcpy(out, y.data_ptr<float>(), output_dim_ * sizeof(float));

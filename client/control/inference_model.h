@@ -5,6 +5,7 @@
 // Run() reuses a preallocated input tensor: call it from one thread only (the control loop).
 #pragma once
 
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,12 +24,19 @@ class InferenceModel {
                                                           std::string version);
   ~InferenceModel();
 
-  // in: input_dim floats; out: output_dim floats (softmax probabilities for classifiers).
+  // in: input_dim floats; out: output_dim() floats: softmax probabilities for classifiers, the
+  // values for regression (e.g. a forecast), and for an autoencoder one value, the mean squared
+  // reconstruction error (the anomaly score).
   Status Run(const float* in, float* out);
 
   size_t input_dim() const { return input_dim_; }
-  size_t output_dim() const { return output_dim_; }
+  size_t output_dim() const { return autoencoder_ ? 1 : output_dim_; }
   bool classifier() const { return classifier_; }
+  bool autoencoder() const { return autoencoder_; }
+  // Autoencoders: scores above this raise the `anomaly` signal. Set before the model is
+  // swapped in (a quantile of local reconstruction errors); +inf until then.
+  void set_anomaly_threshold(double t) { anomaly_threshold_ = t; }
+  double anomaly_threshold() const { return anomaly_threshold_; }
   const std::string& version() const { return version_; }
 
  private:
@@ -37,6 +45,8 @@ class InferenceModel {
   std::unique_ptr<Impl> impl_;
   size_t input_dim_ = 0, output_dim_ = 0;
   bool classifier_ = false;
+  bool autoencoder_ = false;
+  double anomaly_threshold_ = std::numeric_limits<double>::infinity();
   std::string version_;
 };
 

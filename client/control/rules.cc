@@ -12,6 +12,7 @@ SignalNames::SignalNames(const std::vector<std::string>& outputs,
   outputs_ = outputs.size();
   names_.push_back("class");
   names_.push_back("confidence");
+  names_.push_back("anomaly");
   model_signals_ = names_.size();
   for (const std::string& f : fields) names_.push_back("raw." + f);
 }
@@ -63,7 +64,7 @@ StatusOr<std::vector<Condition>> ParseConditions(const std::string& text, const 
     std::optional<size_t> idx = names.Find(signal);
     if (!idx) {
       return InvalidArgument(where + ": unknown signal '" + signal +
-                             "' (model outputs named in `outputs`, class, confidence, raw.<field>)");
+                             "' (model outputs named in `outputs`, class, confidence, anomaly, raw.<field>)");
     }
     c.signal = *idx;
     *uses_model = *uses_model || names.IsModelSignal(*idx);

@@ -11,7 +11,8 @@
 //       on_release: {topic: care/room-3/alert, command: {action: clear}}   # optional
 //
 // Signals are the model's named outputs (`outputs:`; probabilities for classifiers), `class`
-// (argmax index), `confidence` (its probability) and `raw.<field>` (newest reading, after
+// (argmax index), `confidence` (its probability), `anomaly` (1 when an autoencoder's
+// reconstruction error exceeds its local threshold, else 0) and `raw.<field>` (newest reading, after
 // missing-value filling, before normalization). Rules that read model signals do not run while no
 // valid model is loaded; the engine emits `default_action` once instead, and again whenever the
 // model becomes invalid. All times are sample timestamps, so behaviour is reproducible.
@@ -44,7 +45,7 @@ class SignalNames {
  private:
   std::vector<std::string> names_;
   size_t outputs_ = 0;
-  size_t model_signals_ = 0;  // outputs + class + confidence
+  size_t model_signals_ = 0;  // outputs + class + confidence + anomaly
 };
 
 struct Action {

@@ -197,6 +197,32 @@ TEST(JobSpec, SemanticErrors) {
   }
 }
 
+TEST(JobSpec, SequenceAndAutoencoderModels) {
+  const std::string head = "name: t\ndataset: d\nrounds: 2\ntarget_clients: 3\n";
+  auto cnn = ParseJobSpecYaml(head + "model: {type: cnn1d, input_dim: 16, channels: 2, "
+                                     "kernel_size: 3, hidden: [8], output_dim: 2}\n", "j.yaml");
+  ASSERT_TRUE(cnn.ok()) << cnn.status().message();
+  EXPECT_EQ(cnn->model().channels(), 2u);
+  EXPECT_EQ(cnn->model().kernel_size(), 3u);
+  auto no_channels = ParseJobSpecYaml(
+      head + "model: {type: cnn1d, input_dim: 16, hidden: [8], output_dim: 2}\n", "j.yaml");
+  ASSERT_FALSE(no_channels.ok());
+  EXPECT_NE(no_channels.status().message().find("channels"), std::string::npos);
+  auto mlp_channels = ParseJobSpecYaml(
+      head + "model: {input_dim: 16, channels: 2, hidden: [8], output_dim: 2}\n", "j.yaml");
+  ASSERT_FALSE(mlp_channels.ok());
+  EXPECT_NE(mlp_channels.status().message().find("model.channels"), std::string::npos)
+      << mlp_channels.status().message();
+  auto ae = ParseJobSpecYaml(
+      head + "model: {task: autoencoder, input_dim: 4, hidden: [2], output_dim: 4}\n", "j.yaml");
+  ASSERT_TRUE(ae.ok()) << ae.status().message();
+  auto bad_ae = ParseJobSpecYaml(
+      head + "model: {task: autoencoder, input_dim: 4, hidden: [2], output_dim: 3}\n", "j.yaml");
+  ASSERT_FALSE(bad_ae.ok());
+  EXPECT_NE(bad_ae.status().message().find("equal input_dim"), std::string::npos)
+      << bad_ae.status().message();
+}
+
 TEST(JobSpec, InvalidYamlReportsLine) {
   auto spec = ParseJobSpecYaml("name: t\nmodel: [unclosed\n", "bad.yaml");
   ASSERT_FALSE(spec.ok());

@@ -7,13 +7,16 @@
 
 #include <atomic>
 #include <mutex>
+#include <random>
 #include <set>
 #include <thread>
 
+#include "client/control_stack.h"
 #include "client/control/control_loop.h"
 #include "client/control/inference_model.h"
 #include "client/trainer.h"
 #include "common/model_layout.h"
+#include "tests/unit/test_util.h"
 
 namespace fleet::control {
 namespace {
@@ -182,3 +185,122 @@ TEST(TrainingGate, TrainingRunsAtIdlePriorityAndWaitsOutAPause) {
 
 }  // namespace
 }  // namespace fleet::control
+
+namespace fleet {
+namespace {
+
+using control::ControlConfig;
+
+// A replayed CSV ramp -> buffer -> forecaster rows: features are the window, the label is the
+// value `horizon` readings later, all through the inference preprocessing.
+TEST(ControlStack, ForecastRowsComeFromTheBufferThroughTheSamePreprocessing) {
+  fleet::testing::TempDir dir;
+  std::string csv = "x,y\n";
+  for (int i = 0; i < 40; ++i) csv += std::to_string(i) + "," + std::to_string(100 - i) + "\n";
+  ControlConfig c;
+  c.model_dataset = "ramp";
+  c.train_dataset = "ramp";
+  c.outputs = {"x_next"};
+  c.schema.fields = {{"x", 0, 1000, true, 1}, {"y", 0, 1000, true, 1}};
+  c.preprocess.window = 3;
+  c.preprocess.normalize_mean = {0, 100};
+  c.preprocess.normalize_std = {10, 10};
+  c.forecast_field = "x";
+  c.forecast_horizon = 2;
+  c.max_rate_hz = 1e6;
+  c.replay = control::ReplayOptions{dir.Write("ramp.csv", csv), "ramp", 10000, false};
+  c.buffer = control::BufferOptions{};
+  c.buffer->path = dir.path() + "/samples.db";
+  c.buffer->commit_interval_ms = 5;
+  auto stack = ControlStack::Start(c, "dev");
+  ASSERT_TRUE(stack.ok()) << stack.status().message();
+  ASSERT_TRUE(fleet::testing::WaitForTrue([&] { return (*stack)->loop().readings() == 40; }));
+  ControlHooks hooks = (*stack)->Hooks();
+  ASSERT_TRUE(hooks.read_buffer);
+  StatusOr<Dataset> d = hooks.read_buffer();
+  ASSERT_TRUE(d.ok()) << d.status().message();
+  // Windows end at readings 2..39; a label needs reading end+2 <= 39.
+  ASSERT_EQ(d->rows, 36u);
+  ASSERT_EQ(d->cols, 6u);
+  EXPECT_EQ(std::vector<float>(d->features.begin(), d->features.begin() + 6),
+            (std::vector<float>{0, 0, 0.1f, -0.1f, 0.2f, -0.2f}));
+  EXPECT_EQ(d->labels[0], 4.f);  // raw units of x, two readings after the window
+  EXPECT_EQ(d->labels[35], 39.f);
+}
+
+TEST(ControlStack, AutoencoderAlarmsAboveTheQuantileOfLocalReconstructionErrors) {
+  ConfigureTorchThreads(1);
+  fleet::testing::TempDir dir;
+  // Normal operation: two correlated channels.
+  std::string csv = "a,b\n";
+  std::mt19937 rng(4);
+  std::normal_distribution<float> n(0, 1);
+  for (int i = 0; i < 400; ++i) {
+    float v = n(rng);
+    csv += std::to_string(v) + "," + std::to_string(2 * v + 0.05f * n(rng)) + "\n";
+  }
+  ControlConfig c;
+  c.model_dataset = "pump";
+  c.train_dataset = "pump";
+  c.outputs = {"reconstruction_error"};
+  c.schema.fields = {{"a", -100, 100, true, 1}, {"b", -100, 100, true, 1}};
+  c.max_rate_hz = 1e6;
+  c.anomaly_quantile = 0.99;
+  control::RuleSpec alarm;
+  alarm.name = "alarm";
+  alarm.uses_model = true;
+  alarm.when = {{3, control::Condition::kGe, 1}};  // anomaly (outputs 1 + class + confidence)
+  alarm.publish = {"pump/alarm", "{}"};
+  c.rules.rules.push_back(alarm);
+  c.replay = control::ReplayOptions{dir.Write("pump.csv", csv), "pump", 20000, false};
+  c.buffer = control::BufferOptions{};
+  c.buffer->path = dir.path() + "/samples.db";
+  c.buffer->commit_interval_ms = 5;
+  auto stack = ControlStack::Start(c, "dev");
+  ASSERT_TRUE(stack.ok()) << stack.status().message();
+  ASSERT_TRUE(fleet::testing::WaitForTrue([&] { return (*stack)->loop().readings() == 400; }));
+  ControlHooks hooks = (*stack)->Hooks();
+  StatusOr<Dataset> data = hooks.read_buffer();
+  ASSERT_TRUE(data.ok());
+  ASSERT_EQ(data->rows, 400u);
+
+  v1::Task task;
+  task.set_job_id("ae");
+  task.set_round(1);
+  task.set_dataset("pump");
+  v1::ModelSpec& m = *task.mutable_model();
+  m.set_type("mlp");
+  m.set_task("autoencoder");
+  m.set_input_dim(2);
+  m.add_hidden(1);  // the bottleneck learns the correlation
+  m.set_output_dim(2);
+  m.set_activation("tanh");
+  ModelLayout layout = *LayoutFor(m);
+  std::vector<float> init = InitialParameters(layout, 2);
+  std::vector<TensorView> views;
+  for (const TensorSlot& t : layout.tensors) views.push_back({&t, init.data() + t.offset});
+  v1::TrainSpec train;
+  train.set_local_epochs(60);
+  train.set_batch_size(32);
+  train.set_learning_rate(0.02f);
+  train.set_optimizer("adam");
+  StatusOr<TrainResult> trained = TrainLocal(m, train, layout, views, *data, Dataset{}, 1);
+  ASSERT_TRUE(trained.ok()) << trained.status().message();
+  EXPECT_LT(trained->train_loss, 0.1);
+
+  hooks.on_global_model(task, trained->params);
+  ASSERT_NE((*stack)->loop().StatusJson().find("\"model_version\":\"ae/round-1\""),
+            std::string::npos);
+  const uint64_t before = (*stack)->loop().inferences();
+  // In pattern (b = 2a): no alarm. Against it (b = -2a): alarm.
+  (*stack)->loop().OnMessage("pump", R"({"a": 0.5, "b": 1.0})");
+  ASSERT_TRUE(fleet::testing::WaitForTrue([&] { return (*stack)->loop().inferences() == before + 1; }));
+  EXPECT_NE((*stack)->loop().StatusJson().find("\"commands\":0"), std::string::npos);
+  (*stack)->loop().OnMessage("pump", R"({"a": 1.0, "b": -2.0})");
+  ASSERT_TRUE(fleet::testing::WaitForTrue([&] { return (*stack)->loop().inferences() == before + 2; }));
+  EXPECT_NE((*stack)->loop().StatusJson().find("\"commands\":1"), std::string::npos)
+      << (*stack)->loop().StatusJson();
+}
+
+}  // namespace
+}  // namespace fleet

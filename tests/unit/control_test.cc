@@ -213,9 +213,9 @@ rules:
 )";
 
 std::vector<float> Signals(float occupied, float light = 300, float co2 = 600) {
-  // vacant, occupied, class, confidence, raw.Light, raw.CO2
+  // vacant, occupied, class, confidence, anomaly, raw.Light, raw.CO2
   return {1 - occupied, occupied, occupied > 0.5f ? 1.f : 0.f, std::max(occupied, 1 - occupied),
-          light, co2};
+          0.f, light, co2};
 }
 
 TEST(Rules, HysteresisForWindowsAndRelease) {

@@ -31,4 +31,14 @@ class TempDir {
   std::string path_;
 };
 
+// Polls `pred` every 5 ms for up to 10 s.
+template <typename Pred>
+bool WaitForTrue(Pred pred) {
+  for (int i = 0; i < 2000; ++i) {
+    if (pred()) return true;
+    usleep(5000);
+  }
+  return pred();
+}
+
 }  // namespace fleet::testing
