@@ -2,6 +2,8 @@
 
 #include <mosquitto.h>
 
+#include <chrono>
+
 #include "common/log.h"
 
 namespace fleet::control {
@@ -74,6 +76,7 @@ StatusOr<std::unique_ptr<MqttLink>> MqttLink::Start(MqttOptions options, Message
   mosquitto_connect_callback_set(m, &MqttLink::OnConnect);
   mosquitto_disconnect_callback_set(m, &MqttLink::OnDisconnect);
   mosquitto_message_callback_set(m, &MqttLink::OnMessage);
+  mosquitto_log_callback_set(m, &MqttLink::OnLog);
   mosquitto_reconnect_delay_set(m, 1, o.reconnect_max_s, /*exponential=*/true);
   if (!o.username.empty() &&
       mosquitto_username_pw_set(m, o.username.c_str(), o.password.c_str()) != MOSQ_ERR_SUCCESS) {
@@ -135,6 +138,19 @@ void MqttLink::OnDisconnect(mosquitto*, void* self, int rc) {
   auto* link = static_cast<MqttLink*>(self);
   link->connected_ = false;
   if (rc != 0) FLEET_LOG(Warn) << "mqtt: connection lost (" << mosquitto_strerror(rc) << "); reconnecting";
+}
+
+// libmosquitto's own errors (e.g. "certificate verify failed") would otherwise be invisible
+// while it retries; one line per 10 s at most.
+void MqttLink::OnLog(mosquitto*, void* self, int level, const char* text) {
+  if ((level & (MOSQ_LOG_ERR | MOSQ_LOG_WARNING)) == 0) return;
+  auto* link = static_cast<MqttLink*>(self);
+  const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                          std::chrono::steady_clock::now().time_since_epoch())
+                          .count();
+  if (now - link->last_error_log_s_.load() < 10) return;
+  link->last_error_log_s_ = now;
+  FLEET_LOG(Warn) << "mqtt: " << text;
 }
 
 void MqttLink::OnMessage(mosquitto*, void* self, const mosquitto_message* msg) {

@@ -66,6 +66,7 @@ class MqttLink {
   static void OnConnect(mosquitto* m, void* self, int rc);
   static void OnDisconnect(mosquitto* m, void* self, int rc);
   static void OnMessage(mosquitto* m, void* self, const mosquitto_message* msg);
+  static void OnLog(mosquitto* m, void* self, int level, const char* text);
   void FlushOutbox();
 
   const MqttOptions options_;
@@ -74,6 +75,7 @@ class MqttLink {
   std::atomic<bool> connected_{false};
   std::atomic<uint64_t> connects_{0};
   std::atomic<uint64_t> outbox_drops_{0};
+  std::atomic<int64_t> last_error_log_s_{-100};
   std::mutex mu_;
   std::deque<std::pair<std::string, std::string>> outbox_;  // guarded by mu_
 };

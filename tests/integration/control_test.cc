@@ -6,6 +6,8 @@
 #include <nlohmann/json.hpp>
 #include <sqlite3.h>
 
+#include <pwd.h>
+
 #include <fstream>
 
 #include "tests/integration/harness.h"
@@ -351,6 +353,86 @@ secure_aggregation: {enabled: false}
                                                     "[0-9.e-]+, val_acc ([0-9.]+)")))
       << alog;
   EXPECT_GT(std::stod(m[1]), 0.9) << alog;
+}
+
+}  // namespace
+}  // namespace fleet::testing
+
+namespace fleet::testing {
+namespace {
+
+// TLS to the broker: the device verifies the broker against its configured CA and presents a
+// client certificate; a device given the wrong CA never connects and says why.
+TEST(Control, MqttOverMutualTlsToTheBroker) {
+  Cluster c;
+  const std::string d = c.dir() + "/mqtt-tls";
+  ASSERT_EQ(std::system(("mkdir -p " + d).c_str()), 0);
+  std::ofstream(d + "/san.ext") << "subjectAltName=DNS:localhost,IP:127.0.0.1\n";
+  const std::string ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes ";
+  const std::string script =
+      "cd " + d + " && set -e && exec 2>openssl.log && "
+      "openssl req -x509 " + ec + "-keyout ca.key -out ca.pem -days 1 -subj /CN=mqtt-ca && "
+      "openssl req -x509 " + ec + "-keyout other-ca.key -out other-ca.pem -days 1 -subj /CN=other && "
+      "openssl req " + ec + "-keyout server.key -out server.csr -subj /CN=localhost && "
+      "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem "
+      "-days 1 -extfile san.ext && "
+      "openssl req " + ec + "-keyout client.key -out client.csr -subj /CN=room-1 && "
+      "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem "
+      "-days 1";
+  ASSERT_EQ(std::system(script.c_str()), 0) << ReadAll(d + "/openssl.log");
+  const int plain = FreePort(), tls = FreePort();
+  // Run as ourselves: mosquitto started as root otherwise drops to a user who cannot read the
+  // test's private directory.
+  std::ofstream(d + "/mosquitto.conf")
+      << "user " << getpwuid(getuid())->pw_name << "\n"
+      << "allow_anonymous true\npersistence false\n"
+      << "listener " << plain << " 127.0.0.1\n"
+      << "listener " << tls << " 127.0.0.1\n"
+      << "cafile " << d << "/ca.pem\ncertfile " << d << "/server.pem\nkeyfile " << d
+      << "/server.key\nrequire_certificate true\n";
+  Process broker;
+  ASSERT_TRUE(broker.Start({"/usr/sbin/mosquitto", "-c", d + "/mosquitto.conf"}, d + "/broker.log"));
+  ASSERT_TRUE(WaitFor([&] { return ReadAll(d + "/broker.log").find(std::to_string(tls)) !=
+                                   std::string::npos; },
+                      std::chrono::seconds(10)))
+      << ReadAll(d + "/broker.log");
+  Probe probe(plain, "room/#");
+  ASSERT_TRUE(c.StartCoordinator()) << c.coordinator().Log();
+  auto control = [&](const std::string& ca, const std::string& topic) {
+    return R"(control:
+  model_dataset: uci-har
+  outputs: [a, b, c, d, e, f]
+  mqtt:
+    broker: "localhost:)" + std::to_string(tls) + R"("
+    topics: [room/1/sensors]
+    reconnect_max_s: 1
+    tls: {ca_cert: )" + d + "/" + ca + ", cert: " + d + "/client.pem, key: " + d + R"(/client.key}
+  schema: {fields: [{name: x}]}
+  default_action: {topic: )" + topic + R"(, command: {setpoint: comfort}}
+  status_topic: room/1/status
+  status_interval_s: 1
+)";
+  };
+  c.set_client_config_extra(1, control("ca.pem", "room/1/hvac"));
+  c.set_client_config_extra(3, control("other-ca.pem", "room/3/hvac"));
+  Process& good = c.StartHarClient(1);
+  Process& wrong = c.StartHarClient(3);
+  nlohmann::json safe = probe.WaitJson(
+      "room/1/hvac", [](const nlohmann::json& j) { return j.value("event", "") == "no_model"; },
+      std::chrono::seconds(30));
+  ASSERT_FALSE(safe.is_null()) << good.Log() << ReadAll(d + "/broker.log");
+  probe.Publish("room/1/sensors", R"({"x": 1.5})");
+  EXPECT_FALSE(probe.WaitJson("room/1/status",
+                              [](const nlohmann::json& j) { return j["readings"] == 1; },
+                              std::chrono::seconds(20))
+                   .is_null())
+      << good.Log();
+  // The device with the wrong CA refuses the broker and keeps retrying.
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  EXPECT_TRUE(probe.On("room/3/hvac").empty());
+  EXPECT_EQ(wrong.Log().find("mqtt: connected"), std::string::npos) << wrong.Log();
+  EXPECT_NE(wrong.Log().find("certificate verify failed"), std::string::npos) << wrong.Log();
+  EXPECT_TRUE(wrong.Running());
 }
 
 }  // namespace
