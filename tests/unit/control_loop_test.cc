@@ -163,6 +163,25 @@ TEST(ControlLoop, BadMessagesAreCountedByReasonAndFloodsAreCut) {
   EXPECT_LE(loop.dropped(DropReason::kFlood), 150u);
 }
 
+TEST(ControlLoop, AMissedDeadlinePausesTraining) {
+  ControlConfig c = LoopConfig();
+  c.deadline_ms = 1;
+  c.training_pause_ms = 300;
+  ControlLoop loop(c, "dev", [](const std::string&, const std::string&) {}, nullptr);
+  ASSERT_TRUE(loop.SwapModel(Model(4, 1, "m")).ok());
+  loop.Start();
+  // A burst far beyond what 1 ms allows: readings late in the queue miss the deadline.
+  for (int i = 0; i < 5000; ++i) loop.OnMessage("s", R"({"x": 1, "y": 2})");
+  ASSERT_TRUE(fleet::testing::WaitForTrue([&] { return loop.missed_deadlines() > 0; }));
+  // A trainer checking the gate between mini-batches now waits.
+  auto t0 = std::chrono::steady_clock::now();
+  loop.gate().WaitIfPaused();
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(50));
+  EXPECT_GE(loop.gate().pauses(), 1u);
+  EXPECT_EQ(loop.gate().waits(), 1u);
+  loop.Stop();
+}
+
 TEST(TrainingGate, TrainingRunsAtIdlePriorityAndWaitsOutAPause) {
   int policy = -1;
   Status s = RunAtTrainingPriority([&] {
