@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <sqlite3.h>
+#include <sys/stat.h>
 
 #include <cmath>
 #include <thread>
@@ -381,6 +382,9 @@ TEST(SampleBuffer, CommittedReadingsSurviveReopenAndRetentionKeepsTheNewest) {
   auto b = SampleBuffer::Open(o, 2);
   ASSERT_TRUE(b.ok());
   EXPECT_EQ((*b)->stored(), 50u);
+  struct stat st {};
+  ASSERT_EQ(stat(o.path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u) << "raw readings are private";
   uint64_t corrupt = 9;
   auto all = (*b)->ReadAll(&corrupt);
   ASSERT_TRUE(all.ok());
