@@ -253,7 +253,8 @@ TEST(ControlStack, AutoencoderAlarmsAboveTheQuantileOfLocalReconstructionErrors)
   // Normal operation: two correlated channels.
   std::string csv = "a,b\n";
   std::mt19937 rng(4);
-  std::normal_distribution<float> n(0, 1);
+  // Small values keep tanh in its linear range, so normal reconstruction errors are tiny.
+  std::normal_distribution<float> n(0, 0.3f);
   for (int i = 0; i < 400; ++i) {
     float v = n(rng);
     csv += std::to_string(v) + "," + std::to_string(2 * v + 0.05f * n(rng)) + "\n";
@@ -305,17 +306,17 @@ TEST(ControlStack, AutoencoderAlarmsAboveTheQuantileOfLocalReconstructionErrors)
   train.set_optimizer("adam");
   StatusOr<TrainResult> trained = TrainLocal(m, train, layout, views, *data, Dataset{}, 1);
   ASSERT_TRUE(trained.ok()) << trained.status().message();
-  EXPECT_LT(trained->train_loss, 0.1);
+  EXPECT_LT(trained->train_loss, 0.01);
 
   hooks.on_global_model(task, trained->params);
   ASSERT_NE((*stack)->loop().StatusJson().find("\"model_version\":\"ae/round-1\""),
             std::string::npos);
   const uint64_t before = (*stack)->loop().inferences();
   // In pattern (b = 2a): no alarm. Against it (b = -2a): alarm.
-  (*stack)->loop().OnMessage("pump", R"({"a": 0.5, "b": 1.0})");
+  (*stack)->loop().OnMessage("pump", R"({"a": 0.3, "b": 0.6})");
   ASSERT_TRUE(fleet::testing::WaitForTrue([&] { return (*stack)->loop().inferences() == before + 1; }));
   EXPECT_NE((*stack)->loop().StatusJson().find("\"commands\":0"), std::string::npos);
-  (*stack)->loop().OnMessage("pump", R"({"a": 1.0, "b": -2.0})");
+  (*stack)->loop().OnMessage("pump", R"({"a": 0.6, "b": -1.2})");
   ASSERT_TRUE(fleet::testing::WaitForTrue([&] { return (*stack)->loop().inferences() == before + 2; }));
   EXPECT_NE((*stack)->loop().StatusJson().find("\"commands\":1"), std::string::npos)
       << (*stack)->loop().StatusJson();
