@@ -23,7 +23,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   CLI::App app{"fleet-client: fleetfl device agent. Joins a coordinator, trains its models on "
-               "local sensor data that never leaves the device, and returns model updates."};
+               "local sensor data that never leaves the device, and returns model updates. With a "
+               "control: block in the config it also runs the current global model on live sensor "
+               "data (MQTT or CSV replay) and publishes the commands its rules decide."};
   app.set_version_flag("--version", "fleet-client 0.1.0 (protocol v" +
                                         std::to_string(fleet::kProtocolVersion) + ")");
   std::string config_path, coordinator, device_id, server_name, log_level = "info";
@@ -103,8 +105,10 @@ int main(int argc, char** argv) {
     auto started = fleet::ControlStack::Start(*config->control, config->device_id);
     if (!started.ok()) {
       FLEET_LOG(Error) << "control: " << started.status().message();
-      return started.status().code() == fleet::StatusCode::kInvalidArgument ? kExitUsage
-                                                                             : kExitError;
+      const fleet::StatusCode code = started.status().code();
+      return code == fleet::StatusCode::kInvalidArgument || code == fleet::StatusCode::kNotFound
+                 ? kExitUsage
+                 : kExitError;
     }
     control = std::move(started).value();
     hooks = control->Hooks();

@@ -156,6 +156,33 @@ TEST(Cli, BadClientConfigExitsTwoNamingTheKey) {
   EXPECT_NE(r.output.find("unknown key 'gpu'"), std::string::npos) << r.output;
 }
 
+TEST(Cli, BadControlBlockExitsTwoNamingTheProblem) {
+  Cluster c;
+  const std::string head = R"(control:
+  model_dataset: uci-har
+  outputs: [a, b]
+  schema: {fields: [{name: Light}]}
+)";
+  struct Case {
+    std::string yaml, expect;
+  };
+  const Case cases[] = {
+      {head + "  replay: {path: /nonexistent/room.csv}\n",
+       "replay file /nonexistent/room.csv cannot be opened"},
+      {head + "  mqtt: {broker: \"127.0.0.1:1883\", topics: [a]}\n  rules: [{name: r, when: "
+              "\"c > 1\", publish: {topic: t, command: {x: 1}}}]\n",
+       "unknown signal 'c'"},
+      {head + "  mqtt: {broker: \"127.0.0.1\", topics: [a]}\n", "expected host:port"},
+  };
+  for (const Case& k : cases) {
+    c.set_client_config_extra(1, k.yaml);
+    auto r = RunCommand({FLEET_CLIENT_BIN, "--config", c.HarClientConfig(1, true, "127.0.0.1:1")},
+                        c.dir());
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    EXPECT_NE(r.output.find(k.expect), std::string::npos) << r.output;
+  }
+}
+
 TEST(Cli, ClientCheckLoadsRealData) {
   Cluster c;
   auto r = RunCommand({FLEET_CLIENT_BIN, "--check", "--config", c.HarClientConfig(1, true, "127.0.0.1:1")},
