@@ -50,10 +50,12 @@ StatusOr<std::unique_ptr<ControlStack>> ControlStack::Start(const control::Contr
   return s;
 }
 
+// The loop publishes through mqtt_, so it stops before the link goes; MQTT messages arriving in
+// between only queue on the stopped loop.
 ControlStack::~ControlStack() {
   replay_.reset();
-  mqtt_.reset();
   if (loop_) loop_->Stop();
+  mqtt_.reset();
   buffer_.reset();
 }
 

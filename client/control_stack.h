@@ -1,7 +1,8 @@
 // Assembles the device's inference and control stack from the `control:` config: on-device
 // buffer, control loop, MQTT link and/or CSV replay, and the hooks through which the training
 // side hands it verified global models. Starts everything at once and stops it in the safe
-// order (sources first, then the loop, then the buffer commits what is queued).
+// order (replay, then the loop, then the MQTT link it publishes through, then the buffer,
+// which commits what is queued).
 #pragma once
 
 #include <memory>
