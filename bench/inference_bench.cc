@@ -8,7 +8,7 @@
 //    to the broker's own round trip (an echo client) as the floor;
 //  - the process's peak RSS: it holds what fleet-client holds while training and controlling.
 //
-// usage: inference_bench <HAR subject file> <scratch dir>
+// usage: inference_bench <HAR subject file> <scratch dir>   (subject-3.txt must sit beside it)
 #include <mosquitto.h>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -285,6 +285,45 @@ int main(int argc, char** argv) {
     epochs = training.epochs();
   }
 
+  // int8 Linear layers: latency, and the accuracy change of a trained model on held-out rows.
+  // Trained on this subject, measured on another (subject-3 beside it): a held-out person.
+  const Dataset& train_rows = *data;
+  DatasetSpec other = ds;
+  other.files[0].path = std::string(argv[1]).substr(0, std::string(argv[1]).rfind('/')) +
+                        "/subject-3.txt";
+  StatusOr<Dataset> held_out = LoadDataset(other);
+  if (!held_out.ok()) {
+    std::fprintf(stderr, "inference_bench: %s\n", held_out.status().message().c_str());
+    return 1;
+  }
+  const Dataset& test_rows = *held_out;
+  v1::TrainSpec ts;
+  ts.set_local_epochs(10);
+  ts.set_batch_size(32);
+  ts.set_learning_rate(0.001f);
+  ts.set_optimizer("adam");
+  std::vector<float> init = InitialParameters(layout, 5);
+  std::vector<TensorView> init_views;
+  for (const TensorSlot& t : layout.tensors) init_views.push_back({&t, init.data() + t.offset});
+  StatusOr<TrainResult> trained = TrainLocal(spec, ts, layout, init_views, train_rows, Dataset{}, 5);
+  if (!trained.ok()) return 1;
+  auto f32 = *InferenceModel::Create(spec, trained->params, "f32");
+  auto i8 = *InferenceModel::Create(spec, trained->params, "int8", /*int8=*/true);
+  int f32_right = 0, i8_right = 0, agree = 0;
+  for (size_t r = 0; r < test_rows.rows; ++r) {
+    float a[6], b[6];
+    (void)f32->Run(&test_rows.features[r * 561], a);
+    (void)i8->Run(&test_rows.features[r * 561], b);
+    const int pa = static_cast<int>(std::max_element(a, a + 6) - a);
+    const int pb = static_cast<int>(std::max_element(b, b + 6) - b);
+    f32_right += pa == static_cast<int>(test_rows.labels[r]);
+    i8_right += pb == static_cast<int>(test_rows.labels[r]);
+    agree += pa == pb;
+  }
+  ModelLatency(*i8, *data, 2000);  // warm-up
+  auto [i8_p50, i8_p99] = ModelLatency(*i8, *data, kIters);
+  const double n_test = static_cast<double>(test_rows.rows);
+
   // MQTT: broker, echo floor, then the control loop end to end.
   const int port = FreePort();
   const std::string dir = argv[2];
@@ -393,6 +432,15 @@ int main(int argc, char** argv) {
   out["sequence_p99_training_over_idle"] = cnn_p99_training / cnn_p99;
   out["floor_aten_p50_us"] = floor_p50;
   out["p50_over_floor"] = p50 / floor_p50;
+  out["int8_p50_us"] = i8_p50;
+  out["int8_p99_us"] = i8_p99;
+  out["int8_heldout"] = "trained on subject 1 (10 epochs), measured on subject 3";
+  out["int8_heldout_rows"] = test_rows.rows;
+  out["fp32_heldout_accuracy"] = f32_right / n_test;
+  out["int8_heldout_accuracy"] = i8_right / n_test;
+  out["int8_argmax_agreement"] = agree / n_test;
+  out["int8_weight_bytes"] = layout.total;  // one byte per weight (biases stay float)
+  out["fp32_weight_bytes"] = layout.total * 4;
   out["mqtt_messages_per_run"] = kMessages;
   out["mqtt_rate_hz"] = kHz;
   out["e2e_p99_ms"] = e2e_p99;

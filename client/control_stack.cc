@@ -127,7 +127,7 @@ ControlHooks ControlStack::Hooks() {
   h.on_global_model = [loop, self](const v1::Task& task, std::vector<float> params) {
     std::string version = task.job_id() + "/round-" + std::to_string(task.round());
     StatusOr<std::shared_ptr<control::InferenceModel>> m =
-        control::InferenceModel::Create(task.model(), params, version);
+        control::InferenceModel::Create(task.model(), params, version, loop->config().int8);
     if (m.ok() && (*m)->autoencoder()) {
       (*m)->set_anomaly_threshold(self->AnomalyThreshold(**m));
       FLEET_LOG(Info) << "control: anomaly threshold of " << version << ": "

@@ -22,6 +22,7 @@ StatusOr<ControlConfig> ParseControlConfig(ConfigMap m, const std::string& devic
   if (!(c.validation_fraction >= 0 && c.validation_fraction < 1)) {
     return InvalidArgument(m.Where("validation_fraction") + " must be in [0, 1)");
   }
+  RETURN_IF_ERROR(m.Get("int8", &c.int8));
   RETURN_IF_ERROR(m.Get("anomaly_quantile", &c.anomaly_quantile));
   if (!(c.anomaly_quantile > 0 && c.anomaly_quantile < 1)) {
     return InvalidArgument(m.Where("anomaly_quantile") + " must be in (0, 1)");

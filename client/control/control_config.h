@@ -41,6 +41,9 @@ struct ControlConfig {
   // Autoencoders: the `anomaly` signal fires above this quantile of the reconstruction errors
   // of the buffered windows, recomputed for every new model.
   double anomaly_quantile = 0.99;
+  // Run MLP models with dynamic int8 Linear layers (4x smaller weights; see README for the
+  // accuracy and latency change measured by scripts/bench.sh inference).
+  bool int8 = false;
   std::vector<std::string> outputs;  // names of the model's outputs, used by rules
   SensorSchema schema;
   PreprocessSpec preprocess;

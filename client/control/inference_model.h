@@ -19,9 +19,12 @@ class InferenceModel {
  public:
   // `params` is the flat parameter vector in common/model_layout.h order. `version` is shown in
   // every command the model causes (e.g. "job-3/round-7").
+  // `int8`: dynamic int8 quantization of the Linear layers (MLP only; QNNPACK): weights are
+  // stored as int8 with one scale per layer, activations are quantized per call.
   static StatusOr<std::shared_ptr<InferenceModel>> Create(const v1::ModelSpec& spec,
                                                           const std::vector<float>& params,
-                                                          std::string version);
+                                                          std::string version,
+                                                          bool int8 = false);
   ~InferenceModel();
 
   // in: input_dim floats; out: output_dim() floats: softmax probabilities for classifiers, the
@@ -33,6 +36,7 @@ class InferenceModel {
   size_t output_dim() const { return autoencoder_ ? 1 : output_dim_; }
   bool classifier() const { return classifier_; }
   bool autoencoder() const { return autoencoder_; }
+  bool int8() const { return int8_; }
   // Autoencoders: scores above this raise the `anomaly` signal. Set before the model is
   // swapped in (a quantile of local reconstruction errors); +inf until then.
   void set_anomaly_threshold(double t) { anomaly_threshold_ = t; }
@@ -46,6 +50,7 @@ class InferenceModel {
   size_t input_dim_ = 0, output_dim_ = 0;
   bool classifier_ = false;
   bool autoencoder_ = false;
+  bool int8_ = false;
   double anomaly_threshold_ = std::numeric_limits<double>::infinity();
   std::string version_;
 };

@@ -58,6 +58,39 @@ TEST(InferenceModel, AgreesWithTheTrainersPredictions) {
   EXPECT_FALSE(InferenceModel::Create(spec, std::vector<float>(5), "bad").ok());
 }
 
+TEST(InferenceModel, Int8LinearLayersStayCloseToFloat) {
+  v1::ModelSpec spec = Mlp(32, 4);
+  spec.set_hidden(0, 64);
+  ModelLayout layout = *LayoutFor(spec);
+  std::vector<float> params = InitialParameters(layout, 21);
+  auto f32 = InferenceModel::Create(spec, params, "v", false);
+  auto i8 = InferenceModel::Create(spec, params, "v", true);
+  ASSERT_TRUE(f32.ok() && i8.ok()) << i8.status().message();
+  EXPECT_TRUE((*i8)->int8());
+  std::mt19937 rng(3);
+  std::normal_distribution<float> n(0, 1);
+  int agree = 0;
+  double worst = 0;
+  for (int r = 0; r < 500; ++r) {
+    std::vector<float> x(32);
+    for (float& v : x) v = n(rng);
+    float a[4], b[4];
+    ASSERT_TRUE((*f32)->Run(x.data(), a).ok());
+    ASSERT_TRUE((*i8)->Run(x.data(), b).ok());
+    for (int k = 0; k < 4; ++k) worst = std::max(worst, static_cast<double>(std::fabs(a[k] - b[k])));
+    agree += std::max_element(a, a + 4) - a == std::max_element(b, b + 4) - b;
+  }
+  EXPECT_LT(worst, 0.05) << "probabilities within 0.05";
+  EXPECT_GE(agree, 480) << "argmax agrees on >= 96% of rows";
+  v1::ModelSpec cnn = Mlp(32, 4);
+  cnn.set_type("cnn1d");
+  cnn.set_channels(2);
+  cnn.set_kernel_size(3);
+  auto refused = InferenceModel::Create(cnn, InitialParameters(*LayoutFor(cnn), 1), "v", true);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("int8 quantization applies to mlp"), std::string::npos);
+}
+
 ControlConfig LoopConfig() {
   ControlConfig c;
   c.model_dataset = "d";
