@@ -179,7 +179,11 @@ void ControlLoop::Loop() {
 
 void ControlLoop::Process(Reading& r) {
   const int64_t t0 = SteadyNs();
-  readings_.fetch_add(1, std::memory_order_relaxed);
+  // Counted when fully handled (commands published), on every return path.
+  struct CountWhenDone {
+    std::atomic<uint64_t>& n;
+    ~CountWhenDone() { n.fetch_add(1, std::memory_order_release); }
+  } count_when_done{readings_};
   hist_[kQueue].Record(Us(t0 - r.received_steady_ns));
   if (buffer_ != nullptr && !buffer_->Append(r)) {
     Drop("buffer", Rejection{DropReason::kQueueFull, "sample buffer queue full"});

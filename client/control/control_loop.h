@@ -59,6 +59,7 @@ class ControlLoop {
   // Counters and latency percentiles as one JSON object (also what status_topic carries).
   std::string StatusJson() const;
   uint64_t windows() const { return windows_.load(); }
+  // Readings fully handled: preprocessed and, when a window completed, inferred on and acted on.
   uint64_t readings() const { return readings_.load(); }
   uint64_t dropped(DropReason r) const { return drops_[static_cast<size_t>(r)].load(); }
   uint64_t missed_deadlines() const { return missed_.load(); }

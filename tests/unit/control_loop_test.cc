@@ -344,13 +344,13 @@ TEST(ControlStack, AutoencoderAlarmsAboveTheQuantileOfLocalReconstructionErrors)
   hooks.on_global_model(task, trained->params);
   ASSERT_NE((*stack)->loop().StatusJson().find("\"model_version\":\"ae/round-1\""),
             std::string::npos);
-  const uint64_t before = (*stack)->loop().inferences();
+  const uint64_t before = (*stack)->loop().readings();
   // In pattern (b = 2a): no alarm. Against it (b = -2a): alarm.
   (*stack)->loop().OnMessage("pump", R"({"a": 0.3, "b": 0.6})");
-  ASSERT_TRUE(fleet::testing::WaitForTrue([&] { return (*stack)->loop().inferences() == before + 1; }));
+  ASSERT_TRUE(fleet::testing::WaitForTrue([&] { return (*stack)->loop().readings() == before + 1; }));
   EXPECT_NE((*stack)->loop().StatusJson().find("\"commands\":0"), std::string::npos);
   (*stack)->loop().OnMessage("pump", R"({"a": 0.6, "b": -1.2})");
-  ASSERT_TRUE(fleet::testing::WaitForTrue([&] { return (*stack)->loop().inferences() == before + 2; }));
+  ASSERT_TRUE(fleet::testing::WaitForTrue([&] { return (*stack)->loop().readings() == before + 2; }));
   EXPECT_NE((*stack)->loop().StatusJson().find("\"commands\":1"), std::string::npos)
       << (*stack)->loop().StatusJson();
 }
