@@ -110,7 +110,10 @@ Status LoadFile(const DataFileSpec& f, const DatasetSpec& spec, Dataset* ds, siz
                            std::to_string(ncols));
   }
 
-  ASSIGN_OR_RETURN(int label_col, ResolveColumn(f.label, names, ncols, f.path));
+  int label_col = -1;  // none: every row gets label 0
+  if (!f.label.empty()) {
+    ASSIGN_OR_RETURN(label_col, ResolveColumn(f.label, names, ncols, f.path));
+  }
   int subject_col = -1;
   if (!f.subject.empty()) {
     ASSIGN_OR_RETURN(subject_col, ResolveColumn(f.subject, names, ncols, f.path));
@@ -157,7 +160,7 @@ Status LoadFile(const DataFileSpec& f, const DatasetSpec& spec, Dataset* ds, siz
                     std::string(fields[feature_cols[i]].substr(0, 40)) + "' is not a finite number";
         }
       }
-      if (problem.empty() && !ParseFloat(fields[label_col], &label)) {
+      if (problem.empty() && label_col >= 0 && !ParseFloat(fields[label_col], &label)) {
         problem = where + ": label " + col_name(label_col) + ": '" +
                   std::string(fields[label_col].substr(0, 40)) + "' is not a number";
       }

@@ -30,7 +30,7 @@ struct DataFileSpec {
   bool header = false;
   std::vector<std::string> features;  // names or indices; empty with features_rest
   bool features_rest = false;
-  std::string label;               // name or index (required)
+  std::string label;               // name or index (configs require it; empty: label 0)
   std::string subject;             // name or index (optional)
 };
 

@@ -3,84 +3,46 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
-#include <fstream>
-#include <sstream>
 
+#include "client/data_source.h"
 #include "common/clock.h"
+#include "common/file_util.h"
 
 namespace fleet::control {
-
-namespace {
-
-std::vector<std::string> SplitCsv(const std::string& line) {
-  std::vector<std::string> out;
-  std::string cell;
-  std::istringstream in(line);
-  while (std::getline(in, cell, ',')) {
-    if (!cell.empty() && cell.back() == '\r') cell.pop_back();
-    if (cell.size() >= 2 && cell.front() == '"' && cell.back() == '"') {
-      cell = cell.substr(1, cell.size() - 2);
-    }
-    out.push_back(cell);
-  }
-  return out;
-}
-
-}  // namespace
 
 StatusOr<std::unique_ptr<ReplaySource>> ReplaySource::Open(ReplayOptions options,
                                                            const SensorSchema& schema,
                                                            MessageFn fn) {
-  std::ifstream in(options.path);
-  if (!in) return NotFound("replay file " + options.path + " cannot be opened");
-  std::string line;
-  if (!std::getline(in, line)) return InvalidArgument("replay file " + options.path + " is empty");
-  std::vector<std::string> header = SplitCsv(line);
-  // Data rows of files like UCI Occupancy carry a row id the header does not name.
-  std::vector<std::pair<std::string, size_t>> columns;  // json key, column
-  auto find = [&](const std::string& name) -> StatusOr<size_t> {
-    for (size_t i = 0; i < header.size(); ++i) {
-      if (header[i] == name) return i;
-    }
-    return InvalidArgument("replay file " + options.path + " has no column '" + name + "'");
-  };
+  if (!FileExists(options.path)) {
+    return NotFound("replay file " + options.path + " cannot be opened");
+  }
+  // The project's one CSV loader: header names, quoting, R's unnamed row-id column, and errors
+  // that name file:line and column.
+  DataFileSpec file;
+  file.path = options.path;
+  file.csv = true;
+  file.header = true;
   for (const FieldSpec& f : schema.fields) {
     if (f.size != 1) {
       return InvalidArgument("replay: array field '" + f.name + "' cannot come from a CSV column");
     }
-    ASSIGN_OR_RETURN(size_t c, find(f.name));
-    columns.emplace_back(f.name, c);
+    file.features.push_back(f.name);
   }
-  if (!schema.label_field.empty()) {
-    ASSIGN_OR_RETURN(size_t c, find(schema.label_field));
-    columns.emplace_back(schema.label_field, c);
-  }
+  file.label = schema.label_field;  // empty: the file needs no label column
+  DatasetSpec spec;
+  spec.name = "replay";
+  spec.files.push_back(file);
+  StatusOr<Dataset> data = LoadDataset(spec);
+  if (!data.ok()) return Status(data.status().code(), "replay: " + data.status().message());
   std::unique_ptr<ReplaySource> src(new ReplaySource(std::move(options), std::move(fn)));
-  size_t lineno = 1;
-  while (std::getline(in, line)) {
-    ++lineno;
-    if (line.empty()) continue;
-    std::vector<std::string> cells = SplitCsv(line);
-    const size_t shift = cells.size() == header.size() + 1 ? 1 : 0;
-    if (cells.size() != header.size() + shift) {
-      return InvalidArgument(src->options_.path + ":" + std::to_string(lineno) + ": " +
-                             std::to_string(cells.size()) + " columns, header has " +
-                             std::to_string(header.size()));
-    }
+  for (size_t r = 0; r < data->rows; ++r) {
     nlohmann::json row = nlohmann::json::object();
-    for (const auto& [key, c] : columns) {
-      const std::string& cell = cells[c + shift];
-      char* end = nullptr;
-      double v = std::strtod(cell.c_str(), &end);
-      if (cell.empty() || *end != '\0') {
-        return InvalidArgument(src->options_.path + ":" + std::to_string(lineno) + ": column '" +
-                               key + "' is not a number");
-      }
-      row[key] = v;
+    for (size_t c = 0; c < data->cols; ++c) {
+      row[schema.fields[c].name] = data->features[r * data->cols + c];
     }
+    if (!schema.label_field.empty()) row[schema.label_field] = data->labels[r];
     src->rows_.push_back(std::move(row));
   }
-  if (src->rows_.empty()) return InvalidArgument("replay file " + src->options_.path + " has no rows");
   src->timestamp_field_ = schema.timestamp_field;
   return src;
 }
