@@ -85,15 +85,16 @@ void ClientRunner::RestoreControlModel() {
   control_model_restored_ = true;
   const std::string path = ControlModelPath(config_);
   if (!FileExists(path)) return;
-  StatusOr<std::string> bytes = ReadFile(path);
   v1::Task task;
-  Status s = bytes.ok() ? OkStatus() : bytes.status();
-  if (s.ok() && !task.ParseFromString(*bytes)) s = DataLoss("not a Task message");
-  if (s.ok()) s = VerifyModel(task);
-  StatusOr<ModelLayout> layout = s.ok() ? LayoutFor(task.model()) : StatusOr<ModelLayout>(s);
-  if (!layout.ok()) s = layout.status();
-  StatusOr<std::vector<TensorView>> params =
-      s.ok() ? DecodeParameters(task.parameters(), *layout) : StatusOr<std::vector<TensorView>>(s);
+  auto load = [&]() -> StatusOr<std::vector<float>> {
+    ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
+    if (!task.ParseFromString(bytes)) return DataLoss("not a Task message");
+    RETURN_IF_ERROR(VerifyModel(task));
+    ASSIGN_OR_RETURN(ModelLayout layout, LayoutFor(task.model()));
+    ASSIGN_OR_RETURN(std::vector<TensorView> views, DecodeParameters(task.parameters(), layout));
+    return Flatten(views, layout);
+  };
+  StatusOr<std::vector<float>> params = load();
   if (!params.ok()) {
     FLEET_LOG(Warn) << "kept control model " << path << " not used: " << params.status().message()
                     << "; the safe default stays until a job delivers a model";
@@ -101,7 +102,7 @@ void ClientRunner::RestoreControlModel() {
   }
   FLEET_LOG(Info) << "control: restored the model of job " << task.job_id() << " round "
                   << task.round() << " from " << path;
-  hooks_.on_global_model(task, Flatten(*params, *layout));
+  hooks_.on_global_model(task, std::move(params).value());
 }
 
 std::shared_ptr<v1::Device::Stub> ClientRunner::Stub() {

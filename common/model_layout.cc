@@ -36,8 +36,7 @@ StatusOr<ModelLayout> Cnn1dLayout(const v1::ModelSpec& spec) {
   ModelLayout layout;
   uint32_t in = c;
   for (int i = 0; i < spec.hidden_size(); ++i) {
-    const uint32_t h = spec.hidden(i);
-    if (h == 0) return InvalidArgument("model.hidden[" + std::to_string(i) + "] must be > 0");
+    const uint32_t h = spec.hidden(i);  // > 0: checked by LayoutFor
     const std::string prefix = "conv" + std::to_string(i);
     RETURN_IF_ERROR(Append(&layout, {prefix + ".weight", {h, in, k}, size_t{h} * in * k, 0}));
     RETURN_IF_ERROR(Append(&layout, {prefix + ".bias", {h}, h, 0}));
@@ -58,31 +57,22 @@ StatusOr<ModelLayout> LayoutFor(const v1::ModelSpec& spec) {
   }
   if (spec.input_dim() == 0) return InvalidArgument("model.input_dim must be > 0");
   if (spec.output_dim() == 0) return InvalidArgument("model.output_dim must be > 0");
-  std::vector<uint32_t> dims;
-  dims.push_back(spec.input_dim());
   for (int i = 0; i < spec.hidden_size(); ++i) {
     if (spec.hidden(i) == 0) {
       return InvalidArgument("model.hidden[" + std::to_string(i) + "] must be > 0");
     }
-    dims.push_back(spec.hidden(i));
   }
-  dims.push_back(spec.output_dim());
   if (spec.type() == "cnn1d") return Cnn1dLayout(spec);
 
+  std::vector<uint32_t> dims{spec.input_dim()};
+  dims.insert(dims.end(), spec.hidden().begin(), spec.hidden().end());
+  dims.push_back(spec.output_dim());
   ModelLayout layout;
   for (size_t i = 0; i + 1 < dims.size(); ++i) {
-    std::string prefix = "fc" + std::to_string(i);
-    TensorSlot w{prefix + ".weight", {dims[i + 1], dims[i]}, size_t{dims[i + 1]} * dims[i], 0};
-    TensorSlot b{prefix + ".bias", {dims[i + 1]}, dims[i + 1], 0};
-    for (TensorSlot* t : {&w, &b}) {
-      t->offset = layout.total;
-      layout.total += t->numel;
-      if (layout.total > kMaxParameters) {
-        return InvalidArgument("model has more than " + std::to_string(kMaxParameters) +
-                               " parameters");
-      }
-      layout.tensors.push_back(*t);
-    }
+    const std::string prefix = "fc" + std::to_string(i);
+    RETURN_IF_ERROR(Append(&layout, {prefix + ".weight", {dims[i + 1], dims[i]},
+                                     size_t{dims[i + 1]} * dims[i], 0}));
+    RETURN_IF_ERROR(Append(&layout, {prefix + ".bias", {dims[i + 1]}, dims[i + 1], 0}));
   }
   return layout;
 }

@@ -280,6 +280,14 @@ TEST(Control, FederatedModelDrivesAlertsOverMqttThroughBadInputAndABrokerRestart
   EXPECT_EQ(sqlite3_column_int(st, 0), valid);
   sqlite3_finalize(st);
   sqlite3_close(db);
+
+  // Restarted, the device runs the kept model again (re-verified) without waiting for a job.
+  Process& again = c.StartHarClient(1);
+  ASSERT_TRUE(WaitFor([&] { return again.Log().find("control: restored the model of job " + id +
+                                                    " round 5") != std::string::npos; },
+                      std::chrono::seconds(30)))
+      << again.Log();
+  EXPECT_NE(again.Log().find("control: now running model " + id + "/round-5"), std::string::npos);
 }
 
 }  // namespace
