@@ -21,7 +21,8 @@ namespace fleet::control {
 class ReplaySource {
  public:
   using MessageFn = std::function<void(std::string_view topic, std::string_view payload)>;
-  // Reads the header now (errors name the file); rows stream from Start().
+  // Loads and checks the whole file now (errors name file:line and column); rows are sent from
+  // Start().
   static StatusOr<std::unique_ptr<ReplaySource>> Open(ReplayOptions options,
                                                       const SensorSchema& schema, MessageFn fn);
   ~ReplaySource();
