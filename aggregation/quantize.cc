@@ -1,7 +1,10 @@
 #include "aggregation/quantize.h"
 
+#include <sodium.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "crypto/prg.h"
 
@@ -16,6 +19,55 @@ uint64_t Round(double x, double lo, double hi, double levels, double u) {
   double f = std::floor(v);
   uint64_t q = static_cast<uint64_t>(f) + (u < v - f ? 1 : 0);
   return std::min<uint64_t>(q, static_cast<uint64_t>(levels));
+}
+
+// Stochastic-rounding uniforms, streamed: u(i) is the i-th double UniformDoubles(seed, ..) would
+// return, produced 512 at a time (one 4 KiB keystream chunk) instead of a D-sized array.
+class UniformStream {
+ public:
+  explicit UniformStream(const crypto::Secret32& seed) : seed_(seed) {}
+  ~UniformStream() { sodium_memzero(buf_, sizeof buf_); }
+  double operator()(size_t i) {
+    const size_t chunk = i / kPerChunk;
+    if (chunk != chunk_) {
+      crypto::UniformDoubles(seed_, buf_, kPerChunk, static_cast<uint32_t>(chunk * kBlocksPerChunk));
+      chunk_ = chunk;
+    }
+    return buf_[i % kPerChunk];
+  }
+
+ private:
+  static constexpr size_t kPerChunk = 512;  // 4 KiB of keystream = 64 ChaCha20 blocks
+  static constexpr size_t kBlocksPerChunk = kPerChunk * sizeof(uint64_t) / 64;
+  const crypto::Secret32& seed_;
+  double buf_[kPerChunk];
+  size_t chunk_ = SIZE_MAX;
+};
+
+// Calls put(i, element) for the d + kSecAggExtraElements ring elements of one client, in order.
+template <typename Put>
+void Quantize(const float* delta, size_t d, uint64_t num_examples, double train_loss,
+              double val_accuracy, const QuantizationSpec& spec,
+              const crypto::Secret32& rounding_seed, Put&& put) {
+  const uint64_t w = std::min<uint64_t>(std::max<uint64_t>(num_examples, 1), spec.max_weight);
+  const double levels = Levels(spec);
+  const double c = spec.clip;
+  UniformStream u(rounding_seed);
+  for (size_t i = 0; i < d; ++i) put(i, w * Round(delta[i], -c, c, levels, u(i)));
+  put(d, w);
+  put(d + 1, w * Round(std::isfinite(train_loss) ? train_loss : kSecAggLossClip, 0,
+                       kSecAggLossClip, levels, u(d)));
+  put(d + 2, w * Round(std::isfinite(val_accuracy) ? val_accuracy : 0, 0, 1, levels, u(d + 1)));
+}
+
+// Little-endian words of `bits` / 8 bytes; callers checked bits is 32 or 64.
+void PutWord(std::string* out, size_t i, uint64_t v, uint32_t bits) {
+  if (bits == 32) {
+    const auto w = static_cast<uint32_t>(v);
+    std::memcpy(out->data() + i * 4, &w, 4);
+  } else {
+    std::memcpy(out->data() + i * 8, &v, 8);
+  }
 }
 
 }  // namespace
@@ -45,17 +97,34 @@ std::vector<uint64_t> QuantizeUpdate(const float* delta, size_t d, uint64_t num_
                                      double train_loss, double val_accuracy,
                                      const QuantizationSpec& spec,
                                      const crypto::Secret32& rounding_seed) {
-  const uint64_t w = std::min<uint64_t>(std::max<uint64_t>(num_examples, 1), spec.max_weight);
-  const double levels = Levels(spec);
-  std::vector<double> u(d + 2);
-  crypto::UniformDoubles(rounding_seed, u.data(), u.size());
   std::vector<uint64_t> out(d + kSecAggExtraElements);
-  const double c = spec.clip;
-  for (size_t i = 0; i < d; ++i) out[i] = w * Round(delta[i], -c, c, levels, u[i]);
-  out[d] = w;
-  out[d + 1] = w * Round(std::isfinite(train_loss) ? train_loss : kSecAggLossClip, 0,
-                         kSecAggLossClip, levels, u[d]);
-  out[d + 2] = w * Round(std::isfinite(val_accuracy) ? val_accuracy : 0, 0, 1, levels, u[d + 1]);
+  Quantize(delta, d, num_examples, train_loss, val_accuracy, spec, rounding_seed,
+           [&](size_t i, uint64_t v) { out[i] = v; });
+  return out;
+}
+
+std::string QuantizeToWords(const float* delta, size_t d, uint64_t num_examples,
+                            double train_loss, double val_accuracy, const QuantizationSpec& spec,
+                            const crypto::Secret32& rounding_seed) {
+  const uint32_t bits = spec.modulus_bits == 32 ? 32 : 64;
+  std::string out((d + kSecAggExtraElements) * (bits / 8), '\0');
+  Quantize(delta, d, num_examples, train_loss, val_accuracy, spec, rounding_seed,
+           [&](size_t i, uint64_t v) { PutWord(&out, i, v, bits); });
+  return out;
+}
+
+StatusOr<std::string> PackWords(const std::vector<uint64_t>& values, uint32_t modulus_bits) {
+  if (modulus_bits != 32 && modulus_bits != 64) {
+    return InvalidArgument("modulus_bits must be 32 or 64");
+  }
+  std::string out(values.size() * (modulus_bits / 8), '\0');
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (modulus_bits == 32 && values[i] >> 32) {
+      sodium_memzero(out.data(), out.size());
+      return InvalidArgument("input element exceeds 2^32");
+    }
+    PutWord(&out, i, values[i], modulus_bits);
+  }
   return out;
 }
 

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "common/status.h"
@@ -41,6 +42,16 @@ std::vector<uint64_t> QuantizeUpdate(const float* delta, size_t d, uint64_t num_
                                      double train_loss, double val_accuracy,
                                      const QuantizationSpec& spec,
                                      const crypto::Secret32& rounding_seed);
+
+// The same elements packed as little-endian words of spec.modulus_bits / 8 bytes each: the
+// buffer SecAggClient::MaskInput masks in place. One allocation of the final upload's size and
+// nothing else D-sized (QuantizeUpdate's uint64 vector is twice that for b = 32).
+std::string QuantizeToWords(const float* delta, size_t d, uint64_t num_examples,
+                            double train_loss, double val_accuracy, const QuantizationSpec& spec,
+                            const crypto::Secret32& rounding_seed);
+
+// Packs ring elements (each < 2^modulus_bits) as QuantizeToWords lays them out.
+StatusOr<std::string> PackWords(const std::vector<uint64_t>& values, uint32_t modulus_bits);
 
 struct DequantizedSum {
   std::vector<float> mean_delta;   // weighted mean of the clients' (clipped) deltas

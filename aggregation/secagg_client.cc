@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "aggregation/quantize.h"
 #include "aggregation/secagg_wire.h"
 #include "crypto/prg.h"
 #include "crypto/shamir.h"
@@ -161,11 +162,14 @@ Status SecAggClient::OnShares(const v1::SecAggShares& shares) {
   return OkStatus();
 }
 
-StatusOr<std::string> SecAggClient::MaskInput(const std::vector<uint64_t>& values) {
+StatusOr<std::string> SecAggClient::MaskInput(std::string words) {
+  Wipe wipe_unless_masked{&words};  // moved-from on success: wipes nothing
   RETURN_IF_ERROR(Begin(Step::kMask));
-  if (values.size() != options_.vector_length) {
-    return InvalidArgument("input has " + std::to_string(values.size()) + " elements, expected " +
-                           std::to_string(options_.vector_length));
+  const uint32_t bits = options_.config.modulus_bits();
+  if (bits != 32 && bits != 64) return InvalidArgument("modulus_bits must be 32 or 64");
+  if (words.size() != options_.vector_length * (bits / 8)) {
+    return InvalidArgument("input has " + std::to_string(words.size() / (bits / 8)) +
+                           " elements, expected " + std::to_string(options_.vector_length));
   }
   const std::string ctx = secagg_wire::MaskSeedContext(options_.job_id, options_.round);
   std::vector<std::pair<crypto::Secret32, bool>> pair_seeds;  // (seed, add?)
@@ -174,31 +178,27 @@ StatusOr<std::string> SecAggClient::MaskInput(const std::vector<uint64_t>& value
                                                              peers_[v].mask_pk, ctx));
     pair_seeds.emplace_back(seed, v > my_index_);
   }
-  auto mask = [&](auto* words) {
-    using Word = std::remove_pointer_t<decltype(words)>;
-    crypto::ApplyMask<Word>(self_seed_, crypto::MaskSign::kAdd, words, values.size());
+  // In place: the packed little-endian words are the ring elements (the buffer comes from
+  // operator new, so it is suitably aligned for either word type).
+  auto mask = [&](auto* w) {
+    using Word = std::remove_pointer_t<decltype(w)>;
+    crypto::ApplyMask<Word>(self_seed_, crypto::MaskSign::kAdd, w, options_.vector_length);
     for (const auto& [seed, add] : pair_seeds) {
-      crypto::ApplyMask<Word>(seed, add ? crypto::MaskSign::kAdd : crypto::MaskSign::kSubtract,
-                              words, values.size());
+      crypto::ApplyMask<Word>(seed, add ? crypto::MaskSign::kAdd : crypto::MaskSign::kSubtract, w,
+                              options_.vector_length);
     }
   };
-  std::string out;
-  if (options_.config.modulus_bits() == 32) {
-    std::vector<uint32_t> w(values.size());
-    for (size_t i = 0; i < values.size(); ++i) {
-      if (values[i] >> 32) return InvalidArgument("input element exceeds 2^32");
-      w[i] = static_cast<uint32_t>(values[i]);
-    }
-    mask(w.data());
-    out.assign(reinterpret_cast<const char*>(w.data()), w.size() * 4);
-  } else if (options_.config.modulus_bits() == 64) {
-    std::vector<uint64_t> w = values;
-    mask(w.data());
-    out.assign(reinterpret_cast<const char*>(w.data()), w.size() * 8);
+  if (bits == 32) {
+    mask(reinterpret_cast<uint32_t*>(words.data()));
   } else {
-    return InvalidArgument("modulus_bits must be 32 or 64");
+    mask(reinterpret_cast<uint64_t*>(words.data()));
   }
-  return out;
+  return words;
+}
+
+StatusOr<std::string> SecAggClient::MaskInput(const std::vector<uint64_t>& values) {
+  ASSIGN_OR_RETURN(std::string words, PackWords(values, options_.config.modulus_bits()));
+  return MaskInput(std::move(words));
 }
 
 StatusOr<v1::SecAggConsistency> SecAggClient::OnSurvivors(const v1::SecAggSurvivors& survivors) {
@@ -299,11 +299,9 @@ Status RunSecAggClient(SecAggClient* client, const SecAggTransport& transport) {
   ASSIGN_OR_RETURN(resp, step(req));
   RETURN_IF_ERROR(client->OnShares(resp.shares()));
   {
-    ASSIGN_OR_RETURN(std::vector<uint64_t> values, transport.input());
-    StatusOr<std::string> masked = client->MaskInput(values);
-    sodium_memzero(values.data(), values.size() * sizeof(uint64_t));
-    if (!masked.ok()) return masked.status();
-    RETURN_IF_ERROR(transport.send_masked(*masked));
+    ASSIGN_OR_RETURN(std::string words, transport.input());
+    ASSIGN_OR_RETURN(std::string masked, client->MaskInput(std::move(words)));
+    RETURN_IF_ERROR(transport.send_masked(masked));
   }
   req.set_await_survivors(true);
   ASSIGN_OR_RETURN(resp, step(req));

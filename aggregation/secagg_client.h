@@ -34,7 +34,10 @@ class SecAggClient {
   Status OnNeighbours(const v1::SecAggNeighbours& neighbours);
   StatusOr<v1::SecAggShares> ShareKeys();
   Status OnShares(const v1::SecAggShares& shares);
-  // `values`: QuantizeUpdate output (elements < 2^b). Returns the packed masked words.
+  // `words`: QuantizeToWords output for this round's modulus b (the unmasked update, wiped
+  // here if it cannot be masked). Masks it in place and returns it: the upload.
+  StatusOr<std::string> MaskInput(std::string words);
+  // The same for QuantizeUpdate output (elements < 2^b), packed first.
   StatusOr<std::string> MaskInput(const std::vector<uint64_t>& values);
   StatusOr<v1::SecAggConsistency> OnSurvivors(const v1::SecAggSurvivors& survivors);
   StatusOr<v1::SecAggUnmaskResponse> OnUnmaskRequest(const v1::SecAggUnmaskRequest& request);
@@ -68,12 +71,12 @@ class SecAggClient {
 
 // How a client's steps reach the server: `step` sends one SecAggRequest (the caller fills in the
 // ids) and returns the server's answer when that stage closes; `send_masked` delivers the masked
-// input (Device.PushUpdate); `input` produces the quantized update, after ShareKeys, which is
-// where local training happens.
+// input (Device.PushUpdate); `input` produces the quantized update as QuantizeToWords packs it,
+// after ShareKeys, which is where local training happens.
 struct SecAggTransport {
   std::function<StatusOr<v1::SecAggResponse>(v1::SecAggRequest)> step;
   std::function<Status(const std::string& masked)> send_masked;
-  std::function<StatusOr<std::vector<uint64_t>>()> input;
+  std::function<StatusOr<std::string>()> input;
 };
 
 // Runs one client through all five stages. An abort from the server, or anything the client

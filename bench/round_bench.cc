@@ -12,6 +12,7 @@
 // usage: round_bench COORDINATOR_BIN N D [plain|secure]
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
+#include <sodium.h>
 #include <time.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -214,6 +215,7 @@ int main(int argc, char** argv) {
   ModelLayout layout = *LayoutFor(*m);
   std::vector<float> params = InitialParameters(layout, 1);
   std::string payload = EncodeParameters(layout, params.data());
+  const std::vector<float> zero_update(layout.total, 0.0f);  // what no-op training sends
 
   // The real coordinator, as a separate process.
   char state[] = "/tmp/fleet-bench.XXXXXX";
@@ -296,12 +298,12 @@ int main(int argc, char** argv) {
           if (!gs.ok()) return FromGrpcStatus(gs);
           return resp;
         };
-        transport.input = [&]() -> StatusOr<std::vector<uint64_t>> {
+        transport.input = [&]() -> StatusOr<std::string> {
           QuantizationSpec q{task.secagg().clip(), task.secagg().value_bits(),
                              task.secagg().max_weight(), task.secagg().modulus_bits()};
-          std::vector<float> zero(layout.total, 0.0f);
           crypto::Secret32 seed;
-          return QuantizeUpdate(zero.data(), zero.size(), 1, 0, 0, q, seed);
+          randombytes_buf(seed.data(), seed.size());
+          return QuantizeToWords(zero_update.data(), zero_update.size(), 1, 0, 0, q, seed);
         };
         transport.send_masked = [&](const std::string& masked) {
           h.set_masked(true);

@@ -9,12 +9,14 @@
 //
 // usage: secagg_bench [D] [K] [N] [DROP_FRACTION]
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <set>
 #include <vector>
 
+#include "aggregation/quantize.h"
 #include "aggregation/secagg_client.h"
 #include "aggregation/secagg_server.h"
 #include "crypto/prg.h"
@@ -45,6 +47,8 @@ std::string Name(int i) { return "dev-" + std::to_string(1000 + i); }
 
 struct RoundStats {
   double unmask_s = 0;         // the final CloseStage: reconstruction and unmasking
+  double client_s = 0;         // one client's own work in the round, quantization included
+
   double bytes_per_client = 0;  // SecAgg requests + responses, per surviving client
   SecAggGraphParams params;
 };
@@ -72,6 +76,13 @@ RoundStats InProcessRound(int n, size_t d, double drop, uint32_t neighbours) {
   auto server = std::move(SecAggServer::Create(opt, devices)).value();
   using S = SecAggServer::Stage;
   size_t bytes = 0;
+  double client_total = 0;  // seconds inside client calls, all clients
+  auto client = [&](auto fn) {
+    auto t = Clock::now();
+    auto r = fn();
+    client_total += Seconds(t);
+    return r;
+  };
   // What one client's step costs on the wire: its request with ids, and the answer it gets.
   auto request = [&](int i, auto set) {
     v1::SecAggRequest r;
@@ -88,35 +99,47 @@ RoundStats InProcessRound(int n, size_t d, double drop, uint32_t neighbours) {
     return r;
   };
   for (int i = 0; i < n; ++i) {
-    v1::SecAggKeys advertised = clients[i]->Advertise();
+    v1::SecAggKeys advertised = client([&] { return clients[i]->Advertise(); });
     request(i, [&](v1::SecAggRequest* r) { *r->mutable_advertise() = advertised; });
     (void)server->Advertise(Name(i), advertised);
   }
   server->CloseStage();
   for (int i = 0; i < n; ++i) {
-    (void)clients[i]->OnNeighbours(response(i, S::kAdvertise).neighbours());
-    v1::SecAggShares shares = *clients[i]->ShareKeys();
+    v1::SecAggNeighbours nb = response(i, S::kAdvertise).neighbours();
+    v1::SecAggShares shares = client([&] {
+      (void)clients[i]->OnNeighbours(nb);
+      return *clients[i]->ShareKeys();
+    });
     request(i, [&](v1::SecAggRequest* r) { *r->mutable_share_keys() = shares; });
     (void)server->ShareKeys(Name(i), shares);
   }
   server->CloseStage();
   const int dropped = static_cast<int>(drop * n);
-  std::vector<uint64_t> zeros(d, 0);
+  std::vector<float> delta(d - kSecAggExtraElements, 0.0f);
+  const QuantizationSpec q{1.0f, 16, 1000, 32};
   for (int i = 0; i < n; ++i) {
-    (void)clients[i]->OnShares(response(i, S::kShareKeys).shares());
-    auto m = clients[i]->MaskInput(zeros);
+    v1::SecAggShares relayed = response(i, S::kShareKeys).shares();
+    auto m = client([&] {
+      (void)clients[i]->OnShares(relayed);
+      crypto::Secret32 rounding;
+      randombytes_buf(rounding.data(), rounding.size());
+      return clients[i]->MaskInput(QuantizeToWords(delta.data(), delta.size(), 1, 0, 0, q,
+                                                   rounding));
+    });
     if (i >= dropped) (void)server->MaskedInput(Name(i), *m);
   }
   server->CloseStage();
   for (int i = dropped; i < n; ++i) {
     request(i, [](v1::SecAggRequest* r) { r->set_await_survivors(true); });
-    auto c = clients[i]->OnSurvivors(response(i, S::kMaskedInput).survivors());
+    v1::SecAggSurvivors survivors = response(i, S::kMaskedInput).survivors();
+    auto c = client([&] { return clients[i]->OnSurvivors(survivors); });
     request(i, [&](v1::SecAggRequest* r) { *r->mutable_consistency() = *c; });
     (void)server->Consistency(Name(i), *c);
   }
   server->CloseStage();
   for (int i = dropped; i < n; ++i) {
-    auto u = clients[i]->OnUnmaskRequest(response(i, S::kConsistency).unmask());
+    v1::SecAggUnmaskRequest ask = response(i, S::kConsistency).unmask();
+    auto u = client([&] { return clients[i]->OnUnmaskRequest(ask); });
     request(i, [&](v1::SecAggRequest* r) { *r->mutable_unmask() = *u; });
     (void)server->Unmask(Name(i), *u);
   }
@@ -127,15 +150,20 @@ RoundStats InProcessRound(int n, size_t d, double drop, uint32_t neighbours) {
   for (int i = dropped; i < n; ++i) bytes += response(i, S::kUnmask).ByteSizeLong();
   stats.bytes_per_client = static_cast<double>(bytes) / (n - dropped);
   stats.params = server->params();
+  stats.client_s = client_total / n;
   if (server->stage() != S::kDone) {
     std::fprintf(stderr, "secagg_bench: round aborted: %s\n", server->abort_reason().c_str());
     std::exit(1);
   }
-  for (uint64_t v : server->sum()) {
-    if (v != 0) {
-      std::fprintf(stderr, "secagg_bench: masks did not cancel\n");
-      std::exit(1);
-    }
+  // Every survivor sent a quantized zero update with weight 1.
+  auto mean = DequantizeSum(server->sum(), q);
+  bool cancelled = mean.ok() && mean->total_weight == static_cast<uint64_t>(n - dropped);
+  for (size_t i = 0; cancelled && i < mean->mean_delta.size(); ++i) {
+    cancelled = std::abs(mean->mean_delta[i]) < 1e-3f;
+  }
+  if (!cancelled) {
+    std::fprintf(stderr, "secagg_bench: masks did not cancel\n");
+    std::exit(1);
   }
   return stats;
 }
@@ -172,9 +200,9 @@ int main(int argc, char** argv) {
               "%.4g, \"mask_to_keystream\": %.3f, \"server_unmask_n\": %d, "
               "\"server_unmask_dropout\": %.2f, \"server_unmask_k\": %u, \"server_unmask_t\": %u, "
               "\"server_unmask_s\": %.4f, \"protocol_bytes_per_client_k\": %u, "
-              "\"protocol_bytes_per_client\": %.0f}\n",
+              "\"protocol_bytes_per_client\": %.0f, \"client_ms_per_round\": %.2f}\n",
               d, k, elems / mask_s, elems / keystream_s, keystream_s / mask_s, n, drop,
               unmask.params.k, unmask.params.t, unmask.unmask_s, wire.params.k,
-              wire.bytes_per_client);
+              wire.bytes_per_client, unmask.client_s * 1e3);
   return 0;
 }

@@ -616,7 +616,7 @@ Status ClientRunner::TrainSecurely(const v1::Task& task, const ModelLayout& layo
     const auto timeout = req.has_await_survivors() ? input_wait : stage_wait;
     return SecAggStep(task, std::move(req), timeout);
   };
-  transport.input = [&]() -> StatusOr<std::vector<uint64_t>> {
+  transport.input = [&]() -> StatusOr<std::string> {
     StatusOr<TrainResult> r = Train(task, layout, global, d);
     if (!r.ok()) return decline(r.status());
     trained = std::move(r).value();
@@ -624,11 +624,11 @@ Status ClientRunner::TrainSecurely(const v1::Task& task, const ModelLayout& layo
     for (size_t i = 0; i < delta.size(); ++i) delta[i] = trained.params[i] - delta[i];
     crypto::Secret32 rounding_seed;
     randombytes_buf(rounding_seed.data(), rounding_seed.size());
-    std::vector<uint64_t> values =
-        QuantizeUpdate(delta.data(), delta.size(), trained.num_examples, trained.train_loss,
-                       trained.val_accuracy, quant, rounding_seed);
+    std::string words =
+        QuantizeToWords(delta.data(), delta.size(), trained.num_examples, trained.train_loss,
+                        trained.val_accuracy, quant, rounding_seed);
     sodium_memzero(delta.data(), delta.size() * sizeof(float));
-    return values;
+    return words;
   };
   transport.send_masked = [&](const std::string& masked) {
     header.set_masked(true);

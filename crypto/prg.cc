@@ -19,10 +19,9 @@ const uint8_t kZeros[kChunkBytes] = {};
 // Calls fn(words, offset, count) for consecutive chunks of the keystream of `seed` read as
 // little-endian Words, covering words [0, n); the chunk buffer is wiped afterwards.
 template <typename Word, typename Fn>
-void ForEachKeystreamChunk(const Secret32& seed, size_t n, Fn&& fn) {
+void ForEachKeystreamChunk(const Secret32& seed, size_t n, Fn&& fn, uint32_t block = 0) {
   constexpr size_t kWords = kChunkBytes / sizeof(Word);
   alignas(64) Word buf[kWords];
-  uint32_t block = 0;
   for (size_t i = 0; i < n; i += kWords) {
     size_t m = std::min(kWords, n - i);
     crypto_stream_chacha20_ietf_xor_ic(reinterpret_cast<uint8_t*>(buf), kZeros, m * sizeof(Word),
@@ -59,10 +58,13 @@ void Keystream(const Secret32& seed, uint8_t* out, size_t bytes, uint32_t first_
   }
 }
 
-void UniformDoubles(const Secret32& seed, double* out, size_t n) {
-  ForEachKeystreamChunk<uint64_t>(seed, n, [&](const uint64_t* ks, size_t i, size_t m) {
-    for (size_t j = 0; j < m; ++j) out[i + j] = static_cast<double>(ks[j] >> 11) * 0x1.0p-53;
-  });
+void UniformDoubles(const Secret32& seed, double* out, size_t n, uint32_t first_block) {
+  ForEachKeystreamChunk<uint64_t>(
+      seed, n,
+      [&](const uint64_t* ks, size_t i, size_t m) {
+        for (size_t j = 0; j < m; ++j) out[i + j] = static_cast<double>(ks[j] >> 11) * 0x1.0p-53;
+      },
+      first_block);
 }
 
 }  // namespace fleet::crypto

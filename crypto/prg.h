@@ -22,8 +22,9 @@ void ApplyMask(const Secret32& seed, MaskSign sign, Word* out, size_t n);
 // ApplyMask against, and the coefficient source of seeded Shamir splits.
 void Keystream(const Secret32& seed, uint8_t* out, size_t bytes, uint32_t first_block = 0);
 
-// `n` uniform doubles in [0, 1) from the keystream of `seed` (53 random bits each): the
-// randomness of stochastic rounding, reproducible when the seed is injected.
-void UniformDoubles(const Secret32& seed, double* out, size_t n);
+// `n` uniform doubles in [0, 1) from the keystream of `seed` starting at 64-byte block
+// `first_block` (53 random bits each, one per 8 keystream bytes): the randomness of stochastic
+// rounding, reproducible when the seed is injected.
+void UniformDoubles(const Secret32& seed, double* out, size_t n, uint32_t first_block = 0);
 
 }  // namespace fleet::crypto

@@ -184,6 +184,13 @@ TEST(Prg, KeystreamVectorAndMaskArithmetic) {
   std::vector<double> u(1000);
   UniformDoubles(zero, u.data(), u.size());
   for (double x : u) ASSERT_TRUE(x >= 0 && x < 1);
+  // From block 64 on (byte 4096, double 512) the stream continues the same sequence.
+  std::vector<double> tail(488);
+  UniformDoubles(zero, tail.data(), tail.size(), 64);
+  EXPECT_TRUE(std::equal(tail.begin(), tail.end(), u.begin() + 512));
+  uint64_t raw;
+  std::memcpy(&raw, &longks[8 * 600], 8);
+  EXPECT_EQ(u[600], static_cast<double>(raw >> 11) * 0x1.0p-53);
 }
 
 TEST(Shamir, FieldArithmetic) {

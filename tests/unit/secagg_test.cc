@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <set>
 
@@ -284,6 +285,14 @@ TEST(SecAgg, ServerRejectsMalformedSharesAndInputs) {
   Status s = h.sim.server_->MaskedInput(Name(0), std::string(100, '\0'));
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("expected 1028"), std::string::npos) << s.message();
+  // The client refuses to mask a wrong-length input too, and names both lengths.
+  Sim::Ok(h.sim.clients_[0]->OnShares(h.sim.server_->ResponseFor(Name(0), Stage::kShareKeys)
+                                          ->shares()));
+  auto short_input = h.sim.clients_[0]->MaskInput(std::string(4 * 100, '\1'));
+  EXPECT_EQ(short_input.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(short_input.status().message().find("input has 100 elements, expected 257"),
+            std::string::npos)
+      << short_input.status().message();
 }
 
 TEST(SecAgg, ClientRefusesToRevealBothSharesOrContradictSurvivors) {
@@ -452,6 +461,31 @@ TEST(Quantize, TwoThousandClientsCannotWrapAndMatchFloatFedAvg) {
   ASSERT_TRUE(w.ok());
   for (float x : w->mean_delta) EXPECT_FLOAT_EQ(x, 0.5f);
   EXPECT_DOUBLE_EQ(w->train_loss, kSecAggLossClip);
+}
+
+// The packed form the client masks in place holds exactly QuantizeUpdate's elements, for both
+// ring widths, over enough coordinates to cross several 512-uniform keystream chunks.
+TEST(Quantize, PackedWordsEqualTheRingElements) {
+  const size_t d = 1500;
+  std::vector<float> delta(d);
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> val(-2.0f, 2.0f);
+  for (auto& x : delta) x = val(rng);
+  crypto::Secret32 seed;
+  randombytes_buf(seed.data(), 32);
+  for (uint32_t bits : {32u, 64u}) {
+    QuantizationSpec spec;
+    spec.modulus_bits = bits;
+    std::vector<uint64_t> elems = QuantizeUpdate(delta.data(), d, 40, 0.7, 0.9, spec, seed);
+    std::string words = QuantizeToWords(delta.data(), d, 40, 0.7, 0.9, spec, seed);
+    ASSERT_EQ(words.size(), elems.size() * bits / 8);
+    EXPECT_EQ(words, *PackWords(elems, bits)) << bits;
+    uint64_t first = 0;
+    std::memcpy(&first, words.data(), bits / 8);  // little-endian
+    EXPECT_EQ(first, elems[0]);
+  }
+  EXPECT_EQ(PackWords({uint64_t{1} << 32}, 32).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(PackWords({1}, 16).status().code(), StatusCode::kInvalidArgument);
 }
 
 // End to end through the masks: the dequantized secure sum equals float FedAvg within one step.
