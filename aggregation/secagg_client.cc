@@ -107,34 +107,31 @@ StatusOr<v1::SecAggShares> SecAggClient::ShareKeys() {
       held_[v] = {crypto::EncodeShare(b_shares[i]), crypto::EncodeShare(s_shares[i])};
       continue;
     }
-    ASSIGN_OR_RETURN(crypto::Secret32 key,
-                     crypto::AgreeKey(cipher_.secret_key, cipher_.public_key,
-                                      peers_[v].cipher_pk, ctx));
+    Peer& peer = peers_[v];
+    ASSIGN_OR_RETURN(peer.share_key, crypto::AgreeKey(cipher_.secret_key, cipher_.public_key,
+                                                      peer.cipher_pk, ctx));
     std::string plain = crypto::EncodeShare(b_shares[i]) + crypto::EncodeShare(s_shares[i]);
     Wipe wipe{&plain};
     auto* s = out.add_shares();
     s->set_from(my_index_);
     s->set_to(v);
     s->set_ciphertext(crypto::Seal(
-        key, plain, secagg_wire::ShareAssociatedData(options_.job_id, options_.round, my_index_, v)));
+        peer.share_key, plain,
+        secagg_wire::ShareAssociatedData(options_.job_id, options_.round, my_index_, v)));
   }
   return out;
 }
 
 Status SecAggClient::OnShares(const v1::SecAggShares& shares) {
   RETURN_IF_ERROR(Begin(Step::kShares));
-  const std::string ctx = secagg_wire::ShareKeyContext(options_.job_id, options_.round);
   for (const auto& s : shares.shares()) {
     auto peer = peers_.find(s.from());
     if (peer == peers_.end() || s.to() != my_index_ || masked_with_.count(s.from()) > 0) {
       return InvalidArgument("relayed share from " + std::to_string(s.from()) + " to " +
                              std::to_string(s.to()) + " is not for this client or repeated");
     }
-    ASSIGN_OR_RETURN(crypto::Secret32 key,
-                     crypto::AgreeKey(cipher_.secret_key, cipher_.public_key,
-                                      peer->second.cipher_pk, ctx));
     StatusOr<std::string> plain = crypto::Open(
-        key, s.ciphertext(),
+        peer->second.share_key, s.ciphertext(),
         secagg_wire::ShareAssociatedData(options_.job_id, options_.round, s.from(), my_index_));
     if (!plain.ok()) {
       return InvalidArgument("share from client " + std::to_string(s.from()) + ": " +

@@ -51,6 +51,7 @@ class SecAggClient {
   struct Peer {
     std::string device_id;
     crypto::Bytes32 cipher_pk{}, mask_pk{}, signing_pk{};
+    crypto::Secret32 share_key;  // from cipher_pk, agreed once in ShareKeys, used both ways
   };
   struct Held {                  // the shares this client holds of one owner's secrets
     std::string self_mask_share;
