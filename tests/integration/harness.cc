@@ -81,7 +81,9 @@ void TcpProxy::Pump(int from, int to, bool upstream, std::shared_ptr<std::atomic
       }
     }
     for (ssize_t off = 0; off < n;) {
-      ssize_t w = write(to, buf + off, static_cast<size_t>(n - off));
+      // MSG_NOSIGNAL: after a cut the other pump may have shut `to` down; a plain write() would
+      // raise SIGPIPE and kill the whole test binary.
+      ssize_t w = send(to, buf + off, static_cast<size_t>(n - off), MSG_NOSIGNAL);
       if (w <= 0) {
         off = n;
         n = -1;
