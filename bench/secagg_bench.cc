@@ -51,7 +51,6 @@ std::string Name(int i) { return "dev-" + std::to_string(1000 + i); }
 struct RoundStats {
   double unmask_s = 0;         // the final CloseStage: reconstruction and unmasking
   double client_s = 0;         // one client's own work in the round, quantization included
-
   double bytes_per_client = 0;  // SecAgg requests + responses, per surviving client
   SecAggGraphParams params;
 };
