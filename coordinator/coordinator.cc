@@ -230,10 +230,10 @@ Status Coordinator::OnUpdate(const v1::UpdateHeader& header, std::string_view pa
   return r->OnUpdate(header, payload);
 }
 
-StatusOr<v1::SecAggResponse> Coordinator::OnSecAgg(const v1::SecAggRequest& request) {
+void Coordinator::OnSecAgg(const v1::SecAggRequest& request, JobRunner::SecAggReply reply) {
   JobRunner* r = FindRunner(request.job_id());
-  if (r == nullptr) return NotFound("no running job " + request.job_id());
-  return r->OnSecAgg(request);
+  if (r == nullptr) return reply(NotFound("no running job " + request.job_id()));
+  r->OnSecAgg(request, std::move(reply));
 }
 
 Status Coordinator::OnMetrics(const v1::MetricsReport& report) {

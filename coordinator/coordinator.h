@@ -52,8 +52,8 @@ class Coordinator {
   Status Join(const v1::JoinRequest& request);
   Status OnUpdate(const v1::UpdateHeader& header, std::string_view payload);
   Status OnMetrics(const v1::MetricsReport& report);
-  // One SecAgg+ step; blocks until the step's stage closes.
-  StatusOr<v1::SecAggResponse> OnSecAgg(const v1::SecAggRequest& request);
+  // One SecAgg+ step; `reply` is called once, when the step's stage closes or on an error.
+  void OnSecAgg(const v1::SecAggRequest& request, JobRunner::SecAggReply reply);
   // Largest payload accepted for `job_id`; NOT_FOUND for unknown jobs.
   StatusOr<size_t> MaxUpdateBytes(const std::string& job_id);
 

@@ -5,8 +5,8 @@
 // Until that commit nothing of the round is durable, so a crash costs exactly the round in
 // flight: a runner created with `resume` continues after the last committed round.
 //
-// Thread-safety: OnUpdate/OnMetrics/Snapshot/Stop are called from gRPC threads; all shared state
-// is guarded by mu_. Status changes are reported through the `changed` callback (no lock held).
+// Thread-safety: OnUpdate/OnMetrics/OnSecAgg/Snapshot/Stop are called from gRPC threads; all
+// shared state is guarded by mu_. Status changes are reported through the `changed` callback (no lock held).
 #pragma once
 
 #include <atomic>
@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -70,9 +71,12 @@ class JobRunner {
   Status OnUpdate(const v1::UpdateHeader& header, std::string_view payload);
   // An EVALUATE result.
   Status OnMetrics(const v1::MetricsReport& report);
-  // One SecAgg+ step of the current round: hands the message to the state machine, then waits
-  // until that stage closes and returns the device's input for the next one.
-  StatusOr<v1::SecAggResponse> OnSecAgg(const v1::SecAggRequest& request);
+  // Answers one SecAgg RPC. Called exactly once, never with the runner's lock held.
+  using SecAggReply = std::function<void(StatusOr<v1::SecAggResponse>)>;
+  // One SecAgg+ step of the current round: hands the message to the state machine and parks the
+  // call (no thread waits for it) until that stage closes; `reply` then gets the device's input
+  // for the next stage. Errors are replied at once. The runner thread answers parked calls.
+  void OnSecAgg(const v1::SecAggRequest& request, SecAggReply reply);
 
   v1::JobStatus Snapshot() const;
   bool Finished() const;
@@ -93,7 +97,15 @@ class JobRunner {
     std::set<std::string> answered;   // updates accepted or rejected, metrics received
     uint32_t rejected = 0;
     std::vector<EvalMetrics> evals;
+    bool secagg_started = false;      // RunSecureStages installed secagg_ (or failed to)
   };
+  // A SecAgg call whose stage has not closed yet.
+  struct ParkedStep {
+    std::string device;
+    SecAggServer::Stage stage;
+    SecAggReply reply;
+  };
+  using Replies = std::vector<std::pair<SecAggReply, StatusOr<v1::SecAggResponse>>>;
 
   void Run();
   // Returns true when the round aggregated, false (with *why) when it must be retried.
@@ -102,6 +114,13 @@ class JobRunner {
   bool RunSecureStages(uint32_t round, v1::RoundSummary* summary, std::string* why);
   bool secure() const { return !job_.spec().secure_aggregation().disabled(); }
   Status OnMaskedUpdate(const v1::UpdateHeader& header, std::string_view payload);
+  // Under mu_: hands one step to secagg_. Returns the answer, or parks *reply and returns nullopt.
+  std::optional<StatusOr<v1::SecAggResponse>> SecAggStepLocked(const v1::SecAggRequest& req,
+                                                                SecAggReply* reply);
+  // Under mu_: takes the parked calls whose stage closed (every one once the round is over) with
+  // their answers, to be sent after unlocking.
+  Replies TakeAnsweredLocked();
+  static void Send(Replies* replies);  // without mu_
   // Waits until every selected device answered or went offline, the deadline, or Stop().
   void WaitForAnswers(std::chrono::steady_clock::time_point deadline);
   void Evaluate(uint32_t round, v1::RoundSummary* summary);
@@ -134,6 +153,9 @@ class JobRunner {
   // The current (or last) secure round's state machine; shared so that RPC handlers still
   // answer from it after the runner moved on. Guarded by mu_.
   std::shared_ptr<SecAggServer> secagg_;
+  std::vector<ParkedStep> parked_;  // guarded by mu_
+  // Steps that came before RunSecureStages installed secagg_. Guarded by mu_.
+  std::vector<std::pair<v1::SecAggRequest, SecAggReply>> early_;
   QuantizationSpec quant_;
   std::vector<float> global_;    // written only by the runner thread
   std::string global_encoded_;   // EncodeParameters(global_), refreshed with it

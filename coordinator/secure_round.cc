@@ -2,6 +2,8 @@
 // SecAggServer) with deadlines and liveness, and serves the devices' SecAgg RPCs.
 #include <sodium.h>
 
+#include <utility>
+
 #include "common/clock.h"
 #include "common/failpoint.h"
 #include "common/job_spec.h"
@@ -31,6 +33,7 @@ bool JobRunner::RunSecureStages(uint32_t round, v1::RoundSummary* summary, std::
     }
   }
   StatusOr<std::unique_ptr<SecAggServer>> created = SecAggServer::Create(opt, devices);
+  Replies replies;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (created.ok()) {
@@ -38,8 +41,12 @@ bool JobRunner::RunSecureStages(uint32_t round, v1::RoundSummary* summary, std::
     } else {
       secagg_.reset();
     }
-    cv_.notify_all();
+    round_.secagg_started = true;
+    for (auto& [req, reply] : std::exchange(early_, {})) {
+      if (auto r = SecAggStepLocked(req, &reply)) replies.emplace_back(std::move(reply), *r);
+    }
   }
+  Send(&replies);
 
   const auto stage_timeout = std::chrono::seconds(sa.stage_timeout_s());
   std::shared_ptr<SecAggServer> server;
@@ -70,7 +77,10 @@ bool JobRunner::RunSecureStages(uint32_t round, v1::RoundSummary* summary, std::
                         << " dropped out in " << SecAggServer::StageName(stage);
       }
       server->CloseStage();
-      cv_.notify_all();
+      replies = TakeAnsweredLocked();
+      lock.unlock();
+      Send(&replies);
+      lock.lock();
       FLEET_LOG(Debug) << "job " << job_.id() << " round " << round << ": "
                        << SecAggServer::StageName(stage) << " closed after "
                        << std::chrono::duration<double, std::milli>(
@@ -80,8 +90,10 @@ bool JobRunner::RunSecureStages(uint32_t round, v1::RoundSummary* summary, std::
     }
     round_.phase = Phase::kIdle;
     for (const auto& id : round_.selected) registry_->Release(id, job_.id());
+    replies = TakeAnsweredLocked();
     cv_.notify_all();
   }
+  Send(&replies);
 
   summary->set_secure(true);
   summary->set_rejected(round_.rejected);
@@ -156,23 +168,34 @@ Status JobRunner::OnMaskedUpdate(const v1::UpdateHeader& header, std::string_vie
   return OkStatus();
 }
 
-StatusOr<v1::SecAggResponse> JobRunner::OnSecAgg(const v1::SecAggRequest& req) {
-  std::unique_lock<std::mutex> lock(mu_);
+void JobRunner::OnSecAgg(const v1::SecAggRequest& req, SecAggReply reply) {
+  std::optional<StatusOr<v1::SecAggResponse>> now;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!stop_ && secure() && round_.phase == Phase::kTrain && req.round() == round_.round &&
+        !round_.secagg_started) {
+      // A device can answer its task before the runner has installed the round's state machine.
+      early_.emplace_back(req, std::move(reply));
+      return;
+    }
+    now = SecAggStepLocked(req, &reply);
+  }
+  if (now) reply(std::move(*now));
+}
+
+std::optional<StatusOr<v1::SecAggResponse>> JobRunner::SecAggStepLocked(
+    const v1::SecAggRequest& req, SecAggReply* reply) {
   const std::string& device = req.device_id();
-  // A device can answer its task before the runner has installed the round's state machine.
-  cv_.wait_for(lock, std::chrono::seconds(10), [&] {
-    return stop_ || secagg_ != nullptr || round_.phase != Phase::kTrain ||
-           req.round() != round_.round;
-  });
   std::shared_ptr<SecAggServer> server = secagg_;
   if (!secure() || !server || round_.phase != Phase::kTrain || req.round() != round_.round ||
       server->round() != req.round()) {
-    return FailedPrecondition("job " + job_.id() + " is not running secure aggregation round " +
-                              std::to_string(req.round()));
+    return StatusOr<v1::SecAggResponse>(
+        FailedPrecondition("job " + job_.id() + " is not running secure aggregation round " +
+                           std::to_string(req.round())));
   }
   if (round_.selected.count(device) == 0) {
-    return FailedPrecondition("device " + device + " was not selected for round " +
-                              std::to_string(req.round()));
+    return StatusOr<v1::SecAggResponse>(FailedPrecondition(
+        "device " + device + " was not selected for round " + std::to_string(req.round())));
   }
   Stage stage;
   Status s;
@@ -197,30 +220,48 @@ StatusOr<v1::SecAggResponse> JobRunner::OnSecAgg(const v1::SecAggRequest& req) {
       s = server->Unmask(device, req.unmask());
       break;
     default:
-      return InvalidArgument("SecAgg request carries no step");
+      return StatusOr<v1::SecAggResponse>(InvalidArgument("SecAgg request carries no step"));
   }
   if (!s.ok()) {
     FLEET_LOG(Warn) << "job " << job_.id() << " round " << req.round() << ": rejected "
                     << SecAggServer::StageName(stage) << " message from " << device << ": "
                     << s.message();
-    return s;
+    return StatusOr<v1::SecAggResponse>(s);
   }
   cv_.notify_all();
-  const v1::JobSpec& spec = job_.spec();
-  const auto limit = std::chrono::steady_clock::now() +
-                     std::chrono::seconds(spec.round_deadline_s() +
-                                          5 * spec.secure_aggregation().stage_timeout_s() + 10);
-  while (server->stage() <= stage && !stop_) {
-    if (cv_.wait_until(lock, limit) == std::cv_status::timeout) {
-      return Status(StatusCode::kDeadlineExceeded, "secure aggregation stage did not close");
+  if (server->stage() > stage) return server->ResponseFor(device, stage);
+  parked_.push_back({device, stage, std::move(*reply)});
+  return std::nullopt;
+}
+
+JobRunner::Replies JobRunner::TakeAnsweredLocked() {
+  Replies out;
+  std::vector<ParkedStep> still;
+  for (ParkedStep& p : parked_) {
+    if (secagg_ && secagg_->stage() > p.stage) {
+      out.emplace_back(std::move(p.reply), secagg_->ResponseFor(p.device, p.stage));
+    } else if (round_.phase != Phase::kTrain) {
+      v1::SecAggResponse r;
+      r.set_abort_reason("the round ended before this stage closed");
+      out.emplace_back(std::move(p.reply), std::move(r));
+    } else {
+      still.push_back(std::move(p));
     }
   }
-  if (server->stage() <= stage) {
-    v1::SecAggResponse r;
-    r.set_abort_reason("the job was stopped");
-    return r;
+  parked_ = std::move(still);
+  if (round_.phase != Phase::kTrain) {
+    for (auto& [req, reply] : std::exchange(early_, {})) {
+      out.emplace_back(std::move(reply),
+                       FailedPrecondition("job " + job_.id() + " round " +
+                                          std::to_string(req.round()) + " ended"));
+    }
   }
-  return server->ResponseFor(device, stage);
+  return out;
+}
+
+void JobRunner::Send(Replies* replies) {
+  for (auto& [reply, answer] : *replies) reply(std::move(answer));
+  replies->clear();
 }
 
 }  // namespace fleet

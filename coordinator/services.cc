@@ -189,16 +189,33 @@ grpc::Status DeviceService::ReportMetrics(grpc::ServerContext* ctx, const v1::Me
   return ToGrpcStatus(c_->OnMetrics(*req));
 }
 
-grpc::Status DeviceService::SecAgg(grpc::ServerContext* ctx, const v1::SecAggRequest* req,
-                                   v1::SecAggResponse* resp) {
-  grpc::Status v = CheckVersion(req->protocol_version());
+grpc::ServerUnaryReactor* DeviceService::SecAgg(grpc::CallbackServerContext* ctx,
+                                                const v1::SecAggRequest* req,
+                                                v1::SecAggResponse* resp) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  grpc::Status s = StartSecAgg(ctx, *req, reactor, resp);
+  if (!s.ok()) reactor->Finish(s);
+  return reactor;
+}
+
+// Checks the request and hands it to the job, which answers (finishes the reactor) when the
+// step's stage closes.
+grpc::Status DeviceService::StartSecAgg(grpc::CallbackServerContext* ctx,
+                                        const v1::SecAggRequest& req,
+                                        grpc::ServerUnaryReactor* reactor,
+                                        v1::SecAggResponse* resp) {
+  grpc::Status v = CheckVersion(req.protocol_version());
   if (!v.ok()) return v;
-  if (grpc::Status a = Allow(*ctx, req->device_id()); !a.ok()) return a;
-  AccessControl::CallGuard guard(&c_->access(), req->device_id(), ctx);
-  if (!c_->registry().Touch(req->device_id(), true)) return NotJoined(req->device_id());
-  StatusOr<v1::SecAggResponse> r = c_->OnSecAgg(*req);
-  if (!r.ok()) return ToGrpcStatus(r.status());
-  *resp = std::move(r).value();
+  if (grpc::Status a = Allow(*ctx, req.device_id()); !a.ok()) return a;
+  if (!c_->registry().Touch(req.device_id(), true)) return NotJoined(req.device_id());
+  // Revocation cancels the call while it waits; the guard lives until the answer.
+  auto guard = std::make_shared<AccessControl::CallGuard>(&c_->access(), req.device_id(), ctx);
+  c_->OnSecAgg(req, [reactor, resp, guard](StatusOr<v1::SecAggResponse> r) mutable {
+    guard.reset();
+    if (!r.ok()) return reactor->Finish(ToGrpcStatus(r.status()));
+    *resp = std::move(r).value();
+    reactor->Finish(grpc::Status::OK);
+  });
   return grpc::Status::OK;
 }
 

@@ -1,8 +1,9 @@
 // gRPC front ends of the Coordinator. Every device RPC checks the protocol version and the
 // caller's certificate (AccessControl); handlers do bounded work and never hold a lock across a
-// network write. Most methods use the sync API; FetchTask, the long poll every idle device keeps
-// open, uses the callback API (a parked reactor, no thread) and answers with the round's task
-// bytes shared by all devices (zero-copy).
+// network write. Most methods use the sync API. Two use the callback API, so that a waiting call
+// holds no thread: FetchTask, the long poll every idle device keeps open, which answers with the
+// round's task bytes shared by all devices (zero-copy), and SecAgg, which every device of a
+// secure round keeps open until its stage closes.
 #pragma once
 
 #include "coordinator/coordinator.h"
@@ -13,7 +14,8 @@ namespace fleet {
 class FetchReactor;
 
 class DeviceService final
-    : public v1::Device::WithRawCallbackMethod_FetchTask<v1::Device::Service> {
+    : public v1::Device::WithRawCallbackMethod_FetchTask<
+          v1::Device::WithCallbackMethod_SecAgg<v1::Device::Service>> {
  public:
   explicit DeviceService(Coordinator* c) : c_(c) {}
   grpc::Status Join(grpc::ServerContext*, const v1::JoinRequest*, v1::JoinResponse*) override;
@@ -25,8 +27,8 @@ class DeviceService final
                           v1::PushUpdateResponse*) override;
   grpc::Status ReportMetrics(grpc::ServerContext*, const v1::MetricsReport*,
                              v1::ReportMetricsResponse*) override;
-  grpc::Status SecAgg(grpc::ServerContext*, const v1::SecAggRequest*,
-                      v1::SecAggResponse*) override;
+  grpc::ServerUnaryReactor* SecAgg(grpc::CallbackServerContext*, const v1::SecAggRequest*,
+                                   v1::SecAggResponse*) override;
   grpc::Status Renew(grpc::ServerContext*, const v1::RenewRequest*,
                      v1::EnrollResponse*) override;
 
@@ -35,6 +37,8 @@ class DeviceService final
   grpc::Status Allow(const grpc::ServerContextBase& ctx, const std::string& device_id);
   grpc::Status StartFetch(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer& request,
                           FetchReactor* reactor, grpc::ByteBuffer* response);
+  grpc::Status StartSecAgg(grpc::CallbackServerContext* ctx, const v1::SecAggRequest& request,
+                           grpc::ServerUnaryReactor* reactor, v1::SecAggResponse* response);
   Coordinator* c_;
 };
 

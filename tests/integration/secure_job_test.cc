@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <regex>
+#include <thread>
 
 #include "harness.h"
 
@@ -69,6 +70,47 @@ TEST(SecureJob, BelowThresholdAbortsCleanlyAndRecordsWhy) {
   EXPECT_TRUE(JsonInts(get.output, "participants").empty());  // no round completed
   auto table = c.Fleetctl({"job", "get", id});
   EXPECT_NE(table.output.find("aborted round:  1"), std::string::npos) << table.output;
+}
+
+// Devices wait inside a SecAgg+ stage on a parked call, with no coordinator thread held. Three
+// of four wait for ConsistencyCheck to close while the fourth hangs before it (stage timeout
+// 120 s): stopping the job answers the three at once with the abort, and the coordinator then
+// shuts down cleanly with the hung device still connected.
+TEST(SecureJob, StoppingAJobAnswersDevicesWaitingInAStage) {
+  Cluster c;
+  ASSERT_TRUE(c.StartCoordinator()) << c.coordinator().Log();
+  Process& hung = c.StartHarClient(1, true, "", {"--fault-hang-before", "consistency"});
+  std::vector<Process*> waiting;
+  for (int s : {3, 5, 6}) waiting.push_back(&c.StartHarClient(s));
+  ASSERT_TRUE(WaitFor([&] { return c.OnlineDevices() >= 4; }, std::chrono::seconds(60)));
+  auto submit = c.Fleetctl(
+      {"job", "submit", "-f",
+       c.WriteJob("it-secure-stop", 1, 4, 4,
+                  "secure_aggregation: {neighbours: 4, threshold: 3, stage_timeout_s: 120}\n")});
+  ASSERT_EQ(submit.exit_code, 0) << submit.output;
+  std::string id = submit.output.substr(0, submit.output.find('\n'));
+  ASSERT_TRUE(WaitFor([&] { return hung.Log().find("hanging before consistency") !=
+                                   std::string::npos; },
+                      std::chrono::seconds(120)))
+      << hung.Log();
+  std::this_thread::sleep_for(std::chrono::seconds(2));  // the others send theirs and wait
+  const auto stopped = std::chrono::steady_clock::now();
+  auto stop = c.Fleetctl({"job", "stop", id});
+  ASSERT_EQ(stop.exit_code, 0) << stop.output;
+  for (Process* p : waiting) {
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          return p->Log().find("aborted by the coordinator: in ConsistencyCheck: the job was "
+                               "stopped") != std::string::npos;
+        },
+        std::chrono::seconds(20)))
+        << p->Log();
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - stopped, std::chrono::seconds(20));
+  auto get = c.Fleetctl({"-o", "json", "job", "get", id});
+  EXPECT_NE(get.output.find("\"state\": \"STOPPED\""), std::string::npos) << get.output;
+  c.coordinator().Kill(SIGTERM);
+  EXPECT_EQ(c.coordinator().Wait(std::chrono::seconds(15)), 0) << c.coordinator().Log();
 }
 
 TEST(SecureJob, OptingOutIsExplicitAndShown) {
