@@ -8,8 +8,9 @@
 #                             docs/RESULTS.md (+ docs/results/*.png when matplotlib is installed).
 #   scripts/bench.sh secagg   SecAgg+: client masking vs raw ChaCha20 keystream, server unmasking
 #                             (N=50, D=1e5, 10% dropouts), and full rounds secure vs plain for
-#                             N in {10, 50}, D=1e5, with protocol bytes per client, and the
-#                             floor of that ratio on this machine (ratio_floor_shared_cores).
+#                             N in {10, 50}, D=1e5 (median of SECAGG_REPEATS=3 alternating runs
+#                             each), with protocol bytes per client, and the floor of that ratio
+#                             on this machine (ratio_floor_shared_cores).
 #   scripts/bench.sh scale    fleet-sim: SCALE_DEVICES (10000) virtual devices connected with
 #                             heartbeats (coordinator RSS, heartbeats/s), then plain rounds for
 #                             N in {100, 1000} x D in {1e5, 1e6}: s/round and peak RSS, next to the
@@ -27,6 +28,17 @@ what=${1:-round}
 mkdir -p "$root/bench/results"
 # field NAME JSON: the numeric value of "NAME" in a one-line JSON object.
 field() { printf '%s' "$2" | sed -n "s/.*\"$1\": \([0-9.e+-]*\).*/\1/p"; }
+# median_run LINE...: the run (one-line JSON) with the median s_per_round.
+median_run() {
+  for l in "$@"; do printf '%s\t%s\n' "$(field s_per_round "$l")" "$l"; done |
+    sort -g | sed -n "$(( ($# + 1) / 2 ))p" | cut -f2-
+}
+# runs_s LINE...: their s_per_round values as a JSON array, in run order.
+runs_s() {
+  local out="" l
+  for l in "$@"; do out="$out${out:+, }$(field s_per_round "$l")"; done
+  printf '[%s]' "$out"
+}
 
 case "$what" in
   round)
@@ -56,8 +68,15 @@ case "$what" in
       echo " \"rounds\": ["
       sep=""
       for n in 10 50; do
-        plain=$("$build/bench/round_bench" "$build/coordinator/fleet-coordinator" "$n" 1e5 plain)
-        secure=$("$build/bench/round_bench" "$build/coordinator/fleet-coordinator" "$n" 1e5 secure)
+        # Shared cores make single runs noisy: plain and secure alternate, SECAGG_REPEATS (3)
+        # times each, and the median run of each mode is reported with all runs listed.
+        plains=(); secures=()
+        for _ in $(seq "${SECAGG_REPEATS:-3}"); do
+          plains+=("$("$build/bench/round_bench" "$build/coordinator/fleet-coordinator" "$n" 1e5 plain)")
+          secures+=("$("$build/bench/round_bench" "$build/coordinator/fleet-coordinator" "$n" 1e5 secure)")
+        done
+        plain=$(median_run "${plains[@]}")
+        secure=$(median_run "${secures[@]}")
         p=$(field s_per_round "$plain")
         s=$(field s_per_round "$secure")
         b=$(field protocol_bytes_per_client "$secure")
@@ -77,8 +96,9 @@ case "$what" in
           -v sg="$(field ed25519_sign_us "$micro")" -v v="$(field ed25519_verify_us "$micro")" \
           'BEGIN{dev = (2*k*x + 2*sg + (k+t)*v) / 1e6 + (k+1)*d/r;
                  printf "%.2f", (p + (n*dev + n*d/r) / c) / p}')
-        line=$(printf '{"n": %s, "d": 100000, "secagg_s_per_round": %s, "plain_s_per_round": %s, "ratio": %.2f, "ratio_floor_shared_cores": %s, "ratio_est_devices_on_own_cpu": %s, "protocol_bytes_per_client": %s, "secure_run": %s, "plain_run": %s}' \
-          "$n" "$s" "$p" "$(awk -v a="$s" -v b="$p" 'BEGIN{print a/b}')" "$floor" "$est" "$b" "$secure" "$plain")
+        line=$(printf '{"n": %s, "d": 100000, "secagg_s_per_round": %s, "plain_s_per_round": %s, "ratio": %.2f, "ratio_floor_shared_cores": %s, "ratio_est_devices_on_own_cpu": %s, "protocol_bytes_per_client": %s, "secagg_runs_s": %s, "plain_runs_s": %s, "secure_run": %s, "plain_run": %s}' \
+          "$n" "$s" "$p" "$(awk -v a="$s" -v b="$p" 'BEGIN{print a/b}')" "$floor" "$est" "$b" \
+          "$(runs_s "${secures[@]}")" "$(runs_s "${plains[@]}")" "$secure" "$plain")
         echo "secagg: $line" >&2
         printf '%s  %s\n' "$sep" "$line"
         sep=","
