@@ -73,6 +73,7 @@ Status JobRunner::Resume() {
     }
   }
   next_round_ = from + 1;
+  last_round_.insert(job_.last_selected().begin(), job_.last_selected().end());
   job_.set_restarts(job_.restarts() + 1);
   job_.set_last_restart_unix_ms(UnixMillis());
   job_.set_resumed_from_round(from);
@@ -525,6 +526,13 @@ Status JobRunner::CommitRound(const v1::RoundSummary& summary) {
   v1::JobStatus next = Snapshot();
   *next.add_rounds() = summary;
   next.set_updated_unix_ms(UnixMillis());
+  // Only the selections that can still keep a device out of round + 1 are worth keeping.
+  const uint32_t cooldown = job_.spec().selection().cooldown_rounds();
+  for (auto it = last_round_.begin(); it != last_round_.end();) {
+    it = it->second + cooldown > round ? std::next(it) : last_round_.erase(it);
+  }
+  next.mutable_last_selected()->clear();
+  next.mutable_last_selected()->insert(last_round_.begin(), last_round_.end());
   // Keep this round's checkpoint and the one before: if this one is found damaged after a
   // restart, the job resumes one round earlier instead of from scratch.
   const uint32_t keep_from = round > 1 ? round - 1 : 1;
@@ -533,6 +541,7 @@ Status JobRunner::CommitRound(const v1::RoundSummary& summary) {
     std::lock_guard<std::mutex> lock(mu_);
     *job_.add_rounds() = summary;
     job_.set_updated_unix_ms(next.updated_unix_ms());
+    *job_.mutable_last_selected() = next.last_selected();
   }
   checkpoints_.RemoveBefore(keep_from);
   return OkStatus();

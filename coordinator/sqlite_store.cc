@@ -10,7 +10,8 @@ namespace {
 
 // v1: jobs, rounds, devices. v2: + tokens, revocations (CREATE IF NOT EXISTS migrates v1).
 // v3: + checkpoints, jobs.restarts/last_restart_ms/resumed_from (kMigrations).
-constexpr int kSchemaVersion = 3;
+// v4: + jobs.last_selected (cooldown state: a JobStatus holding only last_selected).
+constexpr int kSchemaVersion = 4;
 
 // The v2 schema; a new file is created at v2 and migrated forward like an old one, so every
 // database goes through the same steps.
@@ -64,6 +65,9 @@ CREATE TABLE checkpoints (
   optimizer_blake2b TEXT NOT NULL,
   PRIMARY KEY (job_id, round)
 );
+)sql"},
+    {4, R"sql(
+ALTER TABLE jobs ADD COLUMN last_selected BLOB NOT NULL DEFAULT x'';
 )sql"},
 };
 
@@ -185,7 +189,7 @@ class SqliteStore : public JobStore {
     std::vector<v1::JobStatus> jobs;
     Stmt s(db_,
            "SELECT id,state,current_round,error,spec,created_ms,updated_ms,restarts,"
-           "last_restart_ms,resumed_from FROM jobs ORDER BY created_ms, id;");
+           "last_restart_ms,resumed_from,last_selected FROM jobs ORDER BY created_ms, id;");
     if (!s.ok()) return Error("prepare LoadJobs");
     while (sqlite3_step(s.get()) == SQLITE_ROW) {
       v1::JobStatus job;
@@ -201,6 +205,11 @@ class SqliteStore : public JobStore {
       job.set_restarts(static_cast<uint32_t>(s.Int(7)));
       job.set_last_restart_unix_ms(s.Int(8));
       job.set_resumed_from_round(static_cast<uint32_t>(s.Int(9)));
+      v1::JobStatus selected;
+      if (!selected.ParseFromString(s.Text(10))) {
+        return Internal("state database: job " + job.id() + " has unreadable cooldown state");
+      }
+      *job.mutable_last_selected() = selected.last_selected();
       jobs.push_back(std::move(job));
     }
     for (auto& job : jobs) {
@@ -249,11 +258,12 @@ class SqliteStore : public JobStore {
   Status SaveJobLocked(const v1::JobStatus& job) {
     Stmt s(db_,
            "INSERT INTO jobs(id,name,state,current_round,error,spec,created_ms,updated_ms,"
-           "restarts,last_restart_ms,resumed_from) VALUES(?,?,?,?,?,?,?,?,?,?,?) "
+           "restarts,last_restart_ms,resumed_from,last_selected) VALUES(?,?,?,?,?,?,?,?,?,?,?,?) "
            "ON CONFLICT(id) DO UPDATE SET state=excluded.state, "
            "current_round=excluded.current_round, error=excluded.error, "
            "updated_ms=excluded.updated_ms, restarts=excluded.restarts, "
-           "last_restart_ms=excluded.last_restart_ms, resumed_from=excluded.resumed_from;");
+           "last_restart_ms=excluded.last_restart_ms, resumed_from=excluded.resumed_from, "
+           "last_selected=excluded.last_selected;");
     if (!s.ok()) return Error("prepare SaveJob");
     s.Bind(1, job.id());
     s.Bind(2, job.spec().name());
@@ -266,6 +276,9 @@ class SqliteStore : public JobStore {
     s.Bind(9, static_cast<int64_t>(job.restarts()));
     s.Bind(10, job.last_restart_unix_ms());
     s.Bind(11, static_cast<int64_t>(job.resumed_from_round()));
+    v1::JobStatus selected;
+    *selected.mutable_last_selected() = job.last_selected();
+    s.BindBlob(12, selected.SerializeAsString());
     if (sqlite3_step(s.get()) != SQLITE_DONE) return Error("SaveJob " + job.id());
     return OkStatus();
   }

@@ -179,6 +179,52 @@ TEST(Durability, SecureRoundInterruptedByKill9Restarts) {
   EXPECT_EQ(Query(c.state_dir() + "/coordinator.db", "PRAGMA integrity_check;"), "ok");
 }
 
+// Cooldown outlives a restart: with cooldown_rounds 1 the two devices of round 1 sit out round 2,
+// also when the coordinator is killed in round 2 and replays it from round 1's checkpoint.
+TEST(Durability, CooldownSurvivesARestart) {
+  Cluster c;
+  {
+    ScopedFailpoint fp("round.collected@2");
+    ASSERT_TRUE(c.StartCoordinator()) << c.coordinator().Log();
+  }
+  const std::vector<int> subjects = {1, 3, 5, 6};
+  for (int s : subjects) c.StartHarClient(s);
+  ASSERT_TRUE(WaitFor([&] { return c.OnlineDevices() >= 4; }, std::chrono::seconds(30)));
+  auto submit = c.Fleetctl(
+      {"job", "submit", "-f",
+       c.WriteJob("it-cool-crash", 2, 2, 2,
+                  std::string(kPlain) + "selection: {cooldown_rounds: 1}\n")});
+  ASSERT_EQ(submit.exit_code, 0) << submit.output;
+  std::string id = submit.output.substr(0, submit.output.find('\n'));
+  ASSERT_EQ(c.coordinator().Wait(std::chrono::seconds(120)), -SIGKILL) << c.coordinator().Log();
+  ASSERT_TRUE(c.StartCoordinator({}, c.port())) << c.coordinator().Log();
+  auto watch = c.Fleetctl({"job", "watch", id});
+  ASSERT_EQ(watch.exit_code, 0) << watch.output << c.coordinator().Log();
+  // Round 2 ran twice (before the kill and after the restart), both times on the two devices
+  // that sat out round 1; no device trained in both rounds.
+  int in_round1 = 0;
+  for (int s : subjects) {
+    std::string log = ReadAll(c.dir() + "/client-" + std::to_string(s) + ".log");
+    auto count = [&](int round) {
+      std::regex trained("job " + id + " round " + std::to_string(round) + ": trained on");
+      return std::distance(std::sregex_iterator(log.begin(), log.end(), trained),
+                           std::sregex_iterator());
+    };
+    const auto r1 = count(1), r2 = count(2);
+    const std::string what = "subject " + std::to_string(s) + " trained " + std::to_string(r1) +
+                             "x in round 1 and " + std::to_string(r2) + "x in round 2\n" + log;
+    if (r1 > 0) {
+      EXPECT_EQ(r1, 1) << what;
+      EXPECT_EQ(r2, 0) << "cooling down in round 2: " << what;
+    } else {
+      // After the restart (and before the kill, unless the kill beat the upload's answer).
+      EXPECT_GE(r2, 1) << what;
+    }
+    in_round1 += static_cast<int>(r1);
+  }
+  EXPECT_EQ(in_round1, 2);
+}
+
 // A checkpoint damaged while the coordinator was down is detected by its checksum; the job
 // resumes from the one before and replays the round whose checkpoint was lost.
 TEST(Durability, CorruptCheckpointFallsBackToThePreviousOne) {

@@ -89,7 +89,7 @@ TEST(SqliteStore, UsesWalAndPassesIntegrityCheck) {
   };
   EXPECT_EQ(one("PRAGMA journal_mode;"), "wal");
   EXPECT_EQ(one("PRAGMA integrity_check;"), "ok");
-  EXPECT_EQ(one("PRAGMA user_version;"), "3");
+  EXPECT_EQ(one("PRAGMA user_version;"), "4");
   EXPECT_EQ(one("PRAGMA synchronous;"), "2");  // FULL (per connection: ours sets it on open)
   // A database from a newer coordinator is refused, not silently rewritten.
   sqlite3_exec(db, "PRAGMA user_version=99;", nullptr, nullptr, nullptr);
@@ -114,8 +114,8 @@ std::string QueryOne(const std::string& path, const char* sql) {
   return out;
 }
 
-// A file written by the v2 coordinator (the schema as it shipped) opens, migrates to v3 in one
-// transaction, and keeps every row.
+// A file written by the v2 coordinator (the schema as it shipped) opens, migrates to the current
+// schema one transaction per version, and keeps every row.
 TEST(SqliteStore, MigratesAVersion2Database) {
   testing::TempDir dir;
   std::string path = dir.path() + "/c.db";
@@ -151,15 +151,17 @@ TEST(SqliteStore, MigratesAVersion2Database) {
     EXPECT_EQ((*jobs)[0].spec().name(), "old");
     EXPECT_EQ((*jobs)[0].current_round(), 5u);
     EXPECT_EQ((*jobs)[0].restarts(), 0u);
+    EXPECT_TRUE((*jobs)[0].last_selected().empty());
     auto cps = (*store)->LoadCheckpoints("j1");
     ASSERT_TRUE(cps.ok());
     EXPECT_TRUE(cps->empty());
   }
-  EXPECT_EQ(QueryOne(path, "PRAGMA user_version;"), "3");
+  EXPECT_EQ(QueryOne(path, "PRAGMA user_version;"), "4");
   EXPECT_EQ(QueryOne(path, "PRAGMA integrity_check;"), "ok");
 }
 
-// CommitRound keeps the newest checkpoint records only; DropRoundsAfter forgets later rounds.
+// CommitRound keeps the newest checkpoint records only and the job's cooldown state;
+// DropRoundsAfter forgets later rounds.
 TEST(SqliteStore, RoundCommitsPruneAndDropTogether) {
   testing::TempDir dir;
   auto store = OpenSqliteStore(dir.path() + "/c.db");
@@ -173,6 +175,7 @@ TEST(SqliteStore, RoundCommitsPruneAndDropTogether) {
     cp.round = r;
     cp.file = "round-" + std::to_string(r) + ".tensors";
     job.set_current_round(r);
+    (*job.mutable_last_selected())["dev-" + std::to_string(r)] = r;  // cooldown state
     ASSERT_TRUE((*store)->CommitRound(job, s, cp, r > 1 ? r - 1 : 1).ok());
   }
   auto cps = (*store)->LoadCheckpoints("j");
@@ -185,6 +188,8 @@ TEST(SqliteStore, RoundCommitsPruneAndDropTogether) {
   ASSERT_TRUE(jobs.ok());
   ASSERT_EQ((*jobs)[0].rounds_size(), 3);
   EXPECT_EQ((*jobs)[0].rounds(2).round(), 3u);
+  ASSERT_EQ((*jobs)[0].last_selected_size(), 4);  // as the last commit left it
+  EXPECT_EQ((*jobs)[0].last_selected().at("dev-4"), 4u);
   cps = (*store)->LoadCheckpoints("j");
   ASSERT_EQ(cps->size(), 1u);
   EXPECT_EQ((*cps)[0].round, 3u);
