@@ -101,7 +101,6 @@ class JobRunner {
   };
   // A SecAgg call whose stage has not closed yet.
   struct ParkedStep {
-    std::string device;
     SecAggServer::Stage stage;
     SecAggReply reply;
   };
@@ -153,7 +152,7 @@ class JobRunner {
   // The current (or last) secure round's state machine; shared so that RPC handlers still
   // answer from it after the runner moved on. Guarded by mu_.
   std::shared_ptr<SecAggServer> secagg_;
-  std::vector<ParkedStep> parked_;  // guarded by mu_
+  std::map<std::string, ParkedStep> parked_;  // by device, at most one each; guarded by mu_
   // Steps that came before RunSecureStages installed secagg_. Guarded by mu_.
   std::vector<std::pair<v1::SecAggRequest, SecAggReply>> early_;
   QuantizationSpec quant_;

@@ -230,25 +230,33 @@ std::optional<StatusOr<v1::SecAggResponse>> JobRunner::SecAggStepLocked(
   }
   cv_.notify_all();
   if (server->stage() > stage) return server->ResponseFor(device, stage);
-  parked_.push_back({device, stage, std::move(*reply)});
+  // Only await_survivors can get here twice (the state machine refuses every other repeat).
+  if (parked_.count(device) > 0) {
+    return StatusOr<v1::SecAggResponse>(
+        Status(StatusCode::kAlreadyExists, "device " + device + " already waits for " +
+                                               SecAggServer::StageName(stage) + " to close"));
+  }
+  parked_.emplace(device, ParkedStep{stage, std::move(*reply)});
   return std::nullopt;
 }
 
 JobRunner::Replies JobRunner::TakeAnsweredLocked() {
   Replies out;
-  std::vector<ParkedStep> still;
-  for (ParkedStep& p : parked_) {
+  for (auto it = parked_.begin(); it != parked_.end();) {
+    const std::string& device = it->first;
+    ParkedStep& p = it->second;
     if (secagg_ && secagg_->stage() > p.stage) {
-      out.emplace_back(std::move(p.reply), secagg_->ResponseFor(p.device, p.stage));
+      out.emplace_back(std::move(p.reply), secagg_->ResponseFor(device, p.stage));
     } else if (round_.phase != Phase::kTrain) {
       v1::SecAggResponse r;
       r.set_abort_reason("the round ended before this stage closed");
       out.emplace_back(std::move(p.reply), std::move(r));
     } else {
-      still.push_back(std::move(p));
+      ++it;
+      continue;
     }
+    it = parked_.erase(it);
   }
-  parked_ = std::move(still);
   if (round_.phase != Phase::kTrain) {
     for (auto& [req, reply] : std::exchange(early_, {})) {
       out.emplace_back(std::move(reply),

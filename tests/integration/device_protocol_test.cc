@@ -6,10 +6,13 @@
 #include <cmath>
 #include <future>
 
+#include "aggregation/quantize.h"
+#include "aggregation/secagg_client.h"
 #include "common/config.h"
 #include "common/grpc_util.h"
 #include "common/model_layout.h"
 #include "common/tensor_codec.h"
+#include "crypto/keys.h"
 #include "harness.h"
 #include "proto/fleet.grpc.pb.h"
 
@@ -33,10 +36,12 @@ class FakeDevices {
     return stub.get();
   }
 
-  grpc::Status Join(const std::string& id, uint32_t version = kProtocolVersion) {
+  grpc::Status Join(const std::string& id, uint32_t version = kProtocolVersion,
+                    const crypto::SigningKey* key = nullptr) {
     v1::JoinRequest req;
     req.set_protocol_version(version);
     req.set_device_id(id);
+    if (key != nullptr) req.set_signing_public_key(crypto::ToString(key->public_key()));
     auto* d = req.add_datasets();
     d->set_name("numbers");
     d->set_train_examples(10);
@@ -56,8 +61,24 @@ class FakeDevices {
     return task;
   }
 
+  // One SecAgg+ step of `task` for device `id`; blocks until its stage closes.
+  StatusOr<v1::SecAggResponse> SecAgg(const std::string& id, const v1::Task& task,
+                                      v1::SecAggRequest req) {
+    req.set_protocol_version(kProtocolVersion);
+    req.set_device_id(id);
+    req.set_job_id(task.job_id());
+    req.set_round(task.round());
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    v1::SecAggResponse resp;
+    grpc::Status s = device(id)->SecAgg(&ctx, req, &resp);
+    if (!s.ok()) return FromGrpcStatus(s);
+    return resp;
+  }
+
   grpc::Status Push(const std::string& id, const std::string& job, uint32_t round, uint64_t n,
-                    const std::string& payload, uint64_t declared = 0, size_t chunk = 7) {
+                    const std::string& payload, uint64_t declared = 0, size_t chunk = 7,
+                    bool masked = false) {
     grpc::ClientContext ctx;
     v1::PushUpdateResponse resp;
     auto w = device(id)->PushUpdate(&ctx, &resp);
@@ -69,6 +90,7 @@ class FakeDevices {
     h->set_round(round);
     h->set_num_examples(n);
     h->set_total_bytes(declared ? declared : payload.size());
+    h->set_masked(masked);
     size_t off = 0;
     do {  // small chunks: reassembly is part of what is tested
       size_t len = std::min(chunk, payload.size() - off);
@@ -227,6 +249,117 @@ TEST(DeviceProtocol, FedAvgIsExactAndBadUpdatesLeaveTheAggregateUntouched) {
   std::string log = c.coordinator().Log();
   EXPECT_NE(log.find("rejected update from bad-shape"), std::string::npos);
   EXPECT_NE(log.find("rejected update from bad-nan"), std::string::npos);
+}
+
+
+// A device of a secure round that asks for the survivor set twice while the first call still
+// waits gets ALREADY_EXISTS for the second (a waiting call is held per device, not per request),
+// and the other is still answered when the stage closes. Four fake devices run SecAgg+ with the
+// real client state machine; the fourth uploads its masked input only after the repeat was
+// refused, so the stage is provably open at that moment.
+TEST(DeviceProtocol, SecureRoundRefusesASecondWaitingCallFromADevice) {
+  Cluster c;
+  ASSERT_TRUE(c.StartCoordinator()) << c.coordinator().Log();
+  FakeDevices f(c);
+  const std::vector<std::string> ids{"sa-a", "sa-b", "sa-c", "sa-d"};
+  std::vector<crypto::SigningKey> keys;
+  for (const auto& id : ids) {
+    keys.push_back(crypto::SigningKey::Generate());
+    ASSERT_TRUE(f.Join(id, kProtocolVersion, &keys.back()).ok());
+  }
+  v1::JobSpec spec = NumbersJob();
+  spec.set_rounds(1);
+  spec.set_min_clients(4);
+  spec.set_target_clients(4);
+  auto* sa = spec.mutable_secure_aggregation();
+  sa->set_disabled(false);
+  sa->set_neighbours(4);
+  sa->set_threshold(3);
+  sa->set_corrupt_fraction(0.05f);
+  sa->set_dropout_fraction(0.05f);
+  sa->set_clip(1.0f);
+  sa->set_value_bits(16);
+  sa->set_max_weight(1000);
+  sa->set_stage_timeout_s(30);
+  grpc::ClientContext ctx;
+  v1::SubmitJobRequest req;
+  *req.mutable_spec() = spec;
+  v1::JobStatus job;
+  grpc::Status submitted = f.admin()->SubmitJob(&ctx, req, &job);
+  ASSERT_TRUE(submitted.ok()) << submitted.error_message();
+  const ModelLayout layout = *LayoutFor(spec.model());
+
+  std::promise<void> repeat_refused;
+  std::shared_future<void> refused = repeat_refused.get_future().share();
+  grpc::Status second;
+  auto device = [&](size_t i) -> Status {
+    const std::string& id = ids[i];
+    v1::Task task = f.Fetch(id);
+    if (task.kind() != v1::Task::TRAIN || !task.has_secagg()) {
+      return FailedPrecondition(id + ": no secure TRAIN task");
+    }
+    SecAggClient client({task.job_id(), task.round(), id, task.secagg(),
+                         layout.total + kSecAggExtraElements},
+                        &keys[i]);
+    SecAggTransport t;
+    t.step = [&](v1::SecAggRequest r) -> StatusOr<v1::SecAggResponse> {
+      if (i != 0 || !r.await_survivors()) return f.SecAgg(id, task, r);
+      // Two identical calls at once: whichever arrives second is refused at once, the other
+      // waits for the stage, which cannot close before sa-d uploads.
+      auto call = [&] { return f.SecAgg(id, task, r); };
+      std::future<StatusOr<v1::SecAggResponse>> a = std::async(std::launch::async, call);
+      std::future<StatusOr<v1::SecAggResponse>> b = std::async(std::launch::async, call);
+      auto ready = [](auto& fut) {
+        return fut.wait_for(std::chrono::milliseconds(10)) == std::future_status::ready;
+      };
+      while (!ready(a) && !ready(b)) {
+      }
+      std::future<StatusOr<v1::SecAggResponse>>& waited = ready(a) ? b : a;
+      second = ToGrpcStatus((ready(a) ? a : b).get().status());
+      repeat_refused.set_value();
+      return waited.get();
+    };
+    t.input = [&]() -> StatusOr<std::string> {
+      const std::vector<float> zero(layout.total, 0.0f);
+      const auto& q = task.secagg();
+      crypto::Secret32 seed{};
+      return QuantizeToWords(zero.data(), zero.size(), 10, 0, 0,
+                             {q.clip(), q.value_bits(), q.max_weight(), q.modulus_bits()}, seed);
+    };
+    t.send_masked = [&](const std::string& masked) {
+      if (i == 3) refused.wait();
+      return FromGrpcStatus(
+          f.Push(id, task.job_id(), task.round(), 0, masked, 0, 1 << 20, /*masked=*/true));
+    };
+    return RunSecAggClient(&client, t);
+  };
+  std::vector<std::future<Status>> runs;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    runs.push_back(std::async(std::launch::async, device, i));
+  }
+  for (size_t i = 0; i < runs.size(); ++i) {
+    Status s = runs[i].get();
+    EXPECT_TRUE(s.ok()) << ids[i] << ": " << s.ToString();
+  }
+  EXPECT_EQ(second.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_NE(second.error_message().find("already waits for MaskedInputCollection"),
+            std::string::npos)
+      << second.error_message();
+
+  v1::JobStatus status;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        grpc::ClientContext gctx;
+        v1::GetJobRequest g;
+        g.set_id(job.id());
+        return f.admin()->GetJob(&gctx, g, &status).ok() &&
+               status.state() == v1::JobStatus::SUCCEEDED;
+      },
+      std::chrono::seconds(30)))
+      << status.DebugString();
+  ASSERT_EQ(status.rounds_size(), 1);
+  EXPECT_TRUE(status.rounds(0).secure());
+  EXPECT_EQ(status.rounds(0).participants(), 4u);
 }
 
 }  // namespace
