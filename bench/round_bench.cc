@@ -31,6 +31,7 @@
 #include "aggregation/quantize.h"
 #include "aggregation/secagg_client.h"
 #include "common/grpc_util.h"
+#include "common/job_spec.h"
 #include "coordinator/authority.h"
 #include "crypto/pki.h"
 #include "crypto/random.h"
@@ -204,14 +205,8 @@ int main(int argc, char** argv) {
   spec.set_round_deadline_s(120);
   spec.set_eval_deadline_s(5);
   spec.set_seed(1);
-  auto* sa = spec.mutable_secure_aggregation();
-  sa->set_disabled(!secure);
-  sa->set_corrupt_fraction(0.05f);
-  sa->set_dropout_fraction(0.05f);
-  sa->set_clip(1.0f);
-  sa->set_value_bits(16);
-  sa->set_max_weight(1000);
-  sa->set_stage_timeout_s(30);
+  *spec.mutable_secure_aggregation() = SecureAggregationDefaults();
+  spec.mutable_secure_aggregation()->set_disabled(!secure);
   ModelLayout layout = *LayoutFor(*m);
   std::vector<float> params = InitialParameters(layout, 1);
   std::string payload = EncodeParameters(layout, params.data());

@@ -63,9 +63,11 @@ Status ParseTrain(ConfigMap m, v1::TrainSpec* train) {
 }
 
 Status ParseSecureAggregation(ConfigMap m, v1::SecureAggregationSpec* sa) {
-  bool enabled = true;
-  float corrupt = 0.05f, dropout = 0.05f, clip = 1.0f;
-  uint32_t neighbours = 0, threshold = 0, value_bits = 16, max_weight = 1000, stage_timeout = 30;
+  const v1::SecureAggregationSpec d = SecureAggregationDefaults();
+  bool enabled = !d.disabled();
+  float corrupt = d.corrupt_fraction(), dropout = d.dropout_fraction(), clip = d.clip();
+  uint32_t neighbours = d.neighbours(), threshold = d.threshold(), value_bits = d.value_bits(),
+           max_weight = d.max_weight(), stage_timeout = d.stage_timeout_s();
   RETURN_IF_ERROR(m.Get("enabled", &enabled));
   RETURN_IF_ERROR(m.Get("corrupt_fraction", &corrupt));
   RETURN_IF_ERROR(m.Get("dropout_fraction", &dropout));
@@ -89,6 +91,17 @@ Status ParseSecureAggregation(ConfigMap m, v1::SecureAggregationSpec* sa) {
 }
 
 }  // namespace
+
+v1::SecureAggregationSpec SecureAggregationDefaults() {
+  v1::SecureAggregationSpec sa;
+  sa.set_corrupt_fraction(0.05f);
+  sa.set_dropout_fraction(0.05f);
+  sa.set_clip(1.0f);
+  sa.set_value_bits(16);
+  sa.set_max_weight(1000);
+  sa.set_stage_timeout_s(30);
+  return sa;
+}
 
 SecAggThreatModel ThreatModelOf(const v1::SecureAggregationSpec& sa) {
   SecAggThreatModel th;

@@ -16,6 +16,9 @@ namespace fleet {
 StatusOr<v1::JobSpec> ParseJobSpecYaml(const std::string& text, const std::string& source);
 StatusOr<v1::JobSpec> LoadJobSpecFile(const std::string& path);
 
+// The secure_aggregation block of a spec that does not write one: on, 5% corrupt and 5% dropout
+// assumed, k and t derived, clip 1, 16-bit values, weights up to 1000, 30 s per stage.
+v1::SecureAggregationSpec SecureAggregationDefaults();
 // The SecAgg+ threat model a job's spec asks for.
 SecAggThreatModel ThreatModelOf(const v1::SecureAggregationSpec& sa);
 

@@ -10,6 +10,7 @@
 #include "aggregation/secagg_client.h"
 #include "common/config.h"
 #include "common/grpc_util.h"
+#include "common/job_spec.h"
 #include "common/model_layout.h"
 #include "common/tensor_codec.h"
 #include "crypto/keys.h"
@@ -271,16 +272,9 @@ TEST(DeviceProtocol, SecureRoundRefusesASecondWaitingCallFromADevice) {
   spec.set_rounds(1);
   spec.set_min_clients(4);
   spec.set_target_clients(4);
-  auto* sa = spec.mutable_secure_aggregation();
-  sa->set_disabled(false);
-  sa->set_neighbours(4);
-  sa->set_threshold(3);
-  sa->set_corrupt_fraction(0.05f);
-  sa->set_dropout_fraction(0.05f);
-  sa->set_clip(1.0f);
-  sa->set_value_bits(16);
-  sa->set_max_weight(1000);
-  sa->set_stage_timeout_s(30);
+  *spec.mutable_secure_aggregation() = SecureAggregationDefaults();
+  spec.mutable_secure_aggregation()->set_neighbours(4);
+  spec.mutable_secure_aggregation()->set_threshold(3);
   grpc::ClientContext ctx;
   v1::SubmitJobRequest req;
   *req.mutable_spec() = spec;

@@ -61,6 +61,25 @@ struct ScopedFailpoint {
   ~ScopedFailpoint() { unsetenv("FLEET_FAILPOINTS"); }
 };
 
+// Submits `job_file`, expects the failpoint armed at start to kill -9 the coordinator, restarts
+// it on the same port and state directory (its log continues in the same file), and watches the
+// job to its end. Returns the job id, or "" after reporting what failed.
+std::string SubmitThroughACrash(Cluster& c, const std::string& job_file) {
+  auto submit = c.Fleetctl({"job", "submit", "-f", job_file});
+  EXPECT_EQ(submit.exit_code, 0) << submit.output;
+  if (submit.exit_code != 0) return "";
+  std::string id = submit.output.substr(0, submit.output.find('\n'));
+  const int code = c.coordinator().Wait(std::chrono::seconds(120));
+  EXPECT_EQ(code, -SIGKILL) << c.coordinator().Log();
+  if (code != -SIGKILL) return "";
+  const bool restarted = c.StartCoordinator({}, c.port());
+  EXPECT_TRUE(restarted) << c.coordinator().Log();
+  if (!restarted) return "";
+  auto watch = c.Fleetctl({"job", "watch", id});
+  EXPECT_EQ(watch.exit_code, 0) << watch.output << c.coordinator().Log();
+  return watch.exit_code == 0 ? id : "";
+}
+
 struct CrashCase {
   const char* failpoint;      // armed for round 2
   uint32_t resumed_from;      // the checkpoint the restarted coordinator must use
@@ -83,18 +102,10 @@ TEST_P(CoordinatorCrash, RestartResumesFromLastCommittedRound) {
   for (int s : {1, 3}) c.StartHarClient(s);
   ASSERT_TRUE(WaitFor([&] { return c.OnlineDevices() >= 2; }, std::chrono::seconds(30)));
   std::string job = c.WriteJob("it-crash", 3, 2, 2, kPlain);
-  auto submit = c.Fleetctl({"job", "submit", "-f", job});
-  ASSERT_EQ(submit.exit_code, 0) << submit.output;
-  std::string id = submit.output.substr(0, submit.output.find('\n'));
-
-  ASSERT_EQ(c.coordinator().Wait(std::chrono::seconds(120)), -SIGKILL) << c.coordinator().Log();
+  const std::string id = SubmitThroughACrash(c, job);
+  ASSERT_FALSE(id.empty());
   EXPECT_NE(c.coordinator().Log().find(std::string("failpoint ") + cc.failpoint + "@2"),
             std::string::npos);
-  const int port = c.port();
-  ASSERT_TRUE(c.StartCoordinator({}, port)) << c.coordinator().Log();
-
-  auto watch = c.Fleetctl({"job", "watch", id});
-  ASSERT_EQ(watch.exit_code, 0) << watch.output << c.coordinator().Log();
   auto get = c.Fleetctl({"-o", "json", "job", "get", id});
   ASSERT_EQ(get.exit_code, 0) << get.output;
   EXPECT_NE(get.output.find("\"state\": \"SUCCEEDED\""), std::string::npos) << get.output;
@@ -163,15 +174,10 @@ TEST(Durability, SecureRoundInterruptedByKill9Restarts) {
   }
   for (int s : {1, 3, 5, 6}) c.StartHarClient(s);
   ASSERT_TRUE(WaitFor([&] { return c.OnlineDevices() >= 4; }, std::chrono::seconds(30)));
-  auto submit = c.Fleetctl({"job", "submit", "-f",
-                            c.WriteJob("it-secure-crash", 3, 4, 4,
-                                       "secure_aggregation: {neighbours: 4, threshold: 3}\n")});
-  ASSERT_EQ(submit.exit_code, 0) << submit.output;
-  std::string id = submit.output.substr(0, submit.output.find('\n'));
-  ASSERT_EQ(c.coordinator().Wait(std::chrono::seconds(120)), -SIGKILL) << c.coordinator().Log();
-  ASSERT_TRUE(c.StartCoordinator({}, c.port())) << c.coordinator().Log();
-  auto watch = c.Fleetctl({"job", "watch", id});
-  ASSERT_EQ(watch.exit_code, 0) << watch.output << c.coordinator().Log();
+  const std::string id = SubmitThroughACrash(
+      c, c.WriteJob("it-secure-crash", 3, 4, 4,
+                    "secure_aggregation: {neighbours: 4, threshold: 3}\n"));
+  ASSERT_FALSE(id.empty());
   auto get = c.Fleetctl({"-o", "json", "job", "get", id});
   EXPECT_EQ(JsonInts(get.output, "round"), (std::vector<int>{1, 2, 3})) << get.output;
   EXPECT_EQ(JsonInts(get.output, "participants"), (std::vector<int>{4, 4, 4})) << get.output;
@@ -190,16 +196,10 @@ TEST(Durability, CooldownSurvivesARestart) {
   const std::vector<int> subjects = {1, 3, 5, 6};
   for (int s : subjects) c.StartHarClient(s);
   ASSERT_TRUE(WaitFor([&] { return c.OnlineDevices() >= 4; }, std::chrono::seconds(30)));
-  auto submit = c.Fleetctl(
-      {"job", "submit", "-f",
-       c.WriteJob("it-cool-crash", 2, 2, 2,
-                  std::string(kPlain) + "selection: {cooldown_rounds: 1}\n")});
-  ASSERT_EQ(submit.exit_code, 0) << submit.output;
-  std::string id = submit.output.substr(0, submit.output.find('\n'));
-  ASSERT_EQ(c.coordinator().Wait(std::chrono::seconds(120)), -SIGKILL) << c.coordinator().Log();
-  ASSERT_TRUE(c.StartCoordinator({}, c.port())) << c.coordinator().Log();
-  auto watch = c.Fleetctl({"job", "watch", id});
-  ASSERT_EQ(watch.exit_code, 0) << watch.output << c.coordinator().Log();
+  const std::string id = SubmitThroughACrash(
+      c, c.WriteJob("it-cool-crash", 2, 2, 2,
+                    std::string(kPlain) + "selection: {cooldown_rounds: 1}\n"));
+  ASSERT_FALSE(id.empty());
   // Round 2 ran twice (before the kill and after the restart), both times on the two devices
   // that sat out round 1; no device trained in both rounds.
   int in_round1 = 0;
