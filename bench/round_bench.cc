@@ -13,9 +13,9 @@
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <sodium.h>
-#include <time.h>
 #include <spawn.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -32,11 +32,11 @@
 #include "aggregation/secagg_client.h"
 #include "common/grpc_util.h"
 #include "common/job_spec.h"
+#include "common/model_layout.h"
+#include "common/tensor_codec.h"
 #include "coordinator/authority.h"
 #include "crypto/pki.h"
 #include "crypto/random.h"
-#include "common/model_layout.h"
-#include "common/tensor_codec.h"
 #include "proto/fleet.grpc.pb.h"
 
 extern char** environ;

@@ -6,7 +6,8 @@
 // flight: a runner created with `resume` continues after the last committed round.
 //
 // Thread-safety: OnUpdate/OnMetrics/OnSecAgg/Snapshot/Stop are called from gRPC threads; all
-// shared state is guarded by mu_. Status changes are reported through the `changed` callback (no lock held).
+// shared state is guarded by mu_. Status changes are reported through the `changed` callback (no
+// lock held).
 #pragma once
 
 #include <atomic>
@@ -97,7 +98,7 @@ class JobRunner {
     std::set<std::string> answered;   // updates accepted or rejected, metrics received
     uint32_t rejected = 0;
     std::vector<EvalMetrics> evals;
-    bool secagg_started = false;      // RunSecureStages installed secagg_ (or failed to)
+    bool secagg_started = false;  // RunSecureStages installed secagg_ (or failed to)
   };
   // A SecAgg call whose stage has not closed yet.
   struct ParkedStep {
@@ -115,7 +116,7 @@ class JobRunner {
   Status OnMaskedUpdate(const v1::UpdateHeader& header, std::string_view payload);
   // Under mu_: hands one step to secagg_. Returns the answer, or parks *reply and returns nullopt.
   std::optional<StatusOr<v1::SecAggResponse>> SecAggStepLocked(const v1::SecAggRequest& req,
-                                                                SecAggReply* reply);
+                                                               SecAggReply* reply);
   // Under mu_: takes the parked calls whose stage closed (every one once the round is over) with
   // their answers, to be sent after unlocking.
   Replies TakeAnsweredLocked();

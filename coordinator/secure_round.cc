@@ -232,9 +232,9 @@ std::optional<StatusOr<v1::SecAggResponse>> JobRunner::SecAggStepLocked(
   if (server->stage() > stage) return server->ResponseFor(device, stage);
   // Only await_survivors can get here twice (the state machine refuses every other repeat).
   if (parked_.count(device) > 0) {
-    return StatusOr<v1::SecAggResponse>(
-        Status(StatusCode::kAlreadyExists, "device " + device + " already waits for " +
-                                               SecAggServer::StageName(stage) + " to close"));
+    return StatusOr<v1::SecAggResponse>(Status(
+        StatusCode::kAlreadyExists,
+        "device " + device + " already waits for " + SecAggServer::StageName(stage) + " to close"));
   }
   parked_.emplace(device, ParkedStep{stage, std::move(*reply)});
   return std::nullopt;

@@ -13,9 +13,8 @@ namespace fleet {
 
 class FetchReactor;
 
-class DeviceService final
-    : public v1::Device::WithRawCallbackMethod_FetchTask<
-          v1::Device::WithCallbackMethod_SecAgg<v1::Device::Service>> {
+class DeviceService final : public v1::Device::WithRawCallbackMethod_FetchTask<
+                                v1::Device::WithCallbackMethod_SecAgg<v1::Device::Service>> {
  public:
   explicit DeviceService(Coordinator* c) : c_(c) {}
   grpc::Status Join(grpc::ServerContext*, const v1::JoinRequest*, v1::JoinResponse*) override;

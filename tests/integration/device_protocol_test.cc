@@ -252,7 +252,6 @@ TEST(DeviceProtocol, FedAvgIsExactAndBadUpdatesLeaveTheAggregateUntouched) {
   EXPECT_NE(log.find("rejected update from bad-nan"), std::string::npos);
 }
 
-
 // A device of a secure round that asks for the survivor set twice while the first call still
 // waits gets ALREADY_EXISTS for the second (a waiting call is held per device, not per request),
 // and the other is still answered when the stage closes. Four fake devices run SecAgg+ with the
@@ -292,9 +291,9 @@ TEST(DeviceProtocol, SecureRoundRefusesASecondWaitingCallFromADevice) {
     if (task.kind() != v1::Task::TRAIN || !task.has_secagg()) {
       return FailedPrecondition(id + ": no secure TRAIN task");
     }
-    SecAggClient client({task.job_id(), task.round(), id, task.secagg(),
-                         layout.total + kSecAggExtraElements},
-                        &keys[i]);
+    SecAggClient client(
+        {task.job_id(), task.round(), id, task.secagg(), layout.total + kSecAggExtraElements},
+        &keys[i]);
     SecAggTransport t;
     t.step = [&](v1::SecAggRequest r) -> StatusOr<v1::SecAggResponse> {
       if (i != 0 || !r.await_survivors()) return f.SecAgg(id, task, r);

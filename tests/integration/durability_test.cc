@@ -174,9 +174,9 @@ TEST(Durability, SecureRoundInterruptedByKill9Restarts) {
   }
   for (int s : {1, 3, 5, 6}) c.StartHarClient(s);
   ASSERT_TRUE(WaitFor([&] { return c.OnlineDevices() >= 4; }, std::chrono::seconds(30)));
-  const std::string id = SubmitThroughACrash(
-      c, c.WriteJob("it-secure-crash", 3, 4, 4,
-                    "secure_aggregation: {neighbours: 4, threshold: 3}\n"));
+  const std::string id =
+      SubmitThroughACrash(c, c.WriteJob("it-secure-crash", 3, 4, 4,
+                                        "secure_aggregation: {neighbours: 4, threshold: 3}\n"));
   ASSERT_FALSE(id.empty());
   auto get = c.Fleetctl({"-o", "json", "job", "get", id});
   EXPECT_EQ(JsonInts(get.output, "round"), (std::vector<int>{1, 2, 3})) << get.output;
@@ -196,9 +196,9 @@ TEST(Durability, CooldownSurvivesARestart) {
   const std::vector<int> subjects = {1, 3, 5, 6};
   for (int s : subjects) c.StartHarClient(s);
   ASSERT_TRUE(WaitFor([&] { return c.OnlineDevices() >= 4; }, std::chrono::seconds(30)));
-  const std::string id = SubmitThroughACrash(
-      c, c.WriteJob("it-cool-crash", 2, 2, 2,
-                    std::string(kPlain) + "selection: {cooldown_rounds: 1}\n"));
+  const std::string id =
+      SubmitThroughACrash(c, c.WriteJob("it-cool-crash", 2, 2, 2,
+                                        std::string(kPlain) + "selection: {cooldown_rounds: 1}\n"));
   ASSERT_FALSE(id.empty());
   // Round 2 ran twice (before the kill and after the restart), both times on the two devices
   // that sat out round 1; no device trained in both rounds.

@@ -89,9 +89,9 @@ TEST(SecureJob, StoppingAJobAnswersDevicesWaitingInAStage) {
                   "secure_aggregation: {neighbours: 4, threshold: 3, stage_timeout_s: 120}\n")});
   ASSERT_EQ(submit.exit_code, 0) << submit.output;
   std::string id = submit.output.substr(0, submit.output.find('\n'));
-  ASSERT_TRUE(WaitFor([&] { return hung.Log().find("hanging before consistency") !=
-                                   std::string::npos; },
-                      std::chrono::seconds(120)))
+  ASSERT_TRUE(
+      WaitFor([&] { return hung.Log().find("hanging before consistency") != std::string::npos; },
+              std::chrono::seconds(120)))
       << hung.Log();
   std::this_thread::sleep_for(std::chrono::seconds(2));  // the others send theirs and wait
   const auto stopped = std::chrono::steady_clock::now();
@@ -100,8 +100,9 @@ TEST(SecureJob, StoppingAJobAnswersDevicesWaitingInAStage) {
   for (Process* p : waiting) {
     EXPECT_TRUE(WaitFor(
         [&] {
-          return p->Log().find("aborted by the coordinator: in ConsistencyCheck: the job was "
-                               "stopped") != std::string::npos;
+          return p->Log().find(
+                     "aborted by the coordinator: in ConsistencyCheck: the job was "
+                     "stopped") != std::string::npos;
         },
         std::chrono::seconds(20)))
         << p->Log();
