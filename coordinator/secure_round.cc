@@ -43,7 +43,9 @@ bool JobRunner::RunSecureStages(uint32_t round, v1::RoundSummary* summary, std::
     }
     round_.secagg_started = true;
     for (auto& [req, reply] : std::exchange(early_, {})) {
-      if (auto r = SecAggStepLocked(req, &reply)) replies.emplace_back(std::move(reply), *r);
+      if (auto r = SecAggStepLocked(req, &reply)) {
+        replies.emplace_back(std::move(reply), std::move(*r));
+      }
     }
   }
   Send(&replies);
