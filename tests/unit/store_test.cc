@@ -195,6 +195,34 @@ TEST(SqliteStore, RoundCommitsPruneAndDropTogether) {
   EXPECT_EQ((*cps)[0].round, 3u);
 }
 
+// Cooldown state that does not parse is an error naming the job, not an empty cooldown; the
+// bytes stay as they were for inspection.
+TEST(SqliteStore, DamagedCooldownStateIsAClearError) {
+  testing::TempDir dir;
+  const std::string path = dir.path() + "/c.db";
+  {
+    auto store = OpenSqliteStore(path);
+    ASSERT_TRUE(store.ok());
+    v1::JobStatus job = MakeJob("j", 1);
+    (*job.mutable_last_selected())["dev-1"] = 1;
+    ASSERT_TRUE((*store)->SaveJob(job).ok());
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "UPDATE jobs SET last_selected=x'ff' WHERE id='j';", nullptr,
+                         nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  auto store = OpenSqliteStore(path);
+  ASSERT_TRUE(store.ok());
+  auto jobs = (*store)->LoadJobs();
+  ASSERT_FALSE(jobs.ok());
+  EXPECT_NE(jobs.status().message().find("job j has unreadable cooldown state"),
+            std::string::npos)
+      << jobs.status().ToString();
+  EXPECT_EQ(QueryOne(path, "SELECT hex(last_selected) FROM jobs WHERE id='j';"), "FF");
+}
+
 // Checkpoint files verify against their record: a truncated or altered file is DATA_LOSS with
 // the path in the message, and the optimizer state round-trips.
 TEST(CheckpointDir, DetectsTruncationAndCorruption) {
