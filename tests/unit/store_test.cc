@@ -209,16 +209,15 @@ TEST(SqliteStore, DamagedCooldownStateIsAClearError) {
   }
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db, "UPDATE jobs SET last_selected=x'ff' WHERE id='j';", nullptr,
-                         nullptr, nullptr),
+  ASSERT_EQ(sqlite3_exec(db, "UPDATE jobs SET last_selected=x'ff' WHERE id='j';", nullptr, nullptr,
+                         nullptr),
             SQLITE_OK);
   sqlite3_close(db);
   auto store = OpenSqliteStore(path);
   ASSERT_TRUE(store.ok());
   auto jobs = (*store)->LoadJobs();
   ASSERT_FALSE(jobs.ok());
-  EXPECT_NE(jobs.status().message().find("job j has unreadable cooldown state"),
-            std::string::npos)
+  EXPECT_NE(jobs.status().message().find("job j has unreadable cooldown state"), std::string::npos)
       << jobs.status().ToString();
   EXPECT_EQ(QueryOne(path, "SELECT hex(last_selected) FROM jobs WHERE id='j';"), "FF");
 }
