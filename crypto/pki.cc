@@ -30,6 +30,14 @@ using Store = Ptr<X509_STORE, X509_STORE_free>;
 using StoreCtx = Ptr<X509_STORE_CTX, X509_STORE_CTX_free>;
 using Names = Ptr<GENERAL_NAMES, GENERAL_NAMES_free>;
 using Bignum = Ptr<BIGNUM, BN_free>;
+using Object = Ptr<ASN1_OBJECT, ASN1_OBJECT_free>;
+using Octets = Ptr<ASN1_OCTET_STRING, ASN1_OCTET_STRING_free>;
+using Extension = Ptr<X509_EXTENSION, X509_EXTENSION_free>;
+
+void FreeExtensions(STACK_OF(X509_EXTENSION) * s) {
+  sk_X509_EXTENSION_pop_free(s, X509_EXTENSION_free);
+}
+using Extensions = Ptr<STACK_OF(X509_EXTENSION), FreeExtensions>;
 
 constexpr char kUriPrefix[] = "fleetfl://";
 constexpr size_t kMaxPem = 64 * 1024;
@@ -129,6 +137,64 @@ Status SetCommon(X509* cert, const std::string& common_name, int64_t not_before,
   return OkStatus();
 }
 
+Object SecAggKeyObject() { return Object(OBJ_txt2obj(kSecAggKeyOid, /*no_name=*/1)); }
+
+// The kSecAggKeyOid extension carrying `key` (32 raw bytes).
+StatusOr<Extension> SecAggKeyExtension(const std::string& key) {
+  if (key.size() != kSecAggKeyBytes) {
+    return InvalidArgument("secure-aggregation key must be " + std::to_string(kSecAggKeyBytes) +
+                           " bytes, got " + std::to_string(key.size()));
+  }
+  Octets inner(ASN1_OCTET_STRING_new());
+  if (!inner ||
+      !ASN1_OCTET_STRING_set(inner.get(), reinterpret_cast<const unsigned char*>(key.data()),
+                             static_cast<int>(key.size()))) {
+    return Internal(SslError("cannot encode secure-aggregation key"));
+  }
+  unsigned char* der = nullptr;
+  int len = i2d_ASN1_OCTET_STRING(inner.get(), &der);
+  if (len <= 0) return Internal(SslError("cannot encode secure-aggregation key"));
+  Octets value(ASN1_OCTET_STRING_new());
+  const bool set = value && ASN1_OCTET_STRING_set(value.get(), der, len);
+  OPENSSL_free(der);
+  Object oid = SecAggKeyObject();
+  if (!set || !oid) return Internal(SslError("cannot encode secure-aggregation key"));
+  Extension ext(X509_EXTENSION_create_by_OBJ(nullptr, oid.get(), /*crit=*/0, value.get()));
+  if (!ext) return Internal(SslError("cannot build secure-aggregation key extension"));
+  return ext;
+}
+
+// The key in a kSecAggKeyOid extension's value.
+StatusOr<std::string> SecAggKeyOf(X509_EXTENSION* ext) {
+  const ASN1_OCTET_STRING* value = X509_EXTENSION_get_data(ext);
+  const unsigned char* p = ASN1_STRING_get0_data(value);
+  const long n = ASN1_STRING_length(value);
+  Octets inner(d2i_ASN1_OCTET_STRING(nullptr, &p, n));
+  if (!inner || p != ASN1_STRING_get0_data(value) + n) {
+    ERR_clear_error();
+    return InvalidArgument("secure-aggregation key extension is not a DER OCTET STRING");
+  }
+  if (ASN1_STRING_length(inner.get()) != static_cast<int>(kSecAggKeyBytes)) {
+    return InvalidArgument("secure-aggregation key extension holds " +
+                           std::to_string(ASN1_STRING_length(inner.get())) + " bytes, expected " +
+                           std::to_string(kSecAggKeyBytes));
+  }
+  return std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(inner.get())),
+                     kSecAggKeyBytes);
+}
+
+// The key of the one kSecAggKeyOid extension in `exts`, "" when there is none.
+StatusOr<std::string> FindSecAggKey(const STACK_OF(X509_EXTENSION) * exts) {
+  Object oid = SecAggKeyObject();
+  if (!oid) return Internal(SslError("bad secure-aggregation key OID"));
+  const int at = X509v3_get_ext_by_OBJ(exts, oid.get(), -1);
+  if (at < 0) return std::string();
+  if (X509v3_get_ext_by_OBJ(exts, oid.get(), at) >= 0) {
+    return InvalidArgument("two secure-aggregation key extensions");
+  }
+  return SecAggKeyOf(X509v3_get_ext(exts, at));
+}
+
 int64_t UnixTime(const ASN1_TIME* t) {
   struct tm tm = {};
   if (!ASN1_TIME_to_tm(t, &tm)) return 0;
@@ -220,16 +286,34 @@ StatusOr<std::string> IssueCertificate(const std::string& ca_cert_pem,
   }
   if (!san.empty()) RETURN_IF_ERROR(AddExtension(cert.get(), ca.get(), NID_subject_alt_name, san));
   if (!eku.empty()) RETURN_IF_ERROR(AddExtension(cert.get(), ca.get(), NID_ext_key_usage, eku));
+  if (!req.secagg_public_key.empty()) {
+    ASSIGN_OR_RETURN(Extension ext, SecAggKeyExtension(req.secagg_public_key));
+    if (!X509_add_ext(cert.get(), ext.get(), -1)) {
+      return Internal(SslError("cannot add secure-aggregation key extension"));
+    }
+  }
   if (!X509_sign(cert.get(), ca_key.get(), EVP_sha256())) {
     return Internal(SslError("cannot sign certificate"));
   }
   return PemOf(cert.get());
 }
 
-StatusOr<std::string> MakeCsr(const std::string& key_pem, const std::string& common_name) {
+StatusOr<std::string> MakeCsr(const std::string& key_pem, const std::string& common_name,
+                              const std::string& secagg_public_key) {
   ASSIGN_OR_RETURN(Key key, LoadPrivateKey(key_pem));
   Req req(X509_REQ_new());
   X509_REQ_set_version(req.get(), 0);
+  if (!secagg_public_key.empty()) {
+    ASSIGN_OR_RETURN(Extension ext, SecAggKeyExtension(secagg_public_key));
+    Extensions exts(sk_X509_EXTENSION_new_null());
+    if (!exts || !sk_X509_EXTENSION_push(exts.get(), ext.get())) {
+      return Internal(SslError("cannot build CSR extensions"));
+    }
+    ext.release();  // owned by exts now
+    if (!X509_REQ_add_extensions(req.get(), exts.get())) {
+      return Internal(SslError("cannot add CSR extensions"));
+    }
+  }
   X509_NAME* name = X509_REQ_get_subject_name(req.get());
   if (!X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
                                   reinterpret_cast<const unsigned char*>(common_name.c_str()), -1,
@@ -257,6 +341,11 @@ StatusOr<CsrInfo> ParseCsr(const std::string& pem) {
   CsrInfo info;
   info.common_name = CommonName(X509_REQ_get_subject_name(req.get()));
   if (info.common_name.empty()) return InvalidArgument("CSR subject has no common name");
+  Extensions exts(X509_REQ_get_extensions(req.get()));
+  ERR_clear_error();  // a CSR without extensions leaves an error on the queue
+  if (exts) {
+    ASSIGN_OR_RETURN(info.secagg_public_key, FindSecAggKey(exts.get()));
+  }
   Bio out(BIO_new(BIO_s_mem()));
   if (!PEM_write_bio_PUBKEY(out.get(), key.get())) return Internal(SslError("cannot encode key"));
   info.public_key_pem = BioString(out.get());
@@ -275,6 +364,7 @@ StatusOr<CertInfo> ParseCertificate(const std::string& pem) {
   info.common_name = CommonName(X509_get_subject_name(cert.get()));
   info.not_before = UnixTime(X509_get0_notBefore(cert.get()));
   info.not_after = UnixTime(X509_get0_notAfter(cert.get()));
+  ASSIGN_OR_RETURN(info.secagg_public_key, FindSecAggKey(X509_get0_extensions(cert.get())));
   Names names(static_cast<GENERAL_NAMES*>(
       X509_get_ext_d2i(cert.get(), NID_subject_alt_name, nullptr, nullptr)));
   for (int i = 0; names && i < sk_GENERAL_NAME_num(names.get()); ++i) {

@@ -16,6 +16,13 @@ namespace fleet::crypto {
 
 enum class CertRole { kNone, kDevice, kAdmin };
 
+// The X.509 extension (non-critical) that certifies a device's Ed25519 secure-aggregation signing
+// key: extnValue is the DER OCTET STRING of the 32-byte public key. The OID is in the UUID arc
+// 2.25 (ITU-T X.667), which needs no registration. A CSR asks for it (requested extension); the
+// CA copies it into the certificate only after checking it, so only the CA binds (id, key).
+inline constexpr char kSecAggKeyOid[] = "2.25.212508740644703452248107316229240816014";
+inline constexpr size_t kSecAggKeyBytes = 32;
+
 // Issued certificates start this far in the past, for devices whose clocks run behind; the
 // device's renewal schedule discounts it.
 constexpr int64_t kCertBackdateS = 300;
@@ -38,6 +45,7 @@ struct CertRequest {
   std::vector<std::string> ip_addresses;
   int64_t not_before = 0;
   int64_t not_after = 0;
+  std::string secagg_public_key;  // 32 raw bytes: adds the kSecAggKeyOid extension; or empty
 };
 
 // A certificate for `req`, signed by the CA; a random 128-bit serial.
@@ -47,12 +55,15 @@ StatusOr<std::string> IssueCertificate(const std::string& ca_cert_pem,
 // The public key of a private key, as SubjectPublicKeyInfo PEM.
 StatusOr<std::string> PublicKeyOf(const std::string& key_pem);
 
-// A PKCS#10 request for `common_name`, signed with `key_pem`.
-StatusOr<std::string> MakeCsr(const std::string& key_pem, const std::string& common_name);
+// A PKCS#10 request for `common_name`, signed with `key_pem`; with a 32-byte
+// `secagg_public_key` it also requests the kSecAggKeyOid extension.
+StatusOr<std::string> MakeCsr(const std::string& key_pem, const std::string& common_name,
+                              const std::string& secagg_public_key = "");
 
 struct CsrInfo {
   std::string common_name;
   std::string public_key_pem;
+  std::string secagg_public_key;  // 32 raw bytes when requested, else empty
 };
 // Parses a CSR and checks its self-signature and that its key is P-256. Any other input is an
 // InvalidArgument naming what is wrong.
@@ -65,7 +76,10 @@ struct CertInfo {
   std::string id;  // from the identity URI
   int64_t not_before = 0;
   int64_t not_after = 0;
+  std::string secagg_public_key;  // 32 raw bytes from the kSecAggKeyOid extension, or empty
 };
+// Parses a PEM certificate. A kSecAggKeyOid extension that is repeated or not a 32-byte OCTET
+// STRING is an InvalidArgument.
 StatusOr<CertInfo> ParseCertificate(const std::string& pem);
 
 // Chain to `ca_cert_pem` valid at time `now` (signature, validity period, CA constraints).
