@@ -10,9 +10,12 @@
 #include <cstdlib>
 #include <ctime>
 #include <iostream>
+#include <optional>
 
 #include "common/audit_log.h"
 #include "common/config.h"
+#include "common/file_util.h"
+#include "common/sqlite_util.h"
 #include "common/grpc_util.h"
 #include "common/job_spec.h"
 #include "common/log.h"
@@ -234,26 +237,153 @@ int RpcError(const grpc::Status& s, const Options& o) {
   return kExitError;
 }
 
-int VerifyAudit(const std::string& file, const Options& o) {
-  auto v = fleet::VerifyAuditLog(file);
-  if (!v.ok()) {
-    std::cerr << "fleetctl: " << v.status().message() << "\n";
-    return kExitError;
+struct AuditVerifyArgs {
+  std::string file;
+  std::string key_file;  // the log's MAC key (STATE_DIR/pki/audit.key)
+  std::string db;        // the coordinator's state database: the head it recorded
+  uint64_t expect_seq = 0;
+  std::string expect_head;  // hex hash of record expect_seq, kept elsewhere
+};
+
+// The head the coordinator recorded after its last append (table audit_head, schema v5 of
+// coordinator/sqlite_store.cc). nullopt: none recorded yet.
+fleet::StatusOr<std::optional<fleet::AuditHead>> ReadRecordedHead(const std::string& path) {
+  if (!fleet::FileExists(path)) return fleet::NotFound("no database at " + path);
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close(db);
+    return fleet::Unavailable("cannot open " + path + ": " + msg);
+  }
+  fleet::StatusOr<std::optional<fleet::AuditHead>> out = std::optional<fleet::AuditHead>();
+  {
+    fleet::Stmt st(db, "SELECT seq, hash, mac FROM audit_head WHERE id=1;");
+    if (!st.ok()) {
+      out = fleet::FailedPrecondition(path + " has no audit head table (" + sqlite3_errmsg(db) +
+                                      "): not a coordinator database of this version");
+    } else {
+      int rc = sqlite3_step(st.get());
+      if (rc == SQLITE_ROW) {
+        fleet::AuditHead h;
+        h.seq = static_cast<uint64_t>(st.Int(0));
+        h.hash = st.Text(1);
+        h.mac = st.Text(2);
+        out = std::optional<fleet::AuditHead>(h);
+      } else if (rc != SQLITE_DONE) {
+        out = fleet::Unavailable("cannot read " + path + ": " + sqlite3_errmsg(db));
+      }
+    }
+  }
+  sqlite3_close(db);
+  return out;
+}
+
+// Exit 0: intact (and, when asked, authenticated and not behind the expected head); 1: broken,
+// MAC failure, unauthenticated, truncated or rewritten; 2: usage or I/O error.
+int VerifyAudit(const AuditVerifyArgs& a, const Options& o) {
+  auto fail = [](const std::string& why) {
+    std::cerr << "fleetctl audit verify: " << why << "\n";
+    return kExitUsage;
+  };
+  if (!a.db.empty() && (a.expect_seq != 0 || !a.expect_head.empty())) {
+    return fail("give --db or --expect-seq/--expect-head, not both");
+  }
+  if ((a.expect_seq == 0) != a.expect_head.empty()) {
+    return fail("--expect-seq and --expect-head go together (both from an earlier verify)");
+  }
+  if (!a.expect_head.empty() &&
+      (a.expect_head.size() != 64 ||
+       a.expect_head.find_first_not_of("0123456789abcdef") != std::string::npos)) {
+    return fail("--expect-head must be the 64 hex digits of a record's hash");
+  }
+  std::optional<fleet::AuditKey> key;
+  if (!a.key_file.empty()) {
+    auto k = fleet::LoadAuditKey(a.key_file);
+    if (!k.ok()) return fail(k.status().message());
+    key = std::move(k).value();
+  }
+  std::optional<fleet::AuditHead> expected;
+  std::string expected_from;
+  if (!a.db.empty()) {
+    auto h = ReadRecordedHead(a.db);
+    if (!h.ok()) return fail(h.status().message());
+    expected = *h ? **h : fleet::AuditHead{};
+    expected_from = "the database's recorded head";
+  } else if (a.expect_seq != 0) {
+    expected = fleet::AuditHead{a.expect_seq, a.expect_head, ""};
+    expected_from = "the expected head";
+  }
+  auto v = fleet::VerifyAuditLog(a.file, key ? &*key : nullptr, expected ? expected->seq : 0);
+  if (!v.ok()) return fail(v.status().message());
+
+  // Intact chain, then authenticity, then position against the recorded head.
+  bool good = v->ok;
+  std::string verdict, head_check = "none";
+  if (!v->ok) {
+    verdict = "BROKEN at line " + std::to_string(v->broken_line) + ": " + v->reason + " (" +
+              std::to_string(v->records) + " records before it are intact)";
+  } else {
+    verdict = "intact, " + std::to_string(v->records) + " records, head seq " +
+              std::to_string(v->head.seq) + " hash " + (v->head.hash.empty() ? "-" : v->head.hash);
+    if (!key) {
+      verdict += "; MACs not checked (pass --key STATE_DIR/pki/audit.key)";
+    } else if (v->records > 0 && v->keyed == 0) {
+      good = false;
+      verdict = "NOT AUTHENTICATED: none of its " + std::to_string(v->records) +
+                " records carries a MAC (" + verdict + ")";
+    } else {
+      verdict += "; " + std::to_string(v->macs_checked) + " MACs verified";
+      if (v->keyed < v->records) {
+        verdict += " (the first " + std::to_string(v->records - v->keyed) +
+                   " records predate the key and are pinned by the MACed ones)";
+      }
+    }
+    if (expected) {
+      fleet::AuditHeadComparison c = fleet::CompareAuditHead(*v, *expected);
+      switch (c.match) {
+        case fleet::AuditHeadMatch::kSame:
+          head_check = "same";
+          verdict += "; matches " + expected_from;
+          break;
+        case fleet::AuditHeadMatch::kAheadByOne:
+        case fleet::AuditHeadMatch::kAhead:
+          head_check = "ahead";
+          verdict += "; " + std::to_string(c.ahead) + " record(s) after " + expected_from +
+                     " (appended since; with the coordinator stopped, more than 1 means the "
+                     "database is older than the log)";
+          break;
+        case fleet::AuditHeadMatch::kTruncated:
+          head_check = "truncated";
+          good = false;
+          verdict = "TRUNCATED: " + c.explanation;
+          break;
+        case fleet::AuditHeadMatch::kDiverged:
+          head_check = "rewritten";
+          good = false;
+          verdict = "REWRITTEN: " + c.explanation;
+          break;
+      }
+    }
   }
   if (o.output == "json") {
-    std::printf("{\"file\": \"%s\", \"intact\": %s, \"records\": %llu, \"broken_line\": %llu, "
-                "\"reason\": \"%s\"}\n", file.c_str(), v->ok ? "true" : "false",
-                static_cast<unsigned long long>(v->records),
-                static_cast<unsigned long long>(v->broken_line), v->reason.c_str());
-  } else if (v->ok) {
-    std::printf("%s: intact, %llu records, head %s\n", file.c_str(),
-                static_cast<unsigned long long>(v->records), v->last_hash.substr(0, 16).c_str());
+    nlohmann::json j = {{"file", a.file},
+                        {"intact", v->ok},
+                        {"ok", good},
+                        {"records", v->records},
+                        {"broken_line", v->broken_line},
+                        {"reason", v->reason},
+                        {"head_seq", v->head.seq},
+                        {"head_hash", v->head.hash},
+                        {"macs_checked", key.has_value()},
+                        {"macs_verified", v->macs_checked},
+                        {"unkeyed_records", v->records - v->keyed},
+                        {"head_check", head_check},
+                        {"verdict", verdict}};
+    std::printf("%s\n", j.dump().c_str());
   } else {
-    std::printf("%s: BROKEN at line %llu: %s (%llu records before it are intact)\n", file.c_str(),
-                static_cast<unsigned long long>(v->broken_line), v->reason.c_str(),
-                static_cast<unsigned long long>(v->records));
+    std::printf("%s: %s\n", a.file.c_str(), verdict.c_str());
   }
-  return v->ok ? kExitOk : kExitError;
+  return good ? kExitOk : kExitError;
 }
 
 // Follows a job until it ends. Live single-line progress on a TTY, one line per change otherwise.
@@ -363,11 +493,22 @@ int main(int argc, char** argv) {
 
   auto* audit = app.add_subcommand("audit", "the coordinator's hash-chained audit trail");
   audit->require_subcommand(1);
-  std::string audit_file;
+  AuditVerifyArgs audit_args;
   auto* averify = audit->add_subcommand(
-      "verify", "check every link of an audit log (exit 0 intact, 1 broken, naming the first "
-                "broken line)");
-  averify->add_option("file", audit_file, "audit log, e.g. <state-dir>/audit.log")->required();
+      "verify", "check every link of an audit log; with --key every MAC, with --db or "
+                "--expect-seq/--expect-head that nothing was cut off or rewritten (exit 0 intact, "
+                "1 broken, unauthenticated, truncated or rewritten, 2 usage or I/O error)");
+  averify->add_option("file", audit_args.file, "audit log, e.g. <state-dir>/audit.log")
+      ->required();
+  averify->add_option("--key", audit_args.key_file,
+                      "the log's MAC key, <state-dir>/pki/audit.key (not the admin key)");
+  averify->add_option("--db", audit_args.db,
+                      "the coordinator's database, <state-dir>/coordinator.db: the log must reach "
+                      "the head it recorded");
+  averify->add_option("--expect-seq", audit_args.expect_seq,
+                      "a head kept elsewhere (printed by an earlier verify): the log must still "
+                      "hold this record ...");
+  averify->add_option("--expect-head", audit_args.expect_head, "... with this hash (64 hex)");
 
   try {
     app.parse(argc, argv);
@@ -381,7 +522,7 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
 
-  if (averify->parsed()) return VerifyAudit(audit_file, o);
+  if (averify->parsed()) return VerifyAudit(audit_args, o);
   int64_t ttl_s = 0;
   if (tcreate->parsed()) {
     auto parsed = fleet::ParseDurationSeconds(ttl);

@@ -16,7 +16,7 @@ StatusOr<std::unique_ptr<ControlStack>> ControlStack::Start(const control::Contr
   if (config.buffer) {
     const std::string& path = config.buffer->path;
     if (size_t slash = path.rfind('/'); slash != std::string::npos && slash > 0) {
-      RETURN_IF_ERROR(MakeDirs(path.substr(0, slash)));
+      RETURN_IF_ERROR(MakeDirs(path.substr(0, slash), 0700));  // raw readings: owner-only
     }
     ASSIGN_OR_RETURN(s->buffer_,
                      control::SampleBuffer::Open(*config.buffer, config.schema.width()));

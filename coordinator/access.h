@@ -69,7 +69,8 @@ class AccessControl {
 
   // ---- devices
   // Refuses every certificate of the device from now on, cancels its open calls and bars it
-  // from enrolling again. Returns the number of calls cancelled.
+  // from enrolling again. Returns the number of calls cancelled. The caller records it in the
+  // audit log (Coordinator::RevokeDevice, after the registry dropped the device too).
   StatusOr<uint32_t> RevokeDevice(const std::string& id, const std::string& by);
   bool IsRevoked(const std::string& device_id) const;
 

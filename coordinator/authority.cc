@@ -3,6 +3,7 @@
 #include <sodium.h>
 #include <sys/stat.h>
 
+#include "common/audit_log.h"
 #include "common/file_util.h"
 
 namespace fleet {
@@ -27,7 +28,8 @@ PkiPaths::PkiPaths(const std::string& state_dir)
       server_key(dir + "/server.key"),
       admin_cert(dir + "/admin.pem"),
       admin_key(dir + "/admin.key"),
-      model_key(dir + "/model-signing.key") {}
+      model_key(dir + "/model-signing.key"),
+      audit_key(dir + "/audit.key") {}
 
 Status InitPki(const std::string& state_dir, const InitOptions& o, int64_t now) {
   PkiPaths p(state_dir);
@@ -36,8 +38,8 @@ Status InitPki(const std::string& state_dir, const InitOptions& o, int64_t now) 
                   p.ca_key + " already exists: refusing to overwrite the fleet CA (every "
                              "enrolled device trusts it). Use a new --state-dir for a new fleet.");
   }
-  RETURN_IF_ERROR(MakeDirs(p.dir));
-  if (::chmod(p.dir.c_str(), 0700) != 0) return Internal("cannot chmod 0700 " + p.dir);
+  RETURN_IF_ERROR(MakePrivateDir(state_dir));
+  RETURN_IF_ERROR(MakePrivateDir(p.dir));
   ASSIGN_OR_RETURN(std::string ca_key, crypto::GenerateP256Key());
   ASSIGN_OR_RETURN(std::string ca, crypto::MakeCaCertificate(ca_key, "fleetfl CA", now - kCertBackdateS,
                                                              now + o.ca_lifetime_s));
@@ -68,6 +70,7 @@ Status InitPki(const std::string& state_dir, const InitOptions& o, int64_t now) 
   Status s = WriteFileAtomically(p.model_key, hex, 0600);
   sodium_memzero(hex.data(), hex.size());
   RETURN_IF_ERROR(s);
+  if (!FileExists(p.audit_key)) RETURN_IF_ERROR(CreateAuditKey(p.audit_key));
   RETURN_IF_ERROR(WriteFileAtomically(p.ca_cert, ca, 0600));
   // The CA key last: its presence marks a complete init.
   return WriteFileAtomically(p.ca_key, ca_key, 0600);

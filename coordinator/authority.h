@@ -3,6 +3,7 @@
 //   server.pem server.key     the coordinator's TLS certificate
 //   admin.pem admin.key       the first administrator's client certificate (for fleetctl)
 //   model-signing.key         Ed25519 seed (hex) that signs every global model
+//   audit.key                 32 random bytes: the MAC key of STATE_DIR/audit.log
 // InitPki creates them once (`fleet-coordinator init`); Authority loads them to serve.
 #pragma once
 
@@ -20,7 +21,8 @@ using crypto::kCertBackdateS;
 
 struct PkiPaths {
   explicit PkiPaths(const std::string& state_dir);
-  std::string dir, ca_cert, ca_key, server_cert, server_key, admin_cert, admin_key, model_key;
+  std::string dir, ca_cert, ca_key, server_cert, server_key, admin_cert, admin_key, model_key,
+      audit_key;
 };
 
 struct InitOptions {
@@ -32,7 +34,8 @@ struct InitOptions {
   int64_t admin_lifetime_s = 365 * 86400;
 };
 
-// Creates the PKI under state_dir/pki. Refuses (AlreadyExists) if a CA key is already there.
+// Creates the PKI under state_dir/pki (state_dir and pki 0700). Refuses (AlreadyExists) if a CA
+// key is already there. An audit key already there (from a start without a PKI) is kept.
 Status InitPki(const std::string& state_dir, const InitOptions& options, int64_t now);
 
 class Authority {

@@ -31,10 +31,10 @@ std::string FileName(uint32_t round, const char* kind) {
 // temporary file that WriteFileAtomically would have renamed.
 void CrashMidWrite(const std::string& path, const std::string& data, uint32_t round) {
   if (!failpoint::Armed("checkpoint.mid_write", round)) return;
-  FILE* f = std::fopen((path + ".tmp." + std::to_string(::getpid())).c_str(), "wb");
-  if (f != nullptr) {
-    std::fwrite(data.data(), 1, data.size() / 2, f);
-    std::fclose(f);
+  StatusOr<int> fd = internal::CreateTempFile(internal::TempNameFor(path));
+  if (fd.ok()) {
+    (void)!::write(*fd, data.data(), data.size() / 2);
+    ::close(*fd);
   }
   failpoint::Hit("checkpoint.mid_write", round);
 }

@@ -11,12 +11,15 @@ namespace fleet {
 
 StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOptions options) {
   if (!crypto::Init()) return Internal("libsodium failed to initialize");
-  RETURN_IF_ERROR(MakeDirs(options.state_dir));
+  RETURN_IF_ERROR(MakePrivateDir(options.state_dir));
+  const PkiPaths pki(options.state_dir);
+  // Before anything writes: a crash may have left temporaries (some holding key material).
+  RemoveStaleTempFiles(options.state_dir);
+  RemoveStaleTempFiles(pki.dir);
   ASSIGN_OR_RETURN(std::unique_ptr<JobStore> store,
                    OpenSqliteStore(options.state_dir + "/coordinator.db"));
   std::unique_ptr<Coordinator> c(new Coordinator(std::move(options), std::move(store)));
-  ASSIGN_OR_RETURN(c->audit_, AuditLog::Open(c->options_.state_dir + "/audit.log"));
-  const PkiPaths pki(c->options_.state_dir);
+  ASSIGN_OR_RETURN(c->audit_, OpenAuditTrail(c->options_.state_dir, c->store_.get()));
   if (!c->options_.insecure || FileExists(pki.ca_key)) {
     StatusOr<std::unique_ptr<Authority>> a = Authority::Load(c->options_.state_dir);
     if (!a.ok()) {
@@ -68,9 +71,15 @@ StatusOr<v1::EnrollResponse> Coordinator::Issue(const std::string& device_id,
   resp.set_ca_certificate_pem(authority_->ca_pem());
   resp.set_model_signing_public_key(crypto::ToString(authority_->model_key().public_key()));
   resp.set_not_after_unix(info.not_after);
-  (void)audit_->Append(event, device_id,
-                       {{"device_id", device_id}, {"serial", info.serial},
-                        {"not_after", info.not_after}});
+  // Fail closed: a certificate whose issue is not on record is never handed out.
+  Status audited = audit_->Append(event, device_id,
+                                  {{"device_id", device_id}, {"serial", info.serial},
+                                   {"not_after", info.not_after}});
+  if (!audited.ok()) {
+    return Unavailable(std::string(event) + " of device '" + device_id +
+                       "' not completed: the audit record cannot be written (" +
+                       audited.message() + "); no certificate was issued");
+  }
   FLEET_LOG(Info) << "device " << device_id << ": " << event << ", certificate " << info.serial
                   << " valid until unix " << info.not_after;
   return resp;
@@ -78,6 +87,11 @@ StatusOr<v1::EnrollResponse> Coordinator::Issue(const std::string& device_id,
 
 StatusOr<v1::EnrollResponse> Coordinator::Enroll(const v1::EnrollRequest& req) {
   RETURN_IF_ERROR(ValidateDeviceId(req.device_id()));
+  // While the audit log refuses records no enrollment can complete: say so before a token use
+  // is spent on it (the device retries).
+  if (Status ready = audit_->Ready(); !ready.ok()) {
+    return Unavailable("enrollment is suspended: " + ready.message());
+  }
   if (access_->IsRevoked(req.device_id())) {
     (void)audit_->Append("enroll_refused", req.device_id(), {{"reason", "device revoked"}});
     return PermissionDenied("device '" + req.device_id() +
@@ -103,6 +117,14 @@ StatusOr<uint32_t> Coordinator::RevokeDevice(const std::string& id, const std::s
   RETURN_IF_ERROR(ValidateDeviceId(id));
   ASSIGN_OR_RETURN(uint32_t closed, access_->RevokeDevice(id, by));
   registry_.Revoke(id);
+  // Fail safe: the revocation is in force whether or not it can be recorded; the admin is told
+  // when it is not on record (revoking again records it once the log works).
+  Status audited =
+      audit_->Append("device_revoke", by, {{"device_id", id}, {"closed_calls", closed}});
+  if (!audited.ok()) {
+    return Internal("device '" + id + "' is revoked (in force now), but the revocation is NOT in "
+                    "the audit log: " + audited.message());
+  }
   return closed;
 }
 
@@ -161,7 +183,11 @@ Status Coordinator::Recover() {
       return Status(runner.status().code(),
                     "cannot resume job " + id + ": " + runner.status().message());
     }
-    (void)audit_->Append("job_resume", "coordinator", {{"job_id", id}});
+    // The round it starts from tells a reader of the log which recorded rounds were not
+    // committed before the restart (they run again).
+    RETURN_IF_ERROR(audit_->Append(
+        "job_resume", "coordinator",
+        {{"job_id", id}, {"from_round", (*runner)->Snapshot().resumed_from_round()}}));
     runners_[id] = std::move(runner).value();
     ++resumed;
   }
@@ -251,12 +277,17 @@ StatusOr<v1::JobStatus> Coordinator::SubmitJob(const v1::JobSpec& spec, const st
   job.set_state(v1::JobStatus::PENDING);
   job.set_created_unix_ms(UnixMillis());
   job.set_updated_unix_ms(job.created_unix_ms());
+  // Fail closed: recorded before the job exists anywhere, so no job runs without its record.
+  Status audited = audit_->Append(
+      "job_submit", by,
+      {{"job_id", job.id()}, {"name", spec.name()}, {"dataset", spec.dataset()},
+       {"rounds", spec.rounds()}, {"secure_aggregation", !spec.secure_aggregation().disabled()}});
+  if (!audited.ok()) {
+    return Internal("job not created: its submission cannot be recorded in the audit log (" +
+                    audited.message() + ")");
+  }
   RETURN_IF_ERROR(store_->SaveJob(job));
   RunnerOptions ro = RunnerOptionsFor(job.id(), /*resume=*/false);
-  (void)audit_->Append("job_submit", by,
-                       {{"job_id", job.id()}, {"name", spec.name()}, {"dataset", spec.dataset()},
-                        {"rounds", spec.rounds()},
-                        {"secure_aggregation", !spec.secure_aggregation().disabled()}});
   ASSIGN_OR_RETURN(std::unique_ptr<JobRunner> runner,
                    JobRunner::Create(job, &registry_, store_.get(), ro,
                                      [this] { NotifyChanged(); }));
@@ -294,7 +325,6 @@ std::vector<v1::JobStatus> Coordinator::ListJobs() {
 }
 
 StatusOr<v1::JobStatus> Coordinator::StopJob(const std::string& id, const std::string& by) {
-  (void)audit_->Append("job_stop", by, {{"job_id", id}});
   JobRunner* r = FindRunner(id);
   if (r == nullptr) {
     ASSIGN_OR_RETURN(v1::JobStatus job, GetJob(id));
@@ -302,6 +332,12 @@ StatusOr<v1::JobStatus> Coordinator::StopJob(const std::string& id, const std::s
   }
   FLEET_LOG(Info) << "job " << id << ": stop requested";
   r->Stop();
+  // Fail safe, like a revocation: the job stops either way.
+  Status audited = audit_->Append("job_stop", by, {{"job_id", id}});
+  if (!audited.ok()) {
+    return Internal("job " + id + " is stopping, but the stop is NOT in the audit log: " +
+                    audited.message());
+  }
   return r->Snapshot();
 }
 

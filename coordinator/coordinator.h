@@ -12,6 +12,7 @@
 #include "common/audit_log.h"
 #include "common/semaphore.h"
 #include "coordinator/access.h"
+#include "coordinator/audit_trail.h"
 #include "coordinator/authority.h"
 #include "coordinator/device_registry.h"
 #include "coordinator/job_runner.h"

@@ -28,7 +28,7 @@ StatusOr<std::unique_ptr<JobRunner>> JobRunner::Create(v1::JobStatus job,
                                                        std::function<void()> changed) {
   ASSIGN_OR_RETURN(ModelLayout layout, LayoutFor(job.spec().model()));
   ASSIGN_OR_RETURN(std::unique_ptr<Strategy> strategy, MakeStrategy(StrategyParamsOf(job.spec().strategy())));
-  RETURN_IF_ERROR(MakeDirs(options.checkpoint_dir));
+  RETURN_IF_ERROR(MakeDirs(options.checkpoint_dir, 0700));
   const bool resume = options.resume;
   std::unique_ptr<JobRunner> runner(new JobRunner(std::move(job), std::move(layout),
                                                   std::move(strategy), registry, store,
@@ -226,12 +226,32 @@ void JobRunner::Run() {
       Evaluate(round, &summary);
       summary.set_duration_s(
           std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+      // Recorded before the commit, so no round ever counts without its record. A round that
+      // cannot be recorded is not committed, and the job stops: continuing would count rounds
+      // unaudited, and running it again would recompute a sum that may already be revealed.
+      Status audited = AuditRound(summary);
+      if (!audited.ok()) {
+        SetGlobal(committed_global);
+        server_optimizer_ = committed_optimizer;
+        const std::string error =
+            "round " + std::to_string(round) + " cannot be recorded in the audit log (" +
+            audited.message() + "); it was not committed and the job stopped rather than run "
+            "unaudited. Fix the audit log, restart the coordinator and submit the job again";
+        FLEET_LOG(Error) << "job " << id << ": " << error;
+        SetState(v1::JobStatus::FAILED, error);
+        return;
+      }
       Status c = CommitRound(summary);
       if (!c.ok()) {
         ok = false;
         why = "cannot make the round durable: " + c.message();
         FLEET_LOG(Error) << "job " << id << " round " << round << ": " << why
                          << "; the last committed checkpoint stays in force";
+        if (options_.audit != nullptr) {
+          // Best effort (the append logs its own failure): the record above is not the end.
+          (void)options_.audit->Append("round_not_committed", "coordinator",
+                                       {{"job_id", id}, {"round", round}, {"reason", why}});
+        }
       }
     }
     if (!ok) {
@@ -252,12 +272,6 @@ void JobRunner::Run() {
     }
     failures = 0;
     changed_();
-    if (options_.audit != nullptr) {
-      (void)options_.audit->Append("round_complete", "coordinator",
-                                   {{"job_id", id}, {"round", round},
-                                    {"participants", summary.participants()},
-                                    {"secure", summary.secure()}});
-    }
     FLEET_LOG(Info) << "job " << id << " round " << round << "/" << spec.rounds() << ": "
                     << summary.participants() << "/" << summary.selected() << " updates ("
                     << summary.rejected() << " rejected), train_loss " << summary.train_loss()
@@ -282,6 +296,14 @@ void JobRunner::Run() {
     SetState(v1::JobStatus::SUCCEEDED);
   }
   FLEET_LOG(Info) << "job " << id << ": " << v1::JobStatus::State_Name(Snapshot().state());
+}
+
+Status JobRunner::AuditRound(const v1::RoundSummary& summary) {
+  if (options_.audit == nullptr) return OkStatus();
+  return options_.audit->Append("round_complete", "coordinator",
+                                {{"job_id", job_.id()}, {"round", summary.round()},
+                                 {"participants", summary.participants()},
+                                 {"secure", summary.secure()}});
 }
 
 void JobRunner::WaitForAnswers(std::chrono::steady_clock::time_point deadline) {

@@ -40,7 +40,9 @@ namespace fleet {
 struct RunnerOptions {
   std::string checkpoint_dir;                     // <state_dir>/checkpoints/<job id>
   const crypto::SigningKey* model_key = nullptr;  // signs every task's model (null: unsigned)
-  AuditLog* audit = nullptr;                      // round completions
+  // Round completions, recorded before each commit (fail closed: a round that cannot be
+  // recorded fails the job). Null: none (unit tests).
+  AuditLog* audit = nullptr;
   std::chrono::milliseconds wait_poll{200};       // how often waits re-check liveness
   // Continue a job loaded from the store after a coordinator restart: from the newest checkpoint
   // that verifies (rounds after it are forgotten and run again).
@@ -130,6 +132,8 @@ class JobRunner {
   // Makes the round durable (checkpoint files, then summary + checkpoint record + job row in one
   // transaction) and publishes the summary.
   Status CommitRound(const v1::RoundSummary& summary);
+  // The round's "round_complete" audit record.
+  Status AuditRound(const v1::RoundSummary& summary);
   void SetState(v1::JobStatus::State state, const std::string& error = "");
   void Persist();
 

@@ -8,6 +8,8 @@
 #include <iostream>
 #include <mutex>
 
+#include <unistd.h>
+
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/file_util.h"
@@ -110,6 +112,13 @@ int main(int argc, char** argv) {
                  "exit 0 without touching anything when the PKI already exists (for "
                  "ExecStartPre= on first boot)");
   init->fallthrough();  // `init --state-dir DIR`
+  auto* audit_reset = app.add_subcommand(
+      "audit-reset",
+      "with the coordinator stopped: move an audit log the coordinator refused aside (kept as "
+      "evidence) and start a new chain whose first record says why");
+  std::string reset_reason;
+  audit_reset->add_option("--reason", reset_reason, "why (goes on record)")->required();
+  audit_reset->fallthrough();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -158,6 +167,22 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
 
+  if (audit_reset->parsed()) {
+    auto store = fleet::OpenSqliteStore(s.state_dir + "/coordinator.db");
+    if (!store.ok()) {
+      std::cerr << "fleet-coordinator audit-reset: " << store.status().message() << "\n";
+      return kExitError;
+    }
+    auto done = fleet::ResetAuditTrail(s.state_dir, store->get(), reset_reason,
+                                       "operator (uid " + std::to_string(::geteuid()) + ")");
+    if (!done.ok()) {
+      std::cerr << "fleet-coordinator audit-reset: " << done.status().message() << "\n";
+      return done.status().code() == fleet::StatusCode::kInvalidArgument ? kExitUsage
+                                                                         : kExitError;
+    }
+    std::cout << "fleet-coordinator audit-reset: " << *done << "\n";
+    return kExitOk;
+  }
   if (init->parsed()) {
     if (if_missing && fleet::FileExists(fleet::PkiPaths(s.state_dir).ca_key)) return kExitOk;
     fleet::InitOptions io;
@@ -174,7 +199,8 @@ int main(int argc, char** argv) {
               << "  " << p.ca_key << "   CA key: keep it on this machine only\n"
               << "  " << p.server_cert << "   coordinator TLS certificate\n"
               << "  " << p.admin_cert << ", admin.key   client certificate for fleetctl\n"
-              << "  " << p.model_key << "   signs every global model\n";
+              << "  " << p.model_key << "   signs every global model\n"
+              << "  " << p.audit_key << "   MACs the audit log: back it up apart from it\n";
     return kExitOk;
   }
   // Without explicit TLS files the PKI made by `init` is used, with mTLS for devices and admins.

@@ -11,7 +11,8 @@ namespace {
 // v1: jobs, rounds, devices. v2: + tokens, revocations (CREATE IF NOT EXISTS migrates v1).
 // v3: + checkpoints, jobs.restarts/last_restart_ms/resumed_from (kMigrations).
 // v4: + jobs.last_selected (cooldown state: a JobStatus holding only last_selected).
-constexpr int kSchemaVersion = 4;
+// v5: + audit_head (one row: the audit log's newest record; fleetctl audit verify --db reads it).
+constexpr int kSchemaVersion = 5;
 
 // The v2 schema; a new file is created at v2 and migrated forward like an old one, so every
 // database goes through the same steps.
@@ -68,6 +69,14 @@ CREATE TABLE checkpoints (
 )sql"},
     {4, R"sql(
 ALTER TABLE jobs ADD COLUMN last_selected BLOB NOT NULL DEFAULT x'';
+)sql"},
+    {5, R"sql(
+CREATE TABLE audit_head (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  seq INTEGER NOT NULL,
+  hash TEXT NOT NULL,
+  mac TEXT NOT NULL
+);
 )sql"},
 };
 
@@ -252,6 +261,30 @@ class SqliteStore : public JobStore {
   StatusOr<std::vector<v1::DeviceRevocation>> LoadRevocations() override {
     return LoadAll<v1::DeviceRevocation>("SELECT record FROM revocations ORDER BY device_id;",
                                          "revocation");
+  }
+
+  Status SaveAuditHead(const AuditHead& head) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    Stmt s(db_, "INSERT OR REPLACE INTO audit_head(id, seq, hash, mac) VALUES(1,?,?,?);");
+    if (!s.ok()) return Error("prepare SaveAuditHead");
+    s.Bind(1, static_cast<int64_t>(head.seq));
+    s.Bind(2, head.hash);
+    s.Bind(3, head.mac);
+    if (sqlite3_step(s.get()) != SQLITE_DONE) return Error("SaveAuditHead");
+    return OkStatus();
+  }
+  StatusOr<std::optional<AuditHead>> LoadAuditHead() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    Stmt s(db_, "SELECT seq, hash, mac FROM audit_head WHERE id=1;");
+    if (!s.ok()) return Error("prepare LoadAuditHead");
+    int rc = sqlite3_step(s.get());
+    if (rc == SQLITE_DONE) return std::optional<AuditHead>();
+    if (rc != SQLITE_ROW) return Error("LoadAuditHead");
+    AuditHead head;
+    head.seq = static_cast<uint64_t>(s.Int(0));
+    head.hash = s.Text(1);
+    head.mac = s.Text(2);
+    return std::optional<AuditHead>(std::move(head));
   }
 
  private:

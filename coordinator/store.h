@@ -1,6 +1,6 @@
 // Durable coordinator state behind an interface: jobs (spec, state, progress, restarts),
-// per-round summaries with the checkpoint each produced, devices, bootstrap tokens and
-// revocations. SqliteStore is the production implementation (WAL, synchronous=FULL, schema
+// per-round summaries with the checkpoint each produced, devices, bootstrap tokens,
+// revocations and the audit log's head. SqliteStore is the production implementation (WAL, synchronous=FULL, schema
 // versioned with migrations); it is thread-safe.
 #pragma once
 
@@ -8,6 +8,9 @@
 #include <string>
 #include <vector>
 
+#include <optional>
+
+#include "common/audit_log.h"
 #include "common/status.h"
 #include "proto/fleet.pb.h"
 
@@ -47,6 +50,10 @@ class JobStore {
   virtual StatusOr<std::vector<v1::TokenRecord>> LoadTokens() = 0;
   virtual Status SaveRevocation(const v1::DeviceRevocation& revocation) = 0;
   virtual StatusOr<std::vector<v1::DeviceRevocation>> LoadRevocations() = 0;
+  // The audit log's newest record (AuditLog calls SaveAuditHead after each durable append);
+  // nullopt when none was ever recorded.
+  virtual Status SaveAuditHead(const AuditHead& head) = 0;
+  virtual StatusOr<std::optional<AuditHead>> LoadAuditHead() = 0;
 };
 
 // Opens (creating if needed) the SQLite file at `path`, in WAL mode, at the current schema.

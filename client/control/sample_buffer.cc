@@ -47,16 +47,13 @@ int64_t Checksum(int64_t ts, const void* vals, size_t n, double label) {
 StatusOr<std::unique_ptr<SampleBuffer>> SampleBuffer::Open(BufferOptions options,
                                                            size_t num_fields) {
   if (sodium_init() < 0) return Internal("libsodium failed to initialize");
-  // Raw sensor readings are private: owner-only, before SQLite creates the file (its WAL and
-  // shared-memory files inherit these permissions).
-  int fd = ::open(options.path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0 || ::fchmod(fd, 0600) != 0) {
-    int err = errno;
-    if (fd >= 0) ::close(fd);
-    return Unavailable("sample buffer " + options.path + ": " + std::strerror(err));
+  // Raw sensor readings are private: SqliteOpen makes the file and its WAL and shared-memory
+  // files owner-only.
+  StatusOr<sqlite3*> opened = SqliteOpen(options.path);
+  if (!opened.ok()) {
+    return Status(opened.status().code(), "sample buffer " + opened.status().message());
   }
-  ::close(fd);
-  ASSIGN_OR_RETURN(sqlite3 * db, SqliteOpen(options.path));
+  sqlite3* db = *opened;
   Status s = SqliteExec(db, "PRAGMA journal_mode=WAL;");
   if (s.ok()) s = SqliteExec(db, "PRAGMA synchronous=FULL;");
   if (s.ok()) s = SqliteExec(db, kSchema);

@@ -292,15 +292,29 @@ TEST(AuditLog, ChainVerifiesAndAnyEditDeletionOrReorderIsFoundAtItsLine) {
   ASSERT_TRUE(crypto::Init());
   TempDir dir;
   const std::string path = dir.path() + "/audit.log";
+  // The head recorded outside the file, as the coordinator's database does.
+  const AuditKey key = AuditKey::Generate();
+  std::optional<AuditHead> recorded;
+  auto options = [&] {
+    AuditLogOptions o;
+    o.path = path;
+    o.key = key.Copy();
+    o.recorded = recorded;
+    o.record_head = [&](const AuditHead& h) {
+      recorded = h;
+      return OkStatus();
+    };
+    return o;
+  };
   {
-    auto log = AuditLog::Open(path);
+    auto log = AuditLog::Open(options());
     ASSERT_TRUE(log.ok()) << log.status().message();
     for (int i = 0; i < 5; ++i) {
       ASSERT_TRUE((*log)->Append("round_complete", "coordinator", {{"round", i}}).ok());
     }
   }
   {  // Reopening continues the same chain.
-    auto log = AuditLog::Open(path);
+    auto log = AuditLog::Open(options());
     ASSERT_TRUE(log.ok());
     ASSERT_TRUE((*log)->Append("job_stop", "alice", {{"job_id", "job-1"}}).ok());
   }
@@ -325,7 +339,7 @@ TEST(AuditLog, ChainVerifiesAndAnyEditDeletionOrReorderIsFoundAtItsLine) {
     EXPECT_FALSE(r->ok);
     EXPECT_EQ(r->broken_line, line);
     EXPECT_NE(r->reason.find(why), std::string::npos) << r->reason;
-    EXPECT_EQ(AuditLog::Open(path).status().code(), StatusCode::kFailedPrecondition)
+    EXPECT_EQ(AuditLog::Open(options()).status().code(), StatusCode::kFailedPrecondition)
         << "a broken chain is not appended to";
   };
   auto edited = lines;

@@ -89,7 +89,7 @@ TEST(SqliteStore, UsesWalAndPassesIntegrityCheck) {
   };
   EXPECT_EQ(one("PRAGMA journal_mode;"), "wal");
   EXPECT_EQ(one("PRAGMA integrity_check;"), "ok");
-  EXPECT_EQ(one("PRAGMA user_version;"), "4");
+  EXPECT_EQ(one("PRAGMA user_version;"), "5");
   EXPECT_EQ(one("PRAGMA synchronous;"), "2");  // FULL (per connection: ours sets it on open)
   // A database from a newer coordinator is refused, not silently rewritten.
   sqlite3_exec(db, "PRAGMA user_version=99;", nullptr, nullptr, nullptr);
@@ -155,8 +155,11 @@ TEST(SqliteStore, MigratesAVersion2Database) {
     auto cps = (*store)->LoadCheckpoints("j1");
     ASSERT_TRUE(cps.ok());
     EXPECT_TRUE(cps->empty());
+    auto head = (*store)->LoadAuditHead();  // v5: none recorded yet
+    ASSERT_TRUE(head.ok());
+    EXPECT_FALSE(head->has_value());
   }
-  EXPECT_EQ(QueryOne(path, "PRAGMA user_version;"), "4");
+  EXPECT_EQ(QueryOne(path, "PRAGMA user_version;"), "5");
   EXPECT_EQ(QueryOne(path, "PRAGMA integrity_check;"), "ok");
 }
 
