@@ -172,8 +172,8 @@ StatusOr<AuditVerification> VerifyAuditLog(const std::string& path, const AuditK
     // getline stops at end of file without a newline: that line was never completed.
     const bool complete = !in.eof();
     AuditHead head;
-    std::string why = CheckRecord(line, chain, key, &head);
-    if (why.empty() && !complete) why = "incomplete last record (no newline)";
+    std::string why = complete ? CheckRecord(line, chain, key, &head)
+                               : "incomplete last record (no newline: an interrupted append?)";
     if (!why.empty()) {
       v.ok = false;
       v.broken_line = n;
@@ -231,7 +231,7 @@ AuditHeadComparison CompareAuditHead(const AuditVerification& v, const AuditHead
 
 StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(AuditLogOptions options) {
   if (!options.key) return InvalidArgument("an audit log needs its MAC key");
-  const std::string& path = options.path;
+  const std::string path = options.path;
   const std::string hint = options.reset_hint.empty() ? "" : "; " + options.reset_hint;
   auto refuse = [&](const std::string& what) {
     return FailedPrecondition("audit log " + path + ": " + what + hint);

@@ -13,9 +13,9 @@ namespace {
 std::string LogPath(const std::string& state_dir) { return state_dir + "/audit.log"; }
 
 std::string ResetHint(const std::string& state_dir) {
-  return "the coordinator will not run on it. Keep the file as evidence and find out what "
-         "happened; then `fleet-coordinator audit-reset --state-dir " + state_dir +
-         " --reason TEXT` starts a new chain that records why (see docs/security.md)";
+  return "the coordinator does not start on such a log: keep the file as evidence, find out "
+         "what happened, then run `fleet-coordinator audit-reset --state-dir " + state_dir +
+         " --reason TEXT` to start a new chain that records why (see docs/security.md)";
 }
 
 }  // namespace
