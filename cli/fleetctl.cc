@@ -6,19 +6,19 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
-#include <map>
 #include <cstdlib>
 #include <ctime>
 #include <iostream>
+#include <map>
 #include <optional>
 
 #include "common/audit_log.h"
 #include "common/config.h"
 #include "common/file_util.h"
-#include "common/sqlite_util.h"
 #include "common/grpc_util.h"
 #include "common/job_spec.h"
 #include "common/log.h"
+#include "common/sqlite_util.h"
 #include "proto/fleet.grpc.pb.h"
 
 namespace {
@@ -495,11 +495,11 @@ int main(int argc, char** argv) {
   audit->require_subcommand(1);
   AuditVerifyArgs audit_args;
   auto* averify = audit->add_subcommand(
-      "verify", "check every link of an audit log; with --key every MAC, with --db or "
-                "--expect-seq/--expect-head that nothing was cut off or rewritten (exit 0 intact, "
-                "1 broken, unauthenticated, truncated or rewritten, 2 usage or I/O error)");
-  averify->add_option("file", audit_args.file, "audit log, e.g. <state-dir>/audit.log")
-      ->required();
+      "verify",
+      "check every link of an audit log; with --key every MAC, with --db or "
+      "--expect-seq/--expect-head that nothing was cut off or rewritten (exit 0 intact, "
+      "1 broken, unauthenticated, truncated or rewritten, 2 usage or I/O error)");
+  averify->add_option("file", audit_args.file, "audit log, e.g. <state-dir>/audit.log")->required();
   averify->add_option("--key", audit_args.key_file,
                       "the log's MAC key, <state-dir>/pki/audit.key (not the admin key)");
   averify->add_option("--db", audit_args.db,

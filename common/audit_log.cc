@@ -41,8 +41,7 @@ std::string Mac(const AuditKey& key, const std::string& hash) {
   crypto_generichash_init(&st, key.data(), kAuditKeyBytes, sizeof m);
   crypto_generichash_update(&st, reinterpret_cast<const unsigned char*>(kMacDomain),
                             sizeof kMacDomain - 1);
-  crypto_generichash_update(&st, reinterpret_cast<const unsigned char*>(hash.data()),
-                            hash.size());
+  crypto_generichash_update(&st, reinterpret_cast<const unsigned char*>(hash.data()), hash.size());
   crypto_generichash_final(&st, m, sizeof m);
   return Hex(m, sizeof m);
 }
@@ -52,8 +51,8 @@ bool SameMac(const std::string& a, const std::string& b) {
 }
 
 struct Chain {
-  uint64_t seq = 0;  // records so far
-  std::string prev;  // hash of the last one
+  uint64_t seq = 0;    // records so far
+  std::string prev;    // hash of the last one
   bool keyed = false;  // a record with a MAC was seen: every later one needs one
 };
 
@@ -88,7 +87,8 @@ std::string CheckRecord(const std::string& line, const Chain& chain, const Audit
   head->mac = has_mac ? j["mac"].get<std::string>() : "";
   j.erase("hash");
   j.erase("mac");
-  if (Hash(chain.prev, j.dump()) != head->hash) return "hash does not match the record (it was edited)";
+  if (Hash(chain.prev, j.dump()) != head->hash)
+    return "hash does not match the record (it was edited)";
   if (key != nullptr && has_mac && !SameMac(Mac(*key, head->hash), head->mac)) {
     return "MAC does not verify with the key (the record was rewritten with a recomputed hash, "
            "or this is not the log's key)";
@@ -209,9 +209,8 @@ AuditHeadComparison CompareAuditHead(const AuditVerification& v, const AuditHead
                     " were removed (the log was truncated or replaced by an older copy)";
     return c;
   }
-  if (expected.seq > 0 &&
-      (v.remembered.seq != expected.seq || v.remembered.hash != expected.hash ||
-       (!expected.mac.empty() && !SameMac(v.remembered.mac, expected.mac)))) {
+  if (expected.seq > 0 && (v.remembered.seq != expected.seq || v.remembered.hash != expected.hash ||
+                           (!expected.mac.empty() && !SameMac(v.remembered.mac, expected.mac)))) {
     c.match = AuditHeadMatch::kDiverged;
     c.explanation = "record " + std::to_string(expected.seq) + " of the log (hash " +
                     Short(v.remembered.hash) + "...) is not the recorded head " +
@@ -222,10 +221,10 @@ AuditHeadComparison CompareAuditHead(const AuditVerification& v, const AuditHead
   c.match = c.ahead == 0   ? AuditHeadMatch::kSame
             : c.ahead == 1 ? AuditHeadMatch::kAheadByOne
                            : AuditHeadMatch::kAhead;
-  c.explanation = c.ahead == 0 ? ends + ", the recorded head"
-                               : ends + ", " + std::to_string(c.ahead) +
-                                     " record(s) after the recorded head " +
-                                     DescribeAuditHead(expected);
+  c.explanation = c.ahead == 0
+                      ? ends + ", the recorded head"
+                      : ends + ", " + std::to_string(c.ahead) +
+                            " record(s) after the recorded head " + DescribeAuditHead(expected);
   return c;
 }
 
@@ -242,7 +241,7 @@ StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(AuditLogOptions options) {
     ::close(fd);
     return s;
   };
-  struct stat st{};
+  struct stat st {};
   if (::fstat(fd, &st) == 0 && (st.st_mode & 077) != 0) {
     if (::fchmod(fd, 0600) != 0) return fail(Internal("cannot chmod 0600 " + path));
     FLEET_LOG(Warn) << "audit log " << path << " was readable by others; tightened to 0600";
@@ -257,11 +256,12 @@ StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(AuditLogOptions options) {
     // acknowledged when the head recorded before it is exactly the intact prefix's.
     if (v.torn_tail && options.recorded && v.head == *options.recorded) {
       if (::ftruncate(fd, static_cast<off_t>(v.intact_bytes)) != 0 || ::fsync(fd) != 0) {
-        return fail(Internal("cannot cut the incomplete last record off audit log " + path +
-                             ": " + std::strerror(errno)));
+        return fail(Internal("cannot cut the incomplete last record off audit log " + path + ": " +
+                             std::strerror(errno)));
       }
-      repaired = "cut off an incomplete last line (an append interrupted by a crash; the "
-                 "database shows it was never completed)";
+      repaired =
+          "cut off an incomplete last line (an append interrupted by a crash; the "
+          "database shows it was never completed)";
       v.ok = true;
       v.torn_tail = false;
       v.broken_line = 0;
@@ -349,8 +349,8 @@ Status AuditLog::Append(const std::string& event, const std::string& actor,
 Status AuditLog::AppendLocked(const std::string& event, const std::string& actor,
                               nlohmann::json fields) {
   if (!failed_.ok()) {
-    return Internal("the audit log refuses records since an append failed (" +
-                    failed_.message() + "); fix the cause and restart the coordinator");
+    return Internal("the audit log refuses records since an append failed (" + failed_.message() +
+                    "); fix the cause and restart the coordinator");
   }
   if (head_unrecorded_) {
     // Never two records ahead of the database: a crash then would look like a rollback.
@@ -398,8 +398,7 @@ Status AuditLog::AppendLocked(const std::string& event, const std::string& actor
     // Take back whatever part of the line reached the file; after a failed fdatasync the page
     // cache cannot be trusted either, so the log stops taking records until it is re-verified.
     if (::ftruncate(fd_, static_cast<off_t>(size_)) != 0) {
-      error += std::string("; cutting the partial record off failed too: ") +
-               std::strerror(errno);
+      error += std::string("; cutting the partial record off failed too: ") + std::strerror(errno);
     }
     failed_ = Internal("cannot append to the audit log " + options_.path + ": " + error);
     return failed_;

@@ -94,8 +94,8 @@ enum class AuditHeadMatch {
 };
 struct AuditHeadComparison {
   AuditHeadMatch match = AuditHeadMatch::kSame;
-  uint64_t ahead = 0;        // records after the recorded head
-  std::string explanation;   // one sentence naming both heads
+  uint64_t ahead = 0;       // records after the recorded head
+  std::string explanation;  // one sentence naming both heads
 };
 // `v` must come from VerifyAuditLog(..., expected.seq) and be ok.
 AuditHeadComparison CompareAuditHead(const AuditVerification& v, const AuditHead& expected);
@@ -156,10 +156,10 @@ class AuditLog {
   AuditLogOptions options_;
   const AuditVerification opened_;
   std::string repaired_;
-  uint64_t size_;            // bytes of intact records; guarded by mu_
-  AuditHead head_;           // guarded by mu_
+  uint64_t size_;                 // bytes of intact records; guarded by mu_
+  AuditHead head_;                // guarded by mu_
   bool head_unrecorded_ = false;  // record_head failed for head_; guarded by mu_
-  Status failed_;            // set by the first failed append; guarded by mu_
+  Status failed_;                 // set by the first failed append; guarded by mu_
 };
 
 }  // namespace fleet

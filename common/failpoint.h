@@ -6,6 +6,8 @@
 //   FLEET_FAILPOINTS=round.collected@2,checkpoint.mid_write@3
 //
 // `name@N` fires when the point is reached for round N; a bare `name` fires whenever reached.
+// Code can also test Armed() to inject an error instead of a kill (the audit log's
+// `audit.append_fail.EVENT`, where N is the record's sequence number).
 // Unset (production), Hit() is one load of a flag set at startup. Thread-safe.
 #pragma once
 

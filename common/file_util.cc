@@ -146,7 +146,7 @@ Status MakePrivateDir(const std::string& path) {
     return OkStatus();
   }
   if (errno != EEXIST) return ErrnoError("cannot create directory", path);
-  struct stat st{};
+  struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return ErrnoError("cannot stat", path);
   if (!S_ISDIR(st.st_mode)) return FailedPrecondition(path + " exists and is not a directory");
   if (st.st_uid != ::geteuid()) {
@@ -159,7 +159,8 @@ Status MakePrivateDir(const std::string& path) {
     return FailedPrecondition("directory " + path + " is world-writable (mode " +
                               Octal(st.st_mode) +
                               "): another user may have planted or replaced files in it; check "
-                              "its contents, then `chmod 0700 " + path + "`");
+                              "its contents, then `chmod 0700 " +
+                              path + "`");
   }
   if ((st.st_mode & 077) != 0) {
     if (::chmod(path.c_str(), 0700) != 0) return ErrnoError("cannot chmod 0700", path);
@@ -172,7 +173,7 @@ Status MakePrivateDir(const std::string& path) {
 Status MakePrivateFile(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) return ErrnoError("cannot open", path);
-  struct stat st{};
+  struct stat st {};
   Status s;
   if (::fstat(fd, &st) != 0) {
     s = ErrnoError("cannot stat", path);
@@ -199,7 +200,7 @@ int RemoveStaleTempFiles(const std::string& dir) {
     if (at == std::string::npos || at == 0 || at + 5 == name.size()) continue;
     if (name.find_first_not_of("0123456789abcdef", at + 5) != std::string::npos) continue;
     const std::string path = dir + "/" + name;
-    struct stat st{};
+    struct stat st {};
     if (::lstat(path.c_str(), &st) != 0 || S_ISDIR(st.st_mode)) continue;
     if (::unlink(path.c_str()) == 0) {
       FLEET_LOG(Info) << "removed stale temporary file " << path << " (left by an interrupted "

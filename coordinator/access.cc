@@ -175,8 +175,10 @@ StatusOr<v1::TokenInfo> AccessControl::RevokeToken(const std::string& id, const 
   // Fail safe: the revocation holds either way; the admin learns it is not on record.
   Status audited = audit_->Append("token_revoke", by, {{"token_id", id}});
   if (!audited.ok()) {
-    return Internal("token " + id + " is revoked (in force now), but the revocation is NOT in "
-                    "the audit log: " + audited.message());
+    return Internal("token " + id +
+                    " is revoked (in force now), but the revocation is NOT in "
+                    "the audit log: " +
+                    audited.message());
   }
   return rec.info();
 }
@@ -226,8 +228,10 @@ Status AccessControl::UseToken(const std::string& token, const std::string& devi
   Status audited =
       audit_->Append("token_use", device_id, {{"token_id", id}, {"uses_left", uses_left}});
   if (!audited.ok()) {
-    return Unavailable("enrollment not completed: the token use cannot be recorded in the audit "
-                       "log (" + audited.message() + ")");
+    return Unavailable(
+        "enrollment not completed: the token use cannot be recorded in the audit "
+        "log (" +
+        audited.message() + ")");
   }
   return OkStatus();
 }

@@ -14,14 +14,13 @@ std::string LogPath(const std::string& state_dir) { return state_dir + "/audit.l
 
 std::string ResetHint(const std::string& state_dir) {
   return "the coordinator does not start on such a log: keep the file as evidence, find out "
-         "what happened, then run `fleet-coordinator audit-reset --state-dir " + state_dir +
-         " --reason TEXT` to start a new chain that records why (see docs/security.md)";
+         "what happened, then run `fleet-coordinator audit-reset --state-dir " +
+         state_dir + " --reason TEXT` to start a new chain that records why (see docs/security.md)";
 }
 
 }  // namespace
 
-StatusOr<std::unique_ptr<AuditLog>> OpenAuditTrail(const std::string& state_dir,
-                                                   JobStore* store) {
+StatusOr<std::unique_ptr<AuditLog>> OpenAuditTrail(const std::string& state_dir, JobStore* store) {
   const std::string log_path = LogPath(state_dir);
   const PkiPaths pki(state_dir);
   ASSIGN_OR_RETURN(std::optional<AuditHead> recorded, store->LoadAuditHead());
@@ -35,9 +34,11 @@ StatusOr<std::unique_ptr<AuditLog>> OpenAuditTrail(const std::string& state_dir,
     if (keyed > 0 || (recorded && !recorded->mac.empty())) {
       return FailedPrecondition(
           "the audit MAC key " + pki.audit_key + " is missing, but " +
-          (keyed > 0 ? "the records of " + log_path : std::string("the state database's audit head")) +
+          (keyed > 0 ? "the records of " + log_path
+                     : std::string("the state database's audit head")) +
           " carry MACs made with it: restore the key from your backup (the log cannot be "
-          "verified without it). If it is lost, " + ResetHint(state_dir) + " with a new key");
+          "verified without it). If it is lost, " +
+          ResetHint(state_dir) + " with a new key");
     }
     RETURN_IF_ERROR(MakePrivateDir(pki.dir));
     RETURN_IF_ERROR(CreateAuditKey(pki.audit_key));

@@ -72,13 +72,13 @@ StatusOr<v1::EnrollResponse> Coordinator::Issue(const std::string& device_id,
   resp.set_model_signing_public_key(crypto::ToString(authority_->model_key().public_key()));
   resp.set_not_after_unix(info.not_after);
   // Fail closed: a certificate whose issue is not on record is never handed out.
-  Status audited = audit_->Append(event, device_id,
-                                  {{"device_id", device_id}, {"serial", info.serial},
-                                   {"not_after", info.not_after}});
+  Status audited = audit_->Append(
+      event, device_id,
+      {{"device_id", device_id}, {"serial", info.serial}, {"not_after", info.not_after}});
   if (!audited.ok()) {
     return Unavailable(std::string(event) + " of device '" + device_id +
-                       "' not completed: the audit record cannot be written (" +
-                       audited.message() + "); no certificate was issued");
+                       "' not completed: the audit record cannot be written (" + audited.message() +
+                       "); no certificate was issued");
   }
   FLEET_LOG(Info) << "device " << device_id << ": " << event << ", certificate " << info.serial
                   << " valid until unix " << info.not_after;
@@ -122,8 +122,10 @@ StatusOr<uint32_t> Coordinator::RevokeDevice(const std::string& id, const std::s
   Status audited =
       audit_->Append("device_revoke", by, {{"device_id", id}, {"closed_calls", closed}});
   if (!audited.ok()) {
-    return Internal("device '" + id + "' is revoked (in force now), but the revocation is NOT in "
-                    "the audit log: " + audited.message());
+    return Internal("device '" + id +
+                    "' is revoked (in force now), but the revocation is NOT in "
+                    "the audit log: " +
+                    audited.message());
   }
   return closed;
 }
@@ -278,10 +280,12 @@ StatusOr<v1::JobStatus> Coordinator::SubmitJob(const v1::JobSpec& spec, const st
   job.set_created_unix_ms(UnixMillis());
   job.set_updated_unix_ms(job.created_unix_ms());
   // Fail closed: recorded before the job exists anywhere, so no job runs without its record.
-  Status audited = audit_->Append(
-      "job_submit", by,
-      {{"job_id", job.id()}, {"name", spec.name()}, {"dataset", spec.dataset()},
-       {"rounds", spec.rounds()}, {"secure_aggregation", !spec.secure_aggregation().disabled()}});
+  Status audited = audit_->Append("job_submit", by,
+                                  {{"job_id", job.id()},
+                                   {"name", spec.name()},
+                                   {"dataset", spec.dataset()},
+                                   {"rounds", spec.rounds()},
+                                   {"secure_aggregation", !spec.secure_aggregation().disabled()}});
   if (!audited.ok()) {
     return Internal("job not created: its submission cannot be recorded in the audit log (" +
                     audited.message() + ")");
@@ -335,8 +339,8 @@ StatusOr<v1::JobStatus> Coordinator::StopJob(const std::string& id, const std::s
   // Fail safe, like a revocation: the job stops either way.
   Status audited = audit_->Append("job_stop", by, {{"job_id", id}});
   if (!audited.ok()) {
-    return Internal("job " + id + " is stopping, but the stop is NOT in the audit log: " +
-                    audited.message());
+    return Internal("job " + id +
+                    " is stopping, but the stop is NOT in the audit log: " + audited.message());
   }
   return r->Snapshot();
 }

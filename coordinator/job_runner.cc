@@ -235,7 +235,8 @@ void JobRunner::Run() {
         server_optimizer_ = committed_optimizer;
         const std::string error =
             "round " + std::to_string(round) + " cannot be recorded in the audit log (" +
-            audited.message() + "); it was not committed and the job stopped rather than run "
+            audited.message() +
+            "); it was not committed and the job stopped rather than run "
             "unaudited. Fix the audit log, restart the coordinator and submit the job again";
         FLEET_LOG(Error) << "job " << id << ": " << error;
         SetState(v1::JobStatus::FAILED, error);
@@ -301,7 +302,8 @@ void JobRunner::Run() {
 Status JobRunner::AuditRound(const v1::RoundSummary& summary) {
   if (options_.audit == nullptr) return OkStatus();
   return options_.audit->Append("round_complete", "coordinator",
-                                {{"job_id", job_.id()}, {"round", summary.round()},
+                                {{"job_id", job_.id()},
+                                 {"round", summary.round()},
                                  {"participants", summary.participants()},
                                  {"secure", summary.secure()}});
 }

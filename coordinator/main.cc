@@ -1,14 +1,13 @@
 // fleet-coordinator: serves the Device and Admin gRPC services and runs federated jobs.
-#include <CLI/CLI.hpp>
 #include <grpcpp/grpcpp.h>
+#include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
 #include <iostream>
 #include <mutex>
-
-#include <unistd.h>
 
 #include "common/clock.h"
 #include "common/config.h"
@@ -177,8 +176,7 @@ int main(int argc, char** argv) {
                                        "operator (uid " + std::to_string(::geteuid()) + ")");
     if (!done.ok()) {
       std::cerr << "fleet-coordinator audit-reset: " << done.status().message() << "\n";
-      return done.status().code() == fleet::StatusCode::kInvalidArgument ? kExitUsage
-                                                                         : kExitError;
+      return done.status().code() == fleet::StatusCode::kInvalidArgument ? kExitUsage : kExitError;
     }
     std::cout << "fleet-coordinator audit-reset: " << *done << "\n";
     return kExitOk;

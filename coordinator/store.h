@@ -1,14 +1,13 @@
 // Durable coordinator state behind an interface: jobs (spec, state, progress, restarts),
 // per-round summaries with the checkpoint each produced, devices, bootstrap tokens,
-// revocations and the audit log's head. SqliteStore is the production implementation (WAL, synchronous=FULL, schema
-// versioned with migrations); it is thread-safe.
+// revocations and the audit log's head. SqliteStore is the production implementation (WAL,
+// synchronous=FULL, schema versioned with migrations); it is thread-safe.
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
-
-#include <optional>
 
 #include "common/audit_log.h"
 #include "common/status.h"

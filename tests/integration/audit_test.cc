@@ -219,8 +219,7 @@ TEST(AuditTrail, ACrashBetweenAppendAndHeadUpdateIsRepairedAtStart) {
   EXPECT_EQ(c.coordinator().Wait(std::chrono::seconds(20)), -SIGKILL) << c.coordinator().Log();
   CommandResult ahead = c.Verify({"--key", c.key(), "--db", c.db()});
   EXPECT_EQ(ahead.exit_code, 0) << ahead.output;
-  EXPECT_NE(ahead.output.find("1 record(s) after the database's recorded head"),
-            std::string::npos)
+  EXPECT_NE(ahead.output.find("1 record(s) after the database's recorded head"), std::string::npos)
       << ahead.output;
   ASSERT_TRUE(c.StartCoordinator({}, c.port())) << c.coordinator().Log();
   EXPECT_NE(c.coordinator().Log().find("was written but not yet in the state database"),
@@ -240,18 +239,17 @@ TEST(AuditTrail, AnOlderStateDirectoryGetsItsKeyAndItsRecordsCarriedForward) {
   std::vector<std::string> legacy;
   std::string prev;
   for (int i = 1; i <= 2; ++i) {
-    nlohmann::json r = {{"seq", i}, {"time_ms", i}, {"event", "token_create"},
-                        {"actor", "admin"}, {"prev", prev}};
+    nlohmann::json r = {
+        {"seq", i}, {"time_ms", i}, {"event", "token_create"}, {"actor", "admin"}, {"prev", prev}};
     r["hash"] = ChainHash(prev, r);
     prev = r["hash"];
     legacy.push_back(r.dump());
   }
   WriteLines(c.log(), legacy);
   ASSERT_TRUE(c.StartCoordinator()) << c.coordinator().Log();
-  EXPECT_NE(c.coordinator().Log().find("created the audit MAC key " + c.key()),
-            std::string::npos)
+  EXPECT_NE(c.coordinator().Log().find("created the audit MAC key " + c.key()), std::string::npos)
       << c.coordinator().Log();
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(stat(c.key().c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   EXPECT_EQ(st.st_size, 32);
@@ -378,10 +376,10 @@ TEST(FailClosed, ARoundThatCannotBeAuditedIsNotCommittedAndTheJobStops) {
   }
   for (int s : {1, 3}) c.StartHarClient(s);
   ASSERT_TRUE(WaitFor([&] { return c.OnlineDevices() >= 2; }, std::chrono::seconds(30)));
-  CommandResult submit = c.Fleetctl(
-      {"job", "submit", "-f",
-       c.WriteJob("unaudited-rounds", 3, 2, 2,
-                  "secure_aggregation: {enabled: false}\nmax_round_retries: 2\n")});
+  CommandResult submit =
+      c.Fleetctl({"job", "submit", "-f",
+                  c.WriteJob("unaudited-rounds", 3, 2, 2,
+                             "secure_aggregation: {enabled: false}\nmax_round_retries: 2\n")});
   ASSERT_EQ(submit.exit_code, 0) << submit.output;
   const std::string id = submit.output.substr(0, submit.output.find('\n'));
   CommandResult watch = c.Fleetctl({"job", "watch", id});
@@ -405,7 +403,7 @@ namespace fleet::testing {
 namespace {
 
 unsigned Mode(const std::string& path) {
-  struct stat st{};
+  struct stat st {};
   if (::lstat(path.c_str(), &st) != 0) return 0;
   return st.st_mode & 07777;
 }
@@ -429,9 +427,9 @@ TEST(Hygiene, StateIsPrivateWhateverTheUmask) {
   std::ofstream(device + "/device.key.tmp.4242") << "half a key";
   c.StartHarClient(1);
   ASSERT_TRUE(WaitFor([&] { return c.OnlineDevices() >= 1; }, std::chrono::seconds(30)));
-  CommandResult submit = c.Fleetctl(
-      {"job", "submit", "-f",
-       c.WriteJob("private", 1, 1, 1, "secure_aggregation: {enabled: false}\n")});
+  CommandResult submit =
+      c.Fleetctl({"job", "submit", "-f",
+                  c.WriteJob("private", 1, 1, 1, "secure_aggregation: {enabled: false}\n")});
   ASSERT_EQ(submit.exit_code, 0) << submit.output;
   const std::string id = submit.output.substr(0, submit.output.find('\n'));
   ASSERT_EQ(c.Fleetctl({"job", "watch", id}).exit_code, 0);

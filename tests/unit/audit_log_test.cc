@@ -2,6 +2,8 @@
 // crashes (issue 16, item 5): MACs over the chain, the head recorded outside the file, the
 // carry-forward of records from before the key, failed appends, and the coordinator's trail
 // (key file, database head, audit-reset) on a real SQLite store.
+#include "common/audit_log.h"
+
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sodium.h>
@@ -11,8 +13,8 @@
 #include <fstream>
 #include <vector>
 
-#include "common/audit_log.h"
 #include "common/file_util.h"
+#include "coordinator/access.h"
 #include "coordinator/audit_trail.h"
 #include "coordinator/authority.h"
 #include "coordinator/store.h"
@@ -176,8 +178,9 @@ TEST_F(LogFixture, RemovedMacsAreNoticed) {
 
   // Every MAC stripped and every record rewritten: no MAC left to fail, but the head recorded
   // outside the file carries one.
-  auto all = RewriteChain(original, 0, [](nlohmann::json* j) { (*j)["actor"] = "nobody"; },
-                          /*drop_macs=*/true);
+  auto all = RewriteChain(
+      original, 0, [](nlohmann::json* j) { (*j)["actor"] = "nobody"; },
+      /*drop_macs=*/true);
   WriteLines(path_, all);
   auto chain_only = VerifyAuditLog(path_, &key_, 5);
   ASSERT_TRUE(chain_only.ok());
@@ -279,8 +282,11 @@ TEST_F(LogFixture, RecordsFromBeforeTheKeyAreCarriedForwardAndPinned) {
   std::vector<std::string> legacy;
   std::string prev;
   for (int i = 1; i <= 3; ++i) {
-    nlohmann::json j = {{"seq", i},         {"time_ms", 1000 + i}, {"event", "token_create"},
-                        {"actor", "admin"}, {"token_id", "t" + std::to_string(i)},
+    nlohmann::json j = {{"seq", i},
+                        {"time_ms", 1000 + i},
+                        {"event", "token_create"},
+                        {"actor", "admin"},
+                        {"token_id", "t" + std::to_string(i)},
                         {"prev", prev}};
     j["hash"] = ChainHash(prev, j);
     prev = j["hash"];
@@ -322,7 +328,7 @@ TEST_F(LogFixture, AFailedAppendLeavesNoPartialRecordAndStopsTheLog) {
   ASSERT_NE(log, nullptr);
   // A real write error: the file may grow by 20 bytes only (SIGXFSZ ignored: write gets EFBIG
   // after a short write).
-  struct rlimit old{};
+  struct rlimit old {};
   ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
   auto old_handler = signal(SIGXFSZ, SIG_IGN);
   struct rlimit small = old;
@@ -377,7 +383,7 @@ TEST(AuditKey, AMissingOrMalformedKeyFileIsAClearError) {
   EXPECT_NE(short_key.status().message().find("not 10"), std::string::npos);
 
   ASSERT_TRUE(CreateAuditKey(dir.path() + "/audit.key").ok());
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(stat((dir.path() + "/audit.key").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   EXPECT_EQ(st.st_size, 32);
@@ -451,6 +457,59 @@ TEST(AuditTrail, KeyHeadInTheDatabaseAndReset) {
   EXPECT_EQ(ResetAuditTrail(state, store->get(), "", "operator").status().code(),
             StatusCode::kInvalidArgument)
       << "a reset goes on record with a reason";
+}
+
+// Token revocation fails safe (in force, the admin told it is not on record); token creation
+// fails closed (no token exists, no secret is shown). A real write error: RLIMIT_FSIZE.
+TEST(FailClosed, TokensThatCannotBeAudited) {
+  testing::TempDir dir;
+  const std::string state = dir.path() + "/state";
+  ASSERT_TRUE(MakePrivateDir(state).ok());
+  auto store = OpenSqliteStore(state + "/coordinator.db");
+  ASSERT_TRUE(store.ok());
+  // RLIMIT_FSIZE limits every file of the process: the log starts larger than the database
+  // and its WAL will be (one old 1 MB record), so only appends to the log hit the limit.
+  {
+    nlohmann::json r = {
+        {"seq", 1}, {"event", "padding"}, {"note", std::string(1 << 20, 'p')}, {"prev", ""}};
+    r["hash"] = ChainHash("", r);
+    WriteLines(state + "/audit.log", {r.dump()});
+  }
+  auto log = OpenAuditTrail(state, store->get());
+  ASSERT_TRUE(log.ok()) << log.status().message();
+  AccessControl access(store->get(), log->get(), /*insecure=*/false, [] { return int64_t{1000}; });
+  ASSERT_TRUE(access.Load().ok());
+  auto first = access.CreateToken(3600, 1, "ward-3", "alice");
+  ASSERT_TRUE(first.ok()) << first.status().message();
+
+  struct rlimit old {};
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
+  auto old_handler = signal(SIGXFSZ, SIG_IGN);
+  struct rlimit small = old;
+  small.rlim_cur = ReadFile(state + "/audit.log").value().size() + 10;
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
+  auto revoked = access.RevokeToken(first->second.id(), "alice");
+  auto second = access.CreateToken(3600, 1, "ward-4", "alice");
+  setrlimit(RLIMIT_FSIZE, &old);
+  signal(SIGXFSZ, old_handler);
+
+  ASSERT_FALSE(revoked.ok());
+  EXPECT_NE(revoked.status().message().find("is revoked (in force now), but the revocation is "
+                                            "NOT in the audit log"),
+            std::string::npos)
+      << revoked.status().message();
+  ASSERT_EQ(access.ListTokens().size(), 1u);
+  EXPECT_TRUE(access.ListTokens()[0].revoked());
+  auto stored = (*store)->LoadTokens();
+  ASSERT_TRUE(stored.ok());
+  ASSERT_EQ(stored->size(), 1u);
+  EXPECT_TRUE((*stored)[0].info().revoked());
+
+  ASSERT_FALSE(second.ok());
+  EXPECT_NE(second.status().message().find("token not created"), std::string::npos)
+      << second.status().message();
+  EXPECT_EQ(access.ListTokens().size(), 1u);
+  EXPECT_EQ((*store)->LoadTokens()->size(), 1u);
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 // File hygiene (issue 16, item 7): private state directories and databases whatever the umask,
 // temporary files that a planted file or symlink cannot redirect, stale temporaries removed.
+#include "common/file_util.h"
+
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
@@ -7,7 +9,6 @@
 
 #include <fstream>
 
-#include "common/file_util.h"
 #include "common/sqlite_util.h"
 #include "coordinator/store.h"
 #include "test_util.h"
@@ -25,7 +26,7 @@ class PermissiveUmask : public ::testing::Test {
 };
 
 unsigned Mode(const std::string& path) {
-  struct stat st{};
+  struct stat st {};
   if (::lstat(path.c_str(), &st) != 0) return 0;
   return st.st_mode & 07777;
 }
@@ -97,9 +98,9 @@ TEST_F(PermissiveUmask, SqliteDatabasesAndTheirWalAndShmFilesAre0600) {
   {
     sqlite3* db = nullptr;
     ASSERT_EQ(sqlite3_open(older.c_str(), &db), SQLITE_OK);
-    ASSERT_EQ(sqlite3_exec(db, "PRAGMA journal_mode=WAL; CREATE TABLE t(x);", nullptr, nullptr,
-                           nullptr),
-              SQLITE_OK);
+    ASSERT_EQ(
+        sqlite3_exec(db, "PRAGMA journal_mode=WAL; CREATE TABLE t(x);", nullptr, nullptr, nullptr),
+        SQLITE_OK);
     sqlite3_close(db);
     ASSERT_EQ(::chmod(older.c_str(), 0644), 0);
   }
@@ -120,7 +121,7 @@ TEST(TempFiles, APlantedSymlinkAtTheTemporaryNameIsNotFollowed) {
   ASSERT_EQ(::symlink(victim.c_str(), predictable.c_str()), 0);
   ASSERT_TRUE(WriteFileAtomically(path, "new key").ok());
   EXPECT_EQ(ReadFile(victim).value(), "precious");
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(::lstat(path.c_str(), &st), 0);
   EXPECT_TRUE(S_ISREG(st.st_mode)) << "the target is a file, not the planted link";
   EXPECT_EQ(ReadFile(path).value(), "new key");
@@ -145,7 +146,7 @@ TEST(TempFiles, APlantedSymlinkAtTheTemporaryNameIsNotFollowed) {
 TEST(TempFiles, StaleTemporariesFromACrashAreRemoved) {
   testing::TempDir dir;
   const std::string victim = dir.Write("victim", "precious");
-  dir.Write("device.key.tmp.12345", "half a key");          // older versions: .tmp.PID
+  dir.Write("device.key.tmp.12345", "half a key");            // older versions: .tmp.PID
   dir.Write("round-3.tensors.tmp.0123456789abcdef", "half");  // TempNameFor
   ASSERT_EQ(::symlink(victim.c_str(), (dir.path() + "/ca.pem.tmp.ab").c_str()), 0);
   dir.Write("notes.tmp.txt", "not ours");
