@@ -183,8 +183,7 @@ TEST(Durability, SecureRoundInterruptedByKill9Restarts) {
   auto get = c.Fleetctl({"-o", "json", "job", "get", id});
   // The per-round summaries only: the revealed sums and aborts carry "round" keys too.
   const size_t rounds = get.output.find("\"rounds\": [");
-  const std::string summaries =
-      get.output.substr(rounds, get.output.find("\n ]", rounds) - rounds);
+  const std::string summaries = get.output.substr(rounds, get.output.find("\n ]", rounds) - rounds);
   EXPECT_EQ(JsonInts(summaries, "round"), (std::vector<int>{1, 2, 3})) << get.output;
   EXPECT_EQ(JsonInts(get.output, "participants"), (std::vector<int>{4, 4, 4})) << get.output;
   EXPECT_NE(get.output.find("\"secure\": true"), std::string::npos) << get.output;
