@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "client/client_config.h"
@@ -18,6 +19,7 @@
 #include "client/trainer.h"
 #include "client/identity.h"
 #include "client/model_guard.h"
+#include "client/unmask_history.h"
 #include "common/model_layout.h"
 #include "common/tensor_codec.h"
 #include "client/data_source.h"
@@ -102,6 +104,9 @@ class ClientRunner {
   // One SecAgg RPC (ids filled in), waiting at most `timeout` for its stage to close.
   StatusOr<v1::SecAggResponse> SecAggStep(const v1::Task& task, v1::SecAggRequest request,
                                           std::chrono::milliseconds timeout);
+  // OK when this device may take part in a secure aggregation over (job, model): its unmask
+  // record is readable and does not hold the pair. The error is the decline reason.
+  Status MaySecurelyAggregate(const std::string& job_id, const std::string& model_hash) const;
   void SetContext(grpc::ClientContext* ctx);
   void MaybeFault(const std::string& step);
   bool SleepUnlessStopped(std::chrono::milliseconds d);
@@ -115,6 +120,10 @@ class ClientRunner {
   // Main loop only; set with the credentials (Adopt), kept across renewals with the same key.
   std::unique_ptr<ModelGuard> guard_;
   std::map<std::string, LocalData> data_;
+  // The (job, model) pairs this device sent unmask shares for; unset (with the reason in
+  // unmask_history_error_) when its file is unreadable. Main loop only.
+  std::optional<UnmaskHistory> unmask_history_;
+  Status unmask_history_error_;
   // Signs this device's secure-aggregation messages; registered with the coordinator at Join.
   // Generated per process and registered over the device's mTLS connection.
   const crypto::SigningKey signing_key_ = crypto::SigningKey::Generate();
