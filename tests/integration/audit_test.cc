@@ -396,6 +396,36 @@ TEST(FailClosed, ARoundThatCannotBeAuditedIsNotCommittedAndTheJobStops) {
   EXPECT_EQ(ReadAll(c.log()).find("round_complete"), std::string::npos);
 }
 
+// The same under secure aggregation, where the sum was already revealed when the record fails:
+// the revealed sum is marked final (failed after unmasking) and the round is not run again.
+TEST(FailClosed, ASecureRoundThatCannotBeAuditedAfterUnmaskingIsNotRunAgain) {
+  AuditCluster c;
+  {
+    ScopedFailpoint fp("audit.append_fail.round_complete");
+    ASSERT_TRUE(c.StartCoordinator()) << c.coordinator().Log();
+  }
+  for (int s : {1, 3, 5}) c.StartHarClient(s);
+  ASSERT_TRUE(WaitFor([&] { return c.OnlineDevices() >= 3; }, std::chrono::seconds(30)));
+  CommandResult submit = c.Fleetctl(
+      {"job", "submit", "-f", c.WriteJob("unaudited-secure", 2, 3, 3, "max_round_retries: 2\n")});
+  ASSERT_EQ(submit.exit_code, 0) << submit.output;
+  const std::string id = submit.output.substr(0, submit.output.find('\n'));
+  EXPECT_EQ(c.Fleetctl({"job", "watch", id}).exit_code, 1);
+  CommandResult get = c.Fleetctl({"-o", "json", "job", "get", id});
+  EXPECT_NE(get.output.find("\"state\": \"FAILED\""), std::string::npos) << get.output;
+  EXPECT_NE(get.output.find("round 1 cannot be recorded in the audit log"), std::string::npos)
+      << get.output;
+  EXPECT_TRUE(JsonInts(get.output, "participants").empty()) << get.output;
+  // The revealed sum is on record as final for its devices.
+  EXPECT_NE(get.output.find("\"failure\": \"round 1 cannot be recorded in the audit log"),
+            std::string::npos)
+      << get.output;
+  for (int attempt : JsonInts(get.output, "attempt")) {
+    EXPECT_EQ(attempt, 1) << "one attempt only: " << get.output;
+  }
+  EXPECT_EQ(c.coordinator().Log().find("(attempt 1 of"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace fleet::testing
 
