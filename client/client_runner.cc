@@ -18,6 +18,7 @@
 namespace fleet {
 namespace {
 constexpr char kSoftwareVersion[] = "fleet-client/0.1.0";
+constexpr size_t kMaxAttemptNonces = 4096;
 }  // namespace
 
 StatusOr<std::unique_ptr<ClientRunner>> ClientRunner::Create(ClientConfig config,
@@ -39,7 +40,10 @@ StatusOr<std::unique_ptr<ClientRunner>> ClientRunner::Create(ClientConfig config
   }
   std::unique_ptr<ClientRunner> r(new ClientRunner(std::move(config), std::move(hooks)));
   if (r->config_.tls.insecure) {
-    FLEET_LOG(Warn) << "--insecure: no device certificate, models are accepted UNSIGNED";
+    FLEET_LOG(Warn) << "--insecure: no device certificate, models are accepted UNSIGNED, and "
+                       "secure-aggregation neighbours' keys are taken on the coordinator's word "
+                       "(a dishonest coordinator can fabricate neighbours)";
+    r->insecure_signing_key_ = std::make_unique<crypto::SigningKey>(crypto::SigningKey::Generate());
     RETURN_IF_ERROR(r->Connect(r->config_.tls));
   }
   RETURN_IF_ERROR(r->LoadData());
@@ -152,12 +156,28 @@ Status ClientRunner::Adopt(DeviceCredentials creds) {
   if (!guard_ || guard_->key() != creds.model_key) {
     guard_ = std::make_unique<ModelGuard>(creds.model_key);
   }
+  if (!verifier_ || verifier_ca_ != creds.ca_pem) {
+    ASSIGN_OR_RETURN(verifier_, crypto::CertificateVerifier::Create(creds.ca_pem));
+    verifier_ca_ = creds.ca_pem;
+  }
+  if (!creds.secagg_key) {
+    FLEET_LOG(Warn) << "no certified secure-aggregation signing key: " << creds.secagg_missing
+                    << "; renewing the certificate now to get one (until then this device "
+                       "cannot take part in secure rounds)";
+  }
   creds_ = std::make_unique<DeviceCredentials>(std::move(creds));
   return Connect(creds_->Tls(config_.tls.server_name));
 }
 
+const crypto::SigningKey* ClientRunner::SecAggSigningKey() const {
+  if (config_.tls.insecure) return insecure_signing_key_.get();
+  return creds_ && creds_->secagg_key ? creds_->secagg_key.get() : nullptr;
+}
+
 void ClientRunner::MaybeRenew() {
-  if (!creds_ || Now() < std::max(RenewalTime(creds_->cert), next_renewal_attempt_)) return;
+  if (!creds_) return;
+  const int64_t due = creds_->secagg_key ? RenewalTime(creds_->cert) : 0;
+  if (Now() < std::max(due, next_renewal_attempt_)) return;
   if (Now() >= creds_->cert.not_after) {
     creds_.reset();  // expired: the main loop enrolls again
     joined_ = false;
@@ -277,7 +297,10 @@ Status ClientRunner::Join() {
   req.set_protocol_version(kProtocolVersion);
   req.set_device_id(config_.device_id);
   req.set_software_version(kSoftwareVersion);
-  req.set_signing_public_key(crypto::ToString(signing_key_.public_key()));
+  // The key the certificate of this connection certifies (the coordinator refuses any other).
+  if (const crypto::SigningKey* key = SecAggSigningKey()) {
+    req.set_signing_public_key(crypto::ToString(key->public_key()));
+  }
   req.mutable_labels()->insert(config_.labels.begin(), config_.labels.end());
   *req.mutable_eligibility() = ReadEligibility(config_.eligibility);
   RefreshBufferData();
@@ -603,7 +626,28 @@ Status ClientRunner::TrainSecurely(const v1::Task& task, const ModelLayout& layo
   QuantizationSpec quant{cfg.clip(), cfg.value_bits(), cfg.max_weight(), cfg.modulus_bits()};
   RETURN_IF_ERROR(ValidateQuantization(quant));
   const size_t length = layout.total + kSecAggExtraElements;
-  SecAggClient sc({task.job_id(), task.round(), config_.device_id, cfg, length}, &signing_key_);
+  const crypto::SigningKey* signing_key = SecAggSigningKey();
+  if (signing_key == nullptr) {
+    return decline(FailedPrecondition(
+        "this device has no certified secure-aggregation signing key yet (" +
+        (creds_ ? creds_->secagg_missing : std::string("no certificate")) + "; renewing)"));
+  }
+  // Messages of one attempt must never be reused in another; a coordinator that repeats an
+  // attempt nonce is refused.
+  if (!attempt_nonces_.insert(cfg.attempt_nonce()).second) {
+    return decline(
+        InvalidArgument("the coordinator reused the attempt nonce of an earlier secure "
+                        "round this device took part in: refusing"));
+  }
+  attempt_nonce_order_.push_back(cfg.attempt_nonce());
+  if (attempt_nonce_order_.size() > kMaxAttemptNonces) {
+    attempt_nonces_.erase(attempt_nonce_order_.front());
+    attempt_nonce_order_.pop_front();
+  }
+  SecAggClient::Options options{task.job_id(), task.round(), config_.device_id, cfg, length};
+  options.verifier = config_.tls.insecure ? nullptr : verifier_.get();
+  options.now = Now();
+  SecAggClient sc(std::move(options), signing_key);
   // Stages answer when every client has spoken; allow for the coordinator's own deadline. The
   // survivor set comes only after everyone's training.
   const auto stage_wait = std::chrono::milliseconds(2 * cfg.stage_timeout_ms() + 10000);
@@ -624,10 +668,11 @@ Status ClientRunner::TrainSecurely(const v1::Task& task, const ModelLayout& layo
     for (size_t i = 0; i < delta.size(); ++i) delta[i] = trained.params[i] - delta[i];
     crypto::Secret32 rounding_seed;
     randombytes_buf(rounding_seed.data(), rounding_seed.size());
-    std::string words =
+    StatusOr<std::string> words =
         QuantizeToWords(delta.data(), delta.size(), trained.num_examples, trained.train_loss,
                         trained.val_accuracy, quant, rounding_seed);
     sodium_memzero(delta.data(), delta.size() * sizeof(float));
+    if (!words.ok()) return decline(words.status());
     return words;
   };
   transport.send_masked = [&](const std::string& masked) {

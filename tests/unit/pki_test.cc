@@ -202,14 +202,43 @@ TEST(Authority, InitCreatesPrivateFilesOnceAndIssuesDeviceCertificates) {
   auto a = Authority::Load(dir.path());
   ASSERT_TRUE(a.ok()) << a.status().message();
   std::string key = *crypto::GenerateP256Key();
-  auto csr = crypto::ParseCsr(*crypto::MakeCsr(key, "dev-1"));
+  const std::string secagg = crypto::ToString(crypto::SigningKey::Generate().public_key());
+  auto csr = crypto::ParseCsr(*crypto::MakeCsr(key, "dev-1", secagg));
   auto cert = (*a)->IssueDeviceCertificate(*csr, "dev-1", kNow, 7 * 86400);
-  ASSERT_TRUE(cert.ok());
+  ASSERT_TRUE(cert.ok()) << cert.status().message();
   auto info = crypto::ParseCertificate(*cert);
   EXPECT_EQ(info->id, "dev-1");
   EXPECT_EQ(info->not_before, kNow - kCertBackdateS) << "backdated for clock skew";
   EXPECT_EQ(info->not_after, kNow + 7 * 86400);
   EXPECT_TRUE(crypto::KeyMatchesCertificate(key, *cert));
+  EXPECT_EQ(info->secagg_public_key, secagg) << "the CA certifies the CSR's SecAgg key";
+}
+
+// Every device certificate certifies a SecAgg signing key: a CSR that asks for none (a client
+// from before certified keys) or for a point that is not a usable Ed25519 key is refused.
+TEST(Authority, DeviceCsrWithoutAValidSecAggKeyIsRefused) {
+  TempDir dir;
+  ASSERT_TRUE(InitPki(dir.path(), InitOptions(), kNow).ok());
+  auto a = Authority::Load(dir.path());
+  ASSERT_TRUE(a.ok()) << a.status().message();
+  const std::string key = *crypto::GenerateP256Key();
+  auto none = (*a)->IssueDeviceCertificate(*crypto::ParseCsr(*crypto::MakeCsr(key, "dev-1")),
+                                           "dev-1", kNow, 86400);
+  EXPECT_EQ(none.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(none.status().message().find("requests no secure-aggregation signing key"),
+            std::string::npos)
+      << none.status().message();
+  EXPECT_NE(none.status().message().find(crypto::kSecAggKeyOid), std::string::npos);
+  // The identity point (small order) and a non-canonical encoding.
+  std::string identity(32, '\0');
+  identity[0] = 1;
+  for (const std::string& bad : {identity, std::string(32, '\xff')}) {
+    auto r = (*a)->IssueDeviceCertificate(*crypto::ParseCsr(*crypto::MakeCsr(key, "dev-1", bad)),
+                                          "dev-1", kNow, 86400);
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(r.status().message().find("not a valid Ed25519"), std::string::npos)
+        << r.status().message();
+  }
 }
 
 TEST(Identity, RenewalIsDueAtTwoThirdsOfTheLifetimeNotCountingBackdating) {
