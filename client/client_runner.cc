@@ -666,6 +666,8 @@ Status ClientRunner::TrainSecurely(const v1::Task& task, const ModelLayout& layo
     trained = std::move(r).value();
     std::vector<float> delta = Flatten(global, layout);
     for (size_t i = 0; i < delta.size(); ++i) delta[i] = trained.params[i] - delta[i];
+    // The trained parameters give the update away as well as the delta does: wiped too.
+    sodium_memzero(trained.params.data(), trained.params.size() * sizeof(float));
     crypto::Secret32 rounding_seed;
     randombytes_buf(rounding_seed.data(), rounding_seed.size());
     StatusOr<std::string> words =

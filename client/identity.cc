@@ -1,8 +1,12 @@
 #include "client/identity.h"
 
+#include <fcntl.h>
 #include <sodium.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 
 #include "common/config.h"
 #include "common/file_util.h"
@@ -30,14 +34,25 @@ struct NewKeys {
   ~NewKeys() { sodium_memzero(key_pem.data(), key_pem.size()); }
 };
 
-// The Ed25519 key in a seed file; NotFound when there is none.
+// The Ed25519 key in a seed file; NotFound when there is none. Read straight into one buffer
+// (not through stream buffers) so that every copy of the seed is wiped.
 StatusOr<crypto::SigningKey> LoadSecAggKey(const std::string& path) {
-  if (!FileExists(path)) return NotFound(path + " does not exist");
-  ASSIGN_OR_RETURN(std::string hex, ReadFile(path));
-  crypto::Secret32 seed;
-  if (!crypto::FromHex(std::move(hex), seed.data(), seed.size())) {  // wipes `hex`
-    return InvalidArgument(path + ": not a 64-hex-digit Ed25519 seed");
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return NotFound("cannot open " + path + ": " + std::strerror(errno));
+  char buf[2 * crypto::Secret32::size() + 3];  // hex, a line end, one byte to see overlength
+  size_t n = 0;
+  for (;;) {
+    const ssize_t r = ::read(fd, buf + n, sizeof buf - n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    n += static_cast<size_t>(r);
+    if (n == sizeof buf) break;
   }
+  ::close(fd);
+  crypto::Secret32 seed;
+  const bool ok = crypto::FromHex(std::string(buf, n), seed.data(), seed.size());  // wipes it
+  sodium_memzero(buf, sizeof buf);
+  if (!ok) return InvalidArgument(path + ": not a 64-hex-digit Ed25519 seed");
   return crypto::SigningKey::FromSeed(seed);
 }
 
