@@ -1,5 +1,7 @@
 // The fleet PKI (OpenSSL 3 wrappers), coordinator init, model signatures and the device's model
 // guard, the hash-chained audit log, and the certificate renewal schedule.
+#include "crypto/pki.h"
+
 #include <gtest/gtest.h>
 #include <sodium.h>
 #include <sys/stat.h>
@@ -13,7 +15,6 @@
 #include "common/file_util.h"
 #include "coordinator/authority.h"
 #include "crypto/model_signature.h"
-#include "crypto/pki.h"
 #include "crypto/random.h"
 #include "test_util.h"
 
