@@ -194,6 +194,9 @@ void ClientRunner::MaybeRenew() {
                   << c->cert.not_after;
   Status s = Adopt(std::move(c).value());
   if (!s.ok()) FLEET_LOG(Error) << "cannot reconnect with the renewed certificate: " << s.message();
+  // Join again: the coordinator must register the new SecAgg key with the certificate that
+  // certifies it, or its neighbours would be sent the old ones.
+  joined_ = false;
 }
 
 Status ClientRunner::Reenroll(const std::string& refusal) {

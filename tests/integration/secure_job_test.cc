@@ -181,6 +181,31 @@ TEST(SecureJob, DeviceWhoseCertificateCertifiesNoKeyRenewsThenTakesPart) {
   EXPECT_EQ(st.st_mode & 0777, 0600u);
 }
 
+// Renewal rotates a device's SecAgg signing key with its certificate: the device joins again
+// with both, so the coordinator relays the new certificate and key, and secure rounds go on.
+TEST(SecureJob, DevicesThatRenewedTheirCertificatesStillTakePart) {
+  Cluster c;
+  ASSERT_TRUE(c.StartCoordinator({"--device-cert-ttl", "15s"})) << c.coordinator().Log();
+  std::vector<Process*> clients;
+  for (int s : {1, 3, 5, 6}) clients.push_back(&c.StartHarClient(s));
+  for (Process* p : clients) {
+    ASSERT_TRUE(WaitFor([&] { return p->Log().find("certificate renewed") != std::string::npos; },
+                        std::chrono::seconds(60)))
+        << p->Log();
+  }
+  ASSERT_TRUE(WaitFor([&] { return c.OnlineDevices() >= 4; }, std::chrono::seconds(30)));
+  auto submit = c.Fleetctl(
+      {"job", "submit", "--watch", "-f",
+       c.WriteJob("it-secure-renewed", 1, 4, 4,
+                  "max_round_retries: 0\nsecure_aggregation: {neighbours: 4, threshold: 3}\n")});
+  ASSERT_EQ(submit.exit_code, 0) << submit.output << c.coordinator().Log();
+  std::string id = submit.output.substr(0, submit.output.find('\n'));
+  auto get = c.Fleetctl({"-o", "json", "job", "get", id});
+  EXPECT_NE(get.output.find("\"state\": \"SUCCEEDED\""), std::string::npos) << get.output;
+  EXPECT_EQ(JsonInts(get.output, "participants"), (std::vector<int>{4})) << get.output;
+  EXPECT_EQ(c.coordinator().Log().find("advertised signing key is not the one"), std::string::npos);
+}
+
 TEST(SecureJob, OptingOutIsExplicitAndShown) {
   Cluster c;
   ASSERT_TRUE(c.StartCoordinator()) << c.coordinator().Log();
