@@ -9,6 +9,7 @@
 // Not thread-safe; steps must come in protocol order (a step out of order is an error).
 #pragma once
 
+#include <deque>
 #include <functional>
 #include <map>
 #include <set>
@@ -110,6 +111,22 @@ class SecAggClient {
   std::map<uint32_t, Held> held_;     // by owner index, including this client's own
   std::set<uint32_t> masked_with_;    // neighbours whose shares arrived (pairwise masks)
   std::vector<uint32_t> survivors_;
+};
+
+// The attempt nonces a device took part with, the newest `capacity` of them: a coordinator that
+// reuses one (to replay messages of one attempt in another) is refused. Kept in memory only.
+// Not thread-safe.
+class AttemptNonces {
+ public:
+  explicit AttemptNonces(size_t capacity = 4096) : capacity_(capacity) {}
+  // OK, and remembered, for a nonce not seen before; InvalidArgument for a repeated one. A
+  // malformed nonce is let through: SecAggClient::Advertise refuses it with the reason.
+  Status Use(const std::string& nonce);
+
+ private:
+  const size_t capacity_;
+  std::set<std::string> seen_;
+  std::deque<std::string> order_;  // oldest first
 };
 
 // How a client's steps reach the server: `step` sends one SecAggRequest (the caller fills in the

@@ -18,7 +18,6 @@
 namespace fleet {
 namespace {
 constexpr char kSoftwareVersion[] = "fleet-client/0.1.0";
-constexpr size_t kMaxAttemptNonces = 4096;
 }  // namespace
 
 StatusOr<std::unique_ptr<ClientRunner>> ClientRunner::Create(ClientConfig config,
@@ -635,18 +634,9 @@ Status ClientRunner::TrainSecurely(const v1::Task& task, const ModelLayout& layo
         "this device has no certified secure-aggregation signing key yet (" +
         (creds_ ? creds_->secagg_missing : std::string("no certificate")) + "; renewing)"));
   }
-  // Messages of one attempt must never be reused in another; a coordinator that repeats an
+  // Messages of one attempt must never be reused in another: a coordinator that repeats an
   // attempt nonce is refused.
-  if (!attempt_nonces_.insert(cfg.attempt_nonce()).second) {
-    return decline(
-        InvalidArgument("the coordinator reused the attempt nonce of an earlier secure "
-                        "round this device took part in: refusing"));
-  }
-  attempt_nonce_order_.push_back(cfg.attempt_nonce());
-  if (attempt_nonce_order_.size() > kMaxAttemptNonces) {
-    attempt_nonces_.erase(attempt_nonce_order_.front());
-    attempt_nonce_order_.pop_front();
-  }
+  if (Status fresh = attempt_nonces_.Use(cfg.attempt_nonce()); !fresh.ok()) return decline(fresh);
   SecAggClient::Options options{task.job_id(), task.round(), config_.device_id, cfg, length};
   options.verifier = config_.tls.insecure ? nullptr : verifier_.get();
   options.now = Now();

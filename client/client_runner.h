@@ -7,14 +7,13 @@
 
 #include <atomic>
 #include <condition_variable>
-#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
-#include <set>
 #include <string>
 
+#include "aggregation/secagg_client.h"
 #include "client/client_config.h"
 #include "client/control/training_gate.h"
 #include "client/data_source.h"
@@ -129,10 +128,8 @@ class ClientRunner {
   // credentials; null with --insecure), caching the ones that passed across rounds.
   std::unique_ptr<crypto::CertificateVerifier> verifier_;
   std::string verifier_ca_;
-  // Main loop only: attempt nonces of secure rounds this process took part in (the newest
-  // kMaxAttemptNonces); a coordinator that reuses one is refused.
-  std::set<std::string> attempt_nonces_;
-  std::deque<std::string> attempt_nonce_order_;
+  // Main loop only: attempt nonces of secure rounds this process took part in.
+  AttemptNonces attempt_nonces_;
 
   std::mutex mu_;
   std::condition_variable cv_;

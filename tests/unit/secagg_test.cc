@@ -856,6 +856,20 @@ TEST(SecAggAttempt, NothingFromOneAttemptVerifiesInAnotherAttemptOfTheSameRound)
   EXPECT_FALSE(SecAggServer::Create(opt, {}).ok());
 }
 
+TEST(SecAggAttempt, ADeviceRefusesAnAttemptNonceItAlreadyUsed) {
+  AttemptNonces used(/*capacity=*/2);
+  EXPECT_TRUE(used.Use(Nonce(1)).ok());
+  EXPECT_TRUE(used.Use(Nonce(2)).ok());
+  Status again = used.Use(Nonce(1));
+  EXPECT_EQ(again.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(again.message().find("reused the attempt nonce"), std::string::npos);
+  EXPECT_TRUE(used.Use(Nonce(3)).ok());  // forgets the oldest (1) beyond its capacity
+  EXPECT_FALSE(used.Use(Nonce(2)).ok());
+  EXPECT_TRUE(used.Use(Nonce(1)).ok());
+  EXPECT_TRUE(used.Use("").ok()) << "malformed: left to SecAggClient::Advertise";
+  EXPECT_TRUE(used.Use("").ok());
+}
+
 // ---------------------------------------------------------------- duplicates, pairwise KDF
 
 TEST(SecAggDuplicates, ServerRefusesAKeyAnotherDeviceOfTheRoundAdvertised) {
