@@ -398,6 +398,20 @@ StatusOr<v1::SecAggUnmaskResponse> SecAggClient::OnUnmaskRequest(
   return out;
 }
 
+Status AttemptNonces::Use(const std::string& nonce) {
+  if (nonce.size() != secagg_wire::kAttemptNonceBytes) return OkStatus();
+  if (!seen_.insert(nonce).second) {
+    return InvalidArgument("the coordinator reused the attempt nonce of an earlier secure round "
+                           "this device took part in: refusing (its messages could be replayed)");
+  }
+  order_.push_back(nonce);
+  if (order_.size() > capacity_) {
+    seen_.erase(order_.front());
+    order_.pop_front();
+  }
+  return OkStatus();
+}
+
 Status RunSecAggClient(SecAggClient* client, const SecAggTransport& transport) {
   auto step = [&](const v1::SecAggRequest& req) -> StatusOr<v1::SecAggResponse> {
     ASSIGN_OR_RETURN(v1::SecAggResponse resp, transport.step(req));
