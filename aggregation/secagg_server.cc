@@ -293,6 +293,13 @@ bool SecAggServer::CheckRecoverable(Stage stage) {
   return true;
 }
 
+std::vector<std::string> SecAggServer::SurvivorIds() const {
+  std::vector<std::string> out;
+  out.reserve(survivors_.size());
+  for (uint32_t u : survivors_) out.push_back(ByIndex(u).id);
+  return out;
+}
+
 void SecAggServer::CloseStage() {
   if (stage_ == Stage::kDone || stage_ == Stage::kAborted) return;
   size_t submitted = 0;

@@ -83,6 +83,8 @@ class SecAggServer {
   const std::vector<uint64_t>& sum() const { return sum_; }
   // Clients whose masked input is in the sum (|U3|), and how many reached each stage.
   size_t survivors() const { return survivors_.size(); }
+  // Their device ids (sorted by index), once MaskedInputCollection has closed.
+  std::vector<std::string> SurvivorIds() const;
   std::string Progress() const;
 
  private:

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <cstdlib>
@@ -174,8 +175,27 @@ void PrintJobDetail(const JobStatus& j) {
                 j.restarts(), TimeString(j.last_restart_unix_ms()).c_str(), from.c_str());
   }
   for (const auto& a : j.aborts()) {
-    std::printf("aborted round:  %u at %s: %s\n", a.round(), TimeString(a.unix_ms()).c_str(),
+    std::string attempt = a.attempt() > 0 ? " attempt " + std::to_string(a.attempt()) : "";
+    std::printf("aborted round:  %u%s at %s%s: %s\n", a.round(), attempt.c_str(),
+                TimeString(a.unix_ms()).c_str(), a.after_unmask() ? ", after unmasking" : "",
                 a.reason().c_str());
+  }
+  // Sums the coordinator may know, over the models the job may still train from: their devices
+  // take no further part in a sum over the same model.
+  uint32_t committed = 0;
+  for (const auto& r : j.rounds()) committed = std::max(committed, r.round());
+  for (const auto& r : j.revealed()) {
+    std::string devices;
+    for (int i = 0; i < r.devices_size() && i < 5; ++i) {
+      devices += (i > 0 ? ", " : "") + r.devices(i);
+    }
+    if (r.devices_size() > 5) devices += ", ...";
+    std::string outcome = !r.failure().empty()     ? "failed after unmasking: " + r.failure()
+                          : r.round() <= committed ? std::string("committed")
+                                                   : std::string("in flight");
+    std::printf("revealed sum:   round %u attempt %u, model %s, %d devices (%s), at %s: %s\n",
+                r.round(), r.attempt(), r.model_blake2b().substr(0, 12).c_str(), r.devices_size(),
+                devices.c_str(), TimeString(r.unix_ms()).c_str(), outcome.c_str());
   }
   if (j.rounds_size() == 0) return;
   std::printf("\n%-6s %-9s %-9s %-11s %-8s %-9s %-9s %-8s %s\n", "ROUND", "UPDATES", "REJECTED",

@@ -38,6 +38,9 @@ struct ClientConfig {
   std::string fault_exit_before;
   // Likewise, but hang there (heartbeats go on) until the client is stopped: a stuck device.
   std::string fault_hang_before;
+  // Likewise: a corrupt device. Adds 2^(modulus_bits-1) to coordinate 0 of its quantized input
+  // before masking, so the unmasked sum is out of range.
+  bool fault_corrupt_input = false;
   int64_t clock_offset_s = 0;  // test-only: shifts the clock of certificate decisions
 };
 

@@ -46,6 +46,16 @@ StatusOr<std::unique_ptr<ClientRunner>> ClientRunner::Create(ClientConfig config
     RETURN_IF_ERROR(r->Connect(r->config_.tls));
   }
   RETURN_IF_ERROR(r->LoadData());
+  const std::string& dir = r->config_.state_dir;
+  StatusOr<UnmaskHistory> history =
+      UnmaskHistory::Load(dir.empty() ? "" : dir + "/" + UnmaskHistory::kFileName);
+  if (history.ok()) {
+    r->unmask_history_ = std::move(history).value();
+  } else {
+    // Inference and plain training go on; secure aggregation is refused (MaySecurelyAggregate).
+    r->unmask_history_error_ = history.status();
+    FLEET_LOG(Error) << history.status().message();
+  }
   return r;
 }
 
@@ -589,6 +599,33 @@ const char* StepName(const v1::SecAggRequest& r) {
 }
 }  // namespace
 
+Status ClientRunner::MaySecurelyAggregate(const std::string& job_id,
+                                          const std::string& model_hash) const {
+  if (!unmask_history_) {
+    return FailedPrecondition("refusing secure aggregation: " + unmask_history_error_.message());
+  }
+  if (unmask_history_->Contains(job_id, model_hash)) {
+    return FailedPrecondition(
+        "refusing secure aggregation: this device already helped reveal a sum over this model "
+        "(job " +
+        job_id + ", model " + model_hash.substr(0, 12) + ")");
+  }
+  return OkStatus();
+}
+
+namespace {
+// Test-only corrupt device (ClientConfig::fault_corrupt_input): half the ring added to
+// coordinate 0 of the packed little-endian words.
+void CorruptFirstWord(std::string* words, uint32_t modulus_bits) {
+  const size_t n = modulus_bits / 8;
+  if (words->size() < n) return;
+  uint64_t v = 0;
+  for (size_t i = 0; i < n; ++i) v |= uint64_t{static_cast<uint8_t>((*words)[i])} << (8 * i);
+  v += uint64_t{1} << (modulus_bits - 1);
+  for (size_t i = 0; i < n; ++i) (*words)[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+}
+}  // namespace
+
 void ClientRunner::MaybeFault(const std::string& step) {
   if (!config_.fault_exit_before.empty() && config_.fault_exit_before == step) {
     FLEET_LOG(Warn) << "fault injection: exiting before " << step;
@@ -627,6 +664,12 @@ Status ClientRunner::TrainSecurely(const v1::Task& task, const ModelLayout& layo
   const v1::SecAggTaskConfig& cfg = task.secagg();
   QuantizationSpec quant{cfg.clip(), cfg.value_bits(), cfg.max_weight(), cfg.modulus_bits()};
   RETURN_IF_ERROR(ValidateQuantization(quant));
+  // One secure sum per model version and device: a second one over nearly the same update
+  // would let the two sums be subtracted (client/unmask_history.h).
+  const std::string model_hash = ModelVersionHash(task.parameters());
+  if (Status may = MaySecurelyAggregate(task.job_id(), model_hash); !may.ok()) {
+    return decline(may);
+  }
   const size_t length = layout.total + kSecAggExtraElements;
   const crypto::SigningKey* signing_key = SecAggSigningKey();
   if (signing_key == nullptr) {
@@ -649,7 +692,18 @@ Status ClientRunner::TrainSecurely(const v1::Task& task, const ModelLayout& layo
 
   TrainResult trained;
   SecAggTransport transport;
-  transport.step = [&](v1::SecAggRequest req) {
+  transport.step = [&](v1::SecAggRequest req) -> StatusOr<v1::SecAggResponse> {
+    if (req.has_unmask()) {
+      // Durable before any share leaves: after a crash the device still knows it took part.
+      Status r = unmask_history_->Record(task.job_id(), model_hash, task.round(),
+                                         std::chrono::duration_cast<std::chrono::milliseconds>(
+                                             std::chrono::system_clock::now().time_since_epoch())
+                                             .count());
+      if (!r.ok()) {
+        return FailedPrecondition("unmask shares not sent: cannot record them durably: " +
+                                  r.message());
+      }
+    }
     const auto timeout = req.has_await_survivors() ? input_wait : stage_wait;
     return SecAggStep(task, std::move(req), timeout);
   };
@@ -668,6 +722,10 @@ Status ClientRunner::TrainSecurely(const v1::Task& task, const ModelLayout& layo
                         trained.val_accuracy, quant, rounding_seed);
     sodium_memzero(delta.data(), delta.size() * sizeof(float));
     if (!words.ok()) return decline(words.status());
+    if (config_.fault_corrupt_input) {
+      FLEET_LOG(Warn) << "fault injection: corrupting coordinate 0 of the quantized input";
+      CorruptFirstWord(&words.value(), quant.modulus_bits);
+    }
     return words;
   };
   transport.send_masked = [&](const std::string& masked) {

@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "aggregation/secagg_client.h"
@@ -20,6 +21,7 @@
 #include "client/identity.h"
 #include "client/model_guard.h"
 #include "client/trainer.h"
+#include "client/unmask_history.h"
 #include "common/model_layout.h"
 #include "common/tensor_codec.h"
 #include "crypto/keys.h"
@@ -108,6 +110,9 @@ class ClientRunner {
   // One SecAgg RPC (ids filled in), waiting at most `timeout` for its stage to close.
   StatusOr<v1::SecAggResponse> SecAggStep(const v1::Task& task, v1::SecAggRequest request,
                                           std::chrono::milliseconds timeout);
+  // OK when this device may take part in a secure aggregation over (job, model): its unmask
+  // record is readable and does not hold the pair. The error is the decline reason.
+  Status MaySecurelyAggregate(const std::string& job_id, const std::string& model_hash) const;
   void SetContext(grpc::ClientContext* ctx);
   void MaybeFault(const std::string& step);
   bool SleepUnlessStopped(std::chrono::milliseconds d);
@@ -130,6 +135,10 @@ class ClientRunner {
   std::string verifier_ca_;
   // Main loop only: attempt nonces of secure rounds this process took part in.
   AttemptNonces attempt_nonces_;
+  // The (job, model) pairs this device sent unmask shares for; unset (with the reason in
+  // unmask_history_error_) when its file is unreadable. Main loop only.
+  std::optional<UnmaskHistory> unmask_history_;
+  Status unmask_history_error_;
 
   std::mutex mu_;
   std::condition_variable cv_;

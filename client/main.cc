@@ -56,6 +56,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember(
           {"advertise", "share_keys", "masked_input", "consistency", "unmask", "upload"}))
       ->group("");
+  bool corrupt_input = false;  // hidden, test-only: see ClientConfig::fault_corrupt_input
+  app.add_flag("--fault-corrupt-input", corrupt_input)->group("");
   int64_t clock_offset_s = 0;  // hidden, test-only: shifts the certificate clock
   app.add_option("--clock-offset-s", clock_offset_s)->group("");
   try {
@@ -83,6 +85,7 @@ int main(int argc, char** argv) {
   config->tls.insecure = insecure;
   config->fault_exit_before = fault;
   config->fault_hang_before = hang;
+  config->fault_corrupt_input = corrupt_input;
   config->clock_offset_s = clock_offset_s;
   if (!bootstrap.empty()) config->bootstrap = bootstrap;
   if (!state_dir.empty()) config->state_dir = state_dir;

@@ -79,6 +79,7 @@ Status JobRunner::Resume() {
   job_.set_resumed_from_round(from);
   job_.set_current_round(std::min(next_round_, job_.spec().rounds()));
   job_.set_updated_unix_ms(job_.last_restart_unix_ms());
+  MarkRevealsOfReplayedRounds();
   RETURN_IF_ERROR(store_->SaveJob(job_));
   checkpoints_.RemoveBefore(from);
   FLEET_LOG(Warn) << "job " << id << ": resumed after a coordinator restart (restart "
@@ -103,6 +104,7 @@ JobRunner::JobRunner(v1::JobStatus job, ModelLayout layout, std::unique_ptr<Stra
       dataset_(job.spec().dataset()),
       job_(std::move(job)) {
   SetGlobal(InitialParameters(layout_, job_.spec().seed()));
+  if (secure()) initial_model_hash_ = Blake2bHex(global_encoded_);
   // The encoded size of a well-formed update is fixed by the layout; allow a margin for
   // FlatBuffers padding and nothing more.
   max_update_bytes_ = global_encoded_.size() + 4096;
@@ -222,7 +224,9 @@ void JobRunner::Run() {
     // they go back to where the last committed round left them.
     const std::vector<float> committed_global = global_;
     const ServerOptimizer committed_optimizer = server_optimizer_;
+    attempt_ = NextAttempt(round, failures);
     bool ok = RunRound(round, &summary, &why);
+    bool committed = false;
     if (ok && !stop_) {
       failpoint::Hit("round.aggregated", round);
       Evaluate(round, &summary);
@@ -234,7 +238,18 @@ void JobRunner::Run() {
         why = "cannot make the round durable: " + c.message();
         FLEET_LOG(Error) << "job " << id << " round " << round << ": " << why
                          << "; the last committed checkpoint stays in force";
+      } else {
+        committed = true;
       }
+    }
+    if (!committed) {
+      std::string end = why;
+      if (end.empty()) {
+        std::lock_guard<std::mutex> lock(mu_);
+        end = halted_ ? "the coordinator shut down before the round was committed"
+                      : "the job was stopped before the round was committed (" + stop_reason_ + ")";
+      }
+      RecordFailureAfterUnmask(round, end);
     }
     if (!ok) {
       SetGlobal(committed_global);
@@ -311,12 +326,15 @@ bool JobRunner::RunRound(uint32_t round, v1::RoundSummary* summary, std::string*
   const v1::JobSpec& spec = job_.spec();
   summary->set_round(round);
 
-  // Wait for enough eligible devices.
+  // Wait for enough eligible devices. Under secure aggregation the devices whose updates are in a
+  // sum already revealed over this model sit out (they would let two sums be subtracted).
+  if (secure()) round_model_hash_ = Blake2bHex(global_encoded_);
   RoundPlan plan;
   while (!stop_) {
     const uint32_t competing =
         options_.competing_jobs ? std::max(1u, options_.competing_jobs(spec.dataset())) : 1;
-    plan = PlanRound(spec, job_.id(), round, registry_->List(), last_round_, competing);
+    plan = PlanRound(spec, job_.id(), round, registry_->List(), last_round_, competing,
+                     secure() ? RevealedOverCurrentModel() : RevealedExclusions{});
     if (plan.waiting_for.empty()) break;
     bool changed;
     {
@@ -331,6 +349,14 @@ bool JobRunner::RunRound(uint32_t round, v1::RoundSummary* summary, std::string*
     cv_.wait_for(lock, options_.wait_poll);
   }
   if (stop_) return false;
+  if (secure()) {
+    const size_t sitting_out = RevealedOverCurrentModel().size();
+    if (sitting_out > 0) {
+      FLEET_LOG(Info) << "job " << job_.id() << " round " << round << " attempt " << attempt_
+                      << ": " << sitting_out << " devices sit out: their updates are in a sum "
+                      << "already revealed over model " << round_model_hash_.substr(0, 12);
+    }
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     job_.set_current_round(round);
@@ -543,6 +569,16 @@ Status JobRunner::CommitRound(const v1::RoundSummary& summary) {
   }
   next.mutable_last_selected()->clear();
   next.mutable_last_selected()->insert(last_round_.begin(), last_round_.end());
+  // Revealed sums matter while the job may train from their model again: the one this round
+  // started from (a restart falls back to it when the new checkpoint is damaged) and the initial
+  // model (when no checkpoint verifies). The new model has none yet.
+  auto* revealed = next.mutable_revealed();
+  for (int i = revealed->size() - 1; i >= 0; --i) {
+    const std::string& model = revealed->Get(i).model_blake2b();
+    if (model != round_model_hash_ && model != initial_model_hash_) {
+      revealed->DeleteSubrange(i, 1);
+    }
+  }
   // Keep this round's checkpoint and the one before: if this one is found damaged after a
   // restart, the job resumes one round earlier instead of from scratch.
   const uint32_t keep_from = round > 1 ? round - 1 : 1;
@@ -552,6 +588,7 @@ Status JobRunner::CommitRound(const v1::RoundSummary& summary) {
     *job_.add_rounds() = summary;
     job_.set_updated_unix_ms(next.updated_unix_ms());
     *job_.mutable_last_selected() = next.last_selected();
+    *job_.mutable_revealed() = next.revealed();
   }
   checkpoints_.RemoveBefore(keep_from);
   return OkStatus();

@@ -115,6 +115,28 @@ class JobRunner {
   bool RunSecureStages(uint32_t round, v1::RoundSummary* summary, std::string* why);
   bool secure() const { return !job_.spec().secure_aggregation().disabled(); }
   Status OnMaskedUpdate(const v1::UpdateHeader& header, std::string_view payload);
+  // Revealed sums (docs/security.md, "Secure aggregation"). A model version is (job, BLAKE2b-256
+  // of the encoded global model a round's task carries); once the Unmask stage of a sum over it
+  // opened, no further sum over that version may include any device of that sum.
+  //
+  // The devices in revealed sums over the model this round trains from, each with its sum's name.
+  RevealedExclusions RevealedOverCurrentModel() const;
+  // Durably records the sum of `survivors` (round, attempt_, round_model_hash_) in the job row.
+  // Called before the first unmask request of the attempt leaves; on error none may leave.
+  Status RecordRevealed(uint32_t round, std::vector<std::string> survivors);
+  // The attempt ended without a committed round: if its sum was revealed, records the failure as
+  // final for its devices (round history, audit log). No-op otherwise.
+  void RecordFailureAfterUnmask(uint32_t round, const std::string& why);
+  // Resume(): sums of rounds that are run again (not committed, or their checkpoint was lost)
+  // were revealed by an attempt that failed. Runs before Start().
+  void MarkRevealsOfReplayedRounds();
+  // Under mu_: the revealed sum of (round, attempt), or null.
+  v1::RevealedSum* RevealedLocked(uint32_t round, uint32_t attempt);
+  // Under mu_: appends to job_.aborts (bounded).
+  void AddAbortLocked(uint32_t round, const std::string& reason, bool after_unmask);
+  // The attempt number for the next try of `round`: after `failures` in this process, and after
+  // every attempt with a revealed sum (those survive restarts).
+  uint32_t NextAttempt(uint32_t round, uint32_t failures) const;
   // Under mu_: hands one step to secagg_. Returns the answer, or parks *reply and returns nullopt.
   std::optional<StatusOr<v1::SecAggResponse>> SecAggStepLocked(const v1::SecAggRequest& req,
                                                                SecAggReply* reply);
@@ -147,6 +169,9 @@ class JobRunner {
   const CheckpointDir checkpoints_;
   const std::string dataset_;
   uint32_t next_round_ = 1;           // the first round Run() plays
+  uint32_t attempt_ = 1;              // of the round in flight; runner thread
+  std::string round_model_hash_;      // hex BLAKE2b-256 of the model it trains from; runner thread
+  std::string initial_model_hash_;    // ... of the seed's initial model (a restart can fall back)
   size_t max_update_bytes_ = 0;
 
   mutable std::mutex mu_;

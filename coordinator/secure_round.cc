@@ -84,6 +84,20 @@ bool JobRunner::RunSecureStages(uint32_t round, v1::RoundSummary* summary, std::
                         << " dropped out in " << SecAggServer::StageName(stage);
       }
       server->CloseStage();
+      if (stage == Stage::kConsistency && server->stage() == Stage::kUnmask) {
+        // The unmask requests are the parked ConsistencyCheck calls' answers, sent just below:
+        // from then on the coordinator may learn the sum, so it is recorded first. No one else
+        // sends those answers, so the lock can be dropped for the write.
+        std::vector<std::string> survivors = server->SurvivorIds();
+        lock.unlock();
+        Status recorded = RecordRevealed(round, std::move(survivors));
+        lock.lock();
+        if (!recorded.ok()) {
+          FLEET_LOG(Error) << "job " << job_.id() << " round " << round
+                           << ": cannot record the sum before unmasking: " << recorded.message();
+          server->Abort("the coordinator could not record the sum durably before unmasking");
+        }
+      }
       replies = TakeAnsweredLocked();
       lock.unlock();
       Send(&replies);
@@ -114,15 +128,19 @@ bool JobRunner::RunSecureStages(uint32_t round, v1::RoundSummary* summary, std::
   FLEET_LOG(Info) << "job " << job_.id() << " round " << round << ": secure aggregation "
                   << server->Progress();
   if (server->stage() != Stage::kDone) {
-    *why = "secure aggregation aborted " + server->abort_reason() + "; nothing was unmasked";
+    bool revealed;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      v1::RoundAbort* a = job_.add_aborts();
-      a->set_round(round);
-      a->set_reason(server->abort_reason());
-      a->set_unix_ms(UnixMillis());
-      if (job_.aborts_size() > 100) job_.mutable_aborts()->DeleteSubrange(0, 1);
+      revealed = RevealedLocked(round, attempt_) != nullptr;
+      // After the Unmask stage opened, Run() records the failure (RecordFailureAfterUnmask).
+      if (!revealed) AddAbortLocked(round, server->abort_reason(), /*after_unmask=*/false);
     }
+    if (revealed) {
+      *why =
+          "secure aggregation aborted " + server->abort_reason() + " after its Unmask stage opened";
+      return false;
+    }
+    *why = "secure aggregation aborted " + server->abort_reason() + "; nothing was unmasked";
     Persist();
     changed_();
     return false;
@@ -144,8 +162,7 @@ bool JobRunner::RunSecureStages(uint32_t round, v1::RoundSummary* summary, std::
 Status JobRunner::OnMaskedUpdate(const v1::UpdateHeader& header, std::string_view payload) {
   std::lock_guard<std::mutex> lock(mu_);
   const std::string& device = header.device_id();
-  if (round_.phase != Phase::kTrain || header.round() != round_.round || !secagg_ ||
-      secagg_->round() != header.round()) {
+  if (round_.phase != Phase::kTrain || header.round() != round_.round) {
     return FailedPrecondition("job " + job_.id() + " is not collecting updates for round " +
                               std::to_string(header.round()));
   }
@@ -153,12 +170,18 @@ Status JobRunner::OnMaskedUpdate(const v1::UpdateHeader& header, std::string_vie
     return FailedPrecondition("device " + device + " was not selected for round " +
                               std::to_string(header.round()));
   }
+  // A device that declines (cannot train, or refuses this model) usually answers at once, maybe
+  // before the state machine is installed: the round stops waiting for it either way.
   if (!header.error().empty()) {
     if (round_.answered.insert(device).second) round_.rejected++;
     cv_.notify_all();
     FLEET_LOG(Warn) << "job " << job_.id() << " round " << round_.round << ": device " << device
-                    << " could not train: " << header.error().substr(0, 300);
+                    << " declined: " << header.error().substr(0, 300);
     return OkStatus();
+  }
+  if (!secagg_ || secagg_->round() != header.round()) {
+    return FailedPrecondition("job " + job_.id() + " is not collecting updates for round " +
+                              std::to_string(header.round()));
   }
   if (!header.masked()) {
     return InvalidArgument("job " + job_.id() +

@@ -35,9 +35,14 @@ std::string IneligibleReason(const v1::DeviceStatus& d, const v1::JobSpec& spec,
   return "";
 }
 
+std::string RevealedReason(const std::string& sum) {
+  return "excluded: their updates are in a revealed sum over this model (" + sum + ")";
+}
+
 RoundPlan PlanRound(const v1::JobSpec& spec, const std::string& job_id, uint32_t round,
                     const std::vector<v1::DeviceStatus>& devices,
-                    const std::map<std::string, uint32_t>& last_round, uint32_t competing_jobs) {
+                    const std::map<std::string, uint32_t>& last_round, uint32_t competing_jobs,
+                    const RevealedExclusions& revealed) {
   RoundPlan plan;
   const v1::SelectionSpec& s = spec.selection();
   for (const v1::DeviceStatus& d : devices) {
@@ -45,6 +50,9 @@ RoundPlan PlanRound(const v1::JobSpec& spec, const std::string& job_id, uint32_t
     std::string why = IneligibleReason(d, spec, /*training=*/true);
     if (why == "no such dataset") continue;
     plan.matching++;
+    // Counted before any passing reason: this one holds for as long as the model does.
+    auto sum = revealed.find(d.id());
+    if (sum != revealed.end()) why = RevealedReason(sum->second);
     if (why.empty() && !d.reserved_by().empty() && d.reserved_by() != job_id) {
       why = "in another job's round";
     }

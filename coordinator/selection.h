@@ -28,11 +28,21 @@ struct RoundPlan {
   std::string waiting_for;
 };
 
+// Devices whose updates are in a secure sum already revealed over the model the round trains
+// from, each with the sum it is in ("round 3 attempt 1"): no further sum over that model may
+// include them (docs/security.md, "Secure aggregation").
+using RevealedExclusions = std::map<std::string, std::string>;
+
+// Reason counted in RoundPlan::excluded for a device in `revealed`, naming its sum.
+std::string RevealedReason(const std::string& sum);
+
 // Plans a round of `spec` for `job_id` over `devices` (DeviceRegistry::List()).
 // `last_round[id]` is the last round of this job the device took part in; `competing_jobs` is the
-// number of unfinished jobs (this one included) that want devices with this dataset.
+// number of unfinished jobs (this one included) that want devices with this dataset; devices in
+// `revealed` are never candidates.
 RoundPlan PlanRound(const v1::JobSpec& spec, const std::string& job_id, uint32_t round,
                     const std::vector<v1::DeviceStatus>& devices,
-                    const std::map<std::string, uint32_t>& last_round, uint32_t competing_jobs);
+                    const std::map<std::string, uint32_t>& last_round, uint32_t competing_jobs,
+                    const RevealedExclusions& revealed = {});
 
 }  // namespace fleet

@@ -11,7 +11,8 @@ namespace {
 // v1: jobs, rounds, devices. v2: + tokens, revocations (CREATE IF NOT EXISTS migrates v1).
 // v3: + checkpoints, jobs.restarts/last_restart_ms/resumed_from (kMigrations).
 // v4: + jobs.last_selected (cooldown state: a JobStatus holding only last_selected).
-constexpr int kSchemaVersion = 4;
+// v5: + jobs.revealed (secure sums whose Unmask stage opened: a JobStatus holding only revealed).
+constexpr int kSchemaVersion = 5;
 
 // The v2 schema; a new file is created at v2 and migrated forward like an old one, so every
 // database goes through the same steps.
@@ -68,6 +69,9 @@ CREATE TABLE checkpoints (
 )sql"},
     {4, R"sql(
 ALTER TABLE jobs ADD COLUMN last_selected BLOB NOT NULL DEFAULT x'';
+)sql"},
+    {5, R"sql(
+ALTER TABLE jobs ADD COLUMN revealed BLOB NOT NULL DEFAULT x'';
 )sql"},
 };
 
@@ -187,9 +191,10 @@ class SqliteStore : public JobStore {
   StatusOr<std::vector<v1::JobStatus>> LoadJobs() override {
     std::lock_guard<std::mutex> lock(mu_);
     std::vector<v1::JobStatus> jobs;
-    Stmt s(db_,
-           "SELECT id,state,current_round,error,spec,created_ms,updated_ms,restarts,"
-           "last_restart_ms,resumed_from,last_selected FROM jobs ORDER BY created_ms, id;");
+    Stmt s(
+        db_,
+        "SELECT id,state,current_round,error,spec,created_ms,updated_ms,restarts,"
+        "last_restart_ms,resumed_from,last_selected,revealed FROM jobs ORDER BY created_ms, id;");
     if (!s.ok()) return Error("prepare LoadJobs");
     while (sqlite3_step(s.get()) == SQLITE_ROW) {
       v1::JobStatus job;
@@ -210,6 +215,12 @@ class SqliteStore : public JobStore {
         return Internal("state database: job " + job.id() + " has unreadable cooldown state");
       }
       *job.mutable_last_selected() = selected.last_selected();
+      v1::JobStatus revealed;
+      if (!revealed.ParseFromString(s.Text(11))) {
+        return Internal("state database: job " + job.id() +
+                        " has unreadable revealed-sum records (jobs.revealed)");
+      }
+      *job.mutable_revealed() = revealed.revealed();
       jobs.push_back(std::move(job));
     }
     for (auto& job : jobs) {
@@ -258,12 +269,13 @@ class SqliteStore : public JobStore {
   Status SaveJobLocked(const v1::JobStatus& job) {
     Stmt s(db_,
            "INSERT INTO jobs(id,name,state,current_round,error,spec,created_ms,updated_ms,"
-           "restarts,last_restart_ms,resumed_from,last_selected) VALUES(?,?,?,?,?,?,?,?,?,?,?,?) "
+           "restarts,last_restart_ms,resumed_from,last_selected,revealed) "
+           "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?) "
            "ON CONFLICT(id) DO UPDATE SET state=excluded.state, "
            "current_round=excluded.current_round, error=excluded.error, "
            "updated_ms=excluded.updated_ms, restarts=excluded.restarts, "
            "last_restart_ms=excluded.last_restart_ms, resumed_from=excluded.resumed_from, "
-           "last_selected=excluded.last_selected;");
+           "last_selected=excluded.last_selected, revealed=excluded.revealed;");
     if (!s.ok()) return Error("prepare SaveJob");
     s.Bind(1, job.id());
     s.Bind(2, job.spec().name());
@@ -279,6 +291,9 @@ class SqliteStore : public JobStore {
     v1::JobStatus selected;
     *selected.mutable_last_selected() = job.last_selected();
     s.BindBlob(12, selected.SerializeAsString());
+    v1::JobStatus revealed;
+    *revealed.mutable_revealed() = job.revealed();
+    s.BindBlob(13, revealed.SerializeAsString());
     if (sqlite3_step(s.get()) != SQLITE_DONE) return Error("SaveJob " + job.id());
     return OkStatus();
   }

@@ -139,6 +139,37 @@ TEST(Selection, FairShareSplitsDevicesBetweenCompetingJobs) {
   EXPECT_EQ(PlanRound(spec, "a", 1, devices, {}, 9).target, 2u);  // never below min_clients
 }
 
+// Secure retries over the same model (issue 16): devices whose updates are in a sum already
+// revealed over it are never candidates, whatever else holds for them; each sum is counted by
+// name, and a shortage waits with that reason. Devices outside the revealed sums run.
+TEST(Selection, DevicesInARevealedSumOverTheModelAreNeverCandidates) {
+  std::vector<v1::DeviceStatus> devices;
+  for (int i = 0; i < 6; ++i) devices.push_back(Device("d" + std::to_string(i)));
+  devices[2].mutable_eligibility()->set_on_power(false);
+  v1::JobSpec spec = Spec(3, 3);
+  spec.mutable_selection()->set_require_power(true);
+  const RevealedExclusions revealed = {
+      {"d0", "round 3 attempt 1"}, {"d1", "round 3 attempt 1"}, {"d2", "round 3 attempt 2"}};
+  RoundPlan p = PlanRound(spec, "j", 3, devices, {}, 1, revealed);
+  EXPECT_EQ(p.candidates, (std::vector<std::string>{"d3", "d4", "d5"}));
+  EXPECT_EQ(p.excluded.at(RevealedReason("round 3 attempt 1")), 2u);
+  EXPECT_EQ(p.excluded.at(RevealedReason("round 3 attempt 2")), 1u);  // not "not on power"
+  EXPECT_EQ(p.excluded.count("not on power"), 0u);
+  EXPECT_TRUE(p.waiting_for.empty());
+  EXPECT_EQ(p.select, 3u);
+
+  devices[5].set_online(false);
+  p = PlanRound(spec, "j", 3, devices, {}, 1, revealed);
+  EXPECT_EQ(p.select, 0u);
+  EXPECT_EQ(p.waiting_for,
+            "2 of min 3 devices eligible (5 online with dataset 'har'; 2 excluded: their updates "
+            "are in a revealed sum over this model (round 3 attempt 1); 1 excluded: their "
+            "updates are in a revealed sum over this model (round 3 attempt 2))");
+  // Without exclusions (a plain job, or a new model) the same devices plan as before.
+  p = PlanRound(spec, "j", 3, devices, {}, 1);
+  EXPECT_EQ(p.candidates, (std::vector<std::string>{"d0", "d1", "d3", "d4"}));
+}
+
 TEST(Eligibility, ReadsPowerLoadAndMemoryFromTheKernelTrees) {
   testing::TempDir dir;
   auto write = [&](const std::string& rel, const std::string& text) {

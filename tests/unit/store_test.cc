@@ -89,7 +89,7 @@ TEST(SqliteStore, UsesWalAndPassesIntegrityCheck) {
   };
   EXPECT_EQ(one("PRAGMA journal_mode;"), "wal");
   EXPECT_EQ(one("PRAGMA integrity_check;"), "ok");
-  EXPECT_EQ(one("PRAGMA user_version;"), "4");
+  EXPECT_EQ(one("PRAGMA user_version;"), "5");
   EXPECT_EQ(one("PRAGMA synchronous;"), "2");  // FULL (per connection: ours sets it on open)
   // A database from a newer coordinator is refused, not silently rewritten.
   sqlite3_exec(db, "PRAGMA user_version=99;", nullptr, nullptr, nullptr);
@@ -152,11 +152,12 @@ TEST(SqliteStore, MigratesAVersion2Database) {
     EXPECT_EQ((*jobs)[0].current_round(), 5u);
     EXPECT_EQ((*jobs)[0].restarts(), 0u);
     EXPECT_TRUE((*jobs)[0].last_selected().empty());
+    EXPECT_TRUE((*jobs)[0].revealed().empty());
     auto cps = (*store)->LoadCheckpoints("j1");
     ASSERT_TRUE(cps.ok());
     EXPECT_TRUE(cps->empty());
   }
-  EXPECT_EQ(QueryOne(path, "PRAGMA user_version;"), "4");
+  EXPECT_EQ(QueryOne(path, "PRAGMA user_version;"), "5");
   EXPECT_EQ(QueryOne(path, "PRAGMA integrity_check;"), "ok");
 }
 
@@ -220,6 +221,63 @@ TEST(SqliteStore, DamagedCooldownStateIsAClearError) {
   EXPECT_NE(jobs.status().message().find("job j has unreadable cooldown state"), std::string::npos)
       << jobs.status().ToString();
   EXPECT_EQ(QueryOne(path, "SELECT hex(last_selected) FROM jobs WHERE id='j';"), "FF");
+}
+
+// Revealed secure sums (issue 16) are part of the job row: saved with SaveJob, kept or pruned
+// by CommitRound in the same transaction, back after reopening; a damaged record is an error
+// naming the job, and its bytes stay for inspection.
+TEST(SqliteStore, RevealedSumsSurviveReopenAndDamageIsAClearError) {
+  testing::TempDir dir;
+  const std::string path = dir.path() + "/c.db";
+  {
+    auto store = OpenSqliteStore(path);
+    ASSERT_TRUE(store.ok());
+    v1::JobStatus job = MakeJob("j", 1);
+    for (uint32_t attempt : {1u, 2u}) {
+      v1::RevealedSum* r = job.add_revealed();
+      r->set_round(3);
+      r->set_attempt(attempt);
+      r->set_model_blake2b(std::string(64, 'c'));
+      r->add_devices("dev-" + std::to_string(attempt));
+      r->set_unix_ms(1000 + attempt);
+    }
+    job.mutable_revealed(0)->set_failure("secure aggregate unusable");
+    ASSERT_TRUE((*store)->SaveJob(job).ok());
+    v1::RoundSummary s;
+    s.set_round(3);
+    CheckpointRecord cp;
+    cp.round = 3;
+    job.mutable_revealed()->DeleteSubrange(1, 1);
+    ASSERT_TRUE((*store)->CommitRound(job, s, cp, 2).ok());
+  }
+  {
+    auto store = OpenSqliteStore(path);
+    ASSERT_TRUE(store.ok());
+    auto jobs = (*store)->LoadJobs();
+    ASSERT_TRUE(jobs.ok()) << jobs.status().ToString();
+    ASSERT_EQ((*jobs)[0].revealed_size(), 1);
+    const v1::RevealedSum& r = (*jobs)[0].revealed(0);
+    EXPECT_EQ(r.round(), 3u);
+    EXPECT_EQ(r.attempt(), 1u);
+    EXPECT_EQ(r.model_blake2b(), std::string(64, 'c'));
+    ASSERT_EQ(r.devices_size(), 1);
+    EXPECT_EQ(r.devices(0), "dev-1");
+    EXPECT_EQ(r.failure(), "secure aggregate unusable");
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(
+      sqlite3_exec(db, "UPDATE jobs SET revealed=x'ff' WHERE id='j';", nullptr, nullptr, nullptr),
+      SQLITE_OK);
+  sqlite3_close(db);
+  auto store = OpenSqliteStore(path);
+  ASSERT_TRUE(store.ok());
+  auto jobs = (*store)->LoadJobs();
+  ASSERT_FALSE(jobs.ok());
+  EXPECT_NE(jobs.status().message().find("job j has unreadable revealed-sum records"),
+            std::string::npos)
+      << jobs.status().ToString();
+  EXPECT_EQ(QueryOne(path, "SELECT hex(revealed) FROM jobs WHERE id='j';"), "FF");
 }
 
 // Checkpoint files verify against their record: a truncated or altered file is DATA_LOSS with
