@@ -45,19 +45,29 @@ class UniformStream {
 };
 
 // Calls put(i, element) for the d + kSecAggExtraElements ring elements of one client, in order.
+// Stops at the first non-finite coordinate, which it names.
 template <typename Put>
-void Quantize(const float* delta, size_t d, uint64_t num_examples, double train_loss,
-              double val_accuracy, const QuantizationSpec& spec,
-              const crypto::Secret32& rounding_seed, Put&& put) {
+Status Quantize(const float* delta, size_t d, uint64_t num_examples, double train_loss,
+                double val_accuracy, const QuantizationSpec& spec,
+                const crypto::Secret32& rounding_seed, Put&& put) {
   const uint64_t w = std::min<uint64_t>(std::max<uint64_t>(num_examples, 1), spec.max_weight);
   const double levels = Levels(spec);
   const double c = spec.clip;
   UniformStream u(rounding_seed);
-  for (size_t i = 0; i < d; ++i) put(i, w * Round(delta[i], -c, c, levels, u(i)));
+  for (size_t i = 0; i < d; ++i) {
+    // Before Round: std::clamp passes NaN through, and static_cast<uint64_t>(NaN) is undefined.
+    if (!std::isfinite(delta[i])) {
+      return InvalidArgument("update coordinate " + std::to_string(i) + " of " + std::to_string(d) +
+                             " is " + (std::isnan(delta[i]) ? "NaN" : "infinite") +
+                             ": refusing to quantize a non-finite update");
+    }
+    put(i, w * Round(delta[i], -c, c, levels, u(i)));
+  }
   put(d, w);
   put(d + 1, w * Round(std::isfinite(train_loss) ? train_loss : kSecAggLossClip, 0,
                        kSecAggLossClip, levels, u(d)));
   put(d + 2, w * Round(std::isfinite(val_accuracy) ? val_accuracy : 0, 0, 1, levels, u(d + 1)));
+  return OkStatus();
 }
 
 // Little-endian words of `bits` / 8 bytes; callers checked bits is 32 or 64.
@@ -93,23 +103,32 @@ Status ValidateQuantization(const QuantizationSpec& spec) {
   return OkStatus();
 }
 
-std::vector<uint64_t> QuantizeUpdate(const float* delta, size_t d, uint64_t num_examples,
-                                     double train_loss, double val_accuracy,
-                                     const QuantizationSpec& spec,
-                                     const crypto::Secret32& rounding_seed) {
+StatusOr<std::vector<uint64_t>> QuantizeUpdate(const float* delta, size_t d, uint64_t num_examples,
+                                               double train_loss, double val_accuracy,
+                                               const QuantizationSpec& spec,
+                                               const crypto::Secret32& rounding_seed) {
   std::vector<uint64_t> out(d + kSecAggExtraElements);
-  Quantize(delta, d, num_examples, train_loss, val_accuracy, spec, rounding_seed,
-           [&](size_t i, uint64_t v) { out[i] = v; });
+  Status s = Quantize(delta, d, num_examples, train_loss, val_accuracy, spec, rounding_seed,
+                      [&](size_t i, uint64_t v) { out[i] = v; });
+  if (!s.ok()) {
+    sodium_memzero(out.data(), out.size() * sizeof(uint64_t));
+    return s;
+  }
   return out;
 }
 
-std::string QuantizeToWords(const float* delta, size_t d, uint64_t num_examples,
-                            double train_loss, double val_accuracy, const QuantizationSpec& spec,
-                            const crypto::Secret32& rounding_seed) {
+StatusOr<std::string> QuantizeToWords(const float* delta, size_t d, uint64_t num_examples,
+                                      double train_loss, double val_accuracy,
+                                      const QuantizationSpec& spec,
+                                      const crypto::Secret32& rounding_seed) {
   const uint32_t bits = spec.modulus_bits == 32 ? 32 : 64;
   std::string out((d + kSecAggExtraElements) * (bits / 8), '\0');
-  Quantize(delta, d, num_examples, train_loss, val_accuracy, spec, rounding_seed,
-           [&](size_t i, uint64_t v) { PutWord(&out, i, v, bits); });
+  Status s = Quantize(delta, d, num_examples, train_loss, val_accuracy, spec, rounding_seed,
+                      [&](size_t i, uint64_t v) { PutWord(&out, i, v, bits); });
+  if (!s.ok()) {
+    sodium_memzero(out.data(), out.size());
+    return s;
+  }
   return out;
 }
 
@@ -130,20 +149,26 @@ StatusOr<std::string> PackWords(const std::vector<uint64_t>& values, uint32_t mo
 
 StatusOr<DequantizedSum> DequantizeSum(const std::vector<uint64_t>& sum,
                                        const QuantizationSpec& spec) {
+  RETURN_IF_ERROR(ValidateQuantization(spec));
   if (sum.size() < kSecAggExtraElements) return InvalidArgument("aggregate vector too short");
   const size_t d = sum.size() - kSecAggExtraElements;
   DequantizedSum out;
   out.total_weight = sum[d];
   if (out.total_weight == 0) return FailedPrecondition("aggregate has zero total weight");
-  const double levels = Levels(spec);
-  const double w = static_cast<double>(out.total_weight);
-  const double limit = w * levels;
+  // The bound in integers: a double compare loses the low bits of 64-bit sums.
+  const uint64_t levels_int = (uint64_t{1} << spec.value_bits) - 1;
+  if (out.total_weight > UINT64_MAX / levels_int) {
+    return Internal("aggregate total weight " + std::to_string(out.total_weight) +
+                    " is impossible for this quantization: the sum wrapped or is corrupt");
+  }
+  const uint64_t bound = out.total_weight * levels_int;
   for (size_t i = 0; i < sum.size(); ++i) {
-    if (i != d && static_cast<double>(sum[i]) > limit + 0.5) {
+    if (i != d && sum[i] > bound) {
       return Internal("aggregate element " + std::to_string(i) +
                       " exceeds its bound: masks did not cancel or the sum wrapped");
     }
   }
+  const double limit = static_cast<double>(bound);
   const double c = spec.clip;
   out.mean_delta.resize(d);
   for (size_t i = 0; i < d; ++i) {

@@ -37,18 +37,23 @@ StatusOr<uint32_t> ModulusBitsFor(uint64_t n, uint32_t value_bits, uint32_t max_
 Status ValidateQuantization(const QuantizationSpec& spec);
 
 // Ring elements (values < 2^b) for one client: D coordinates then the three extras.
-// `rounding_seed` drives the stochastic rounding (fresh CSPRNG seed in production).
-std::vector<uint64_t> QuantizeUpdate(const float* delta, size_t d, uint64_t num_examples,
-                                     double train_loss, double val_accuracy,
-                                     const QuantizationSpec& spec,
-                                     const crypto::Secret32& rounding_seed);
+// `rounding_seed` drives the stochastic rounding (fresh CSPRNG seed in production). A NaN or
+// infinite coordinate is an InvalidArgument naming it (nothing is quantized: a non-finite value
+// has no fixed-point image, and converting NaN to an integer is undefined behaviour); a
+// non-finite loss or accuracy is reported as the worst value (loss kSecAggLossClip, accuracy 0).
+StatusOr<std::vector<uint64_t>> QuantizeUpdate(const float* delta, size_t d, uint64_t num_examples,
+                                               double train_loss, double val_accuracy,
+                                               const QuantizationSpec& spec,
+                                               const crypto::Secret32& rounding_seed);
 
 // The same elements packed as little-endian words of spec.modulus_bits / 8 bytes each: the
 // buffer SecAggClient::MaskInput masks in place. One allocation of the final upload's size and
-// nothing else D-sized (QuantizeUpdate's uint64 vector is twice that for b = 32).
-std::string QuantizeToWords(const float* delta, size_t d, uint64_t num_examples,
-                            double train_loss, double val_accuracy, const QuantizationSpec& spec,
-                            const crypto::Secret32& rounding_seed);
+// nothing else D-sized (QuantizeUpdate's uint64 vector is twice that for b = 32). The same
+// refusal of non-finite coordinates (the partial buffer is wiped).
+StatusOr<std::string> QuantizeToWords(const float* delta, size_t d, uint64_t num_examples,
+                                      double train_loss, double val_accuracy,
+                                      const QuantizationSpec& spec,
+                                      const crypto::Secret32& rounding_seed);
 
 // Packs ring elements (each < 2^modulus_bits) as QuantizeToWords lays them out.
 StatusOr<std::string> PackWords(const std::vector<uint64_t>& values, uint32_t modulus_bits);
@@ -60,7 +65,9 @@ struct DequantizedSum {
   double val_accuracy = 0;
 };
 
-// Inverse of QuantizeUpdate applied to the sum of several clients' vectors (mod 2^b).
+// Inverse of QuantizeUpdate applied to the sum of several clients' vectors (mod 2^b). Refuses an
+// invalid spec, a zero total weight, and any element above total_weight * (2^q - 1) (compared
+// in integers), so every result is finite and within [-clip, clip].
 StatusOr<DequantizedSum> DequantizeSum(const std::vector<uint64_t>& sum,
                                        const QuantizationSpec& spec);
 

@@ -19,22 +19,75 @@ struct Wipe {
   ~Wipe() { sodium_memzero(s->data(), s->size()); }
 };
 
+void WipeString(std::string* s) { sodium_memzero(s->data(), s->size()); }
+
+// The plaintext of one encrypted share, built in a buffer sized up front so that no reallocation
+// leaves a copy of a share behind; the encodings on the way are wiped too.
+std::string SharePlaintext(const crypto::ShamirShare& self_mask, const crypto::ShamirShare& key) {
+  std::string out;
+  out.reserve(secagg_wire::kSharePlaintextBytes);
+  for (const crypto::ShamirShare* share : {&self_mask, &key}) {
+    std::string e = crypto::EncodeShare(*share);
+    out += e;
+    WipeString(&e);
+  }
+  return out;
+}
+
 }  // namespace
 
+SecAggClient::Held::Held(std::string self_mask, std::string key)
+    : self_mask_share(std::move(self_mask)), key_share(std::move(key)) {}
+SecAggClient::Held::Held(Held&& other) noexcept
+    : self_mask_share(std::move(other.self_mask_share)), key_share(std::move(other.key_share)) {}
+SecAggClient::Held& SecAggClient::Held::operator=(Held&& other) noexcept {
+  std::swap(self_mask_share, other.self_mask_share);
+  std::swap(key_share, other.key_share);
+  return *this;
+}
+SecAggClient::Held::~Held() {
+  WipeString(&self_mask_share);
+  WipeString(&key_share);
+}
+
 SecAggClient::SecAggClient(Options options, const crypto::SigningKey* signing_key)
-    : options_(std::move(options)), signing_key_(signing_key) {}
+    : options_(std::move(options)),
+      attempt_{options_.job_id, options_.round, options_.config.attempt_nonce()},
+      signing_key_(signing_key) {}
+
+// The members wipe themselves (Secret<>, ShamirShare, Held); spelled out so that it is visibly so.
+SecAggClient::~SecAggClient() { held_.clear(); }
 
 Status SecAggClient::Begin(Step step) {
+  if (next_ == Step::kFailed) {
+    return FailedPrecondition("secure aggregation round " + std::to_string(options_.round) +
+                              ": an earlier step failed; this client takes no further part");
+  }
   if (next_ != step) {
     return FailedPrecondition("secure aggregation step out of order (round " +
                               std::to_string(options_.round) + ")");
   }
-  next_ = static_cast<Step>(static_cast<int>(step) + 1);
+  next_ = Step::kFailed;  // until the step succeeds (Advance)
   return OkStatus();
 }
 
-v1::SecAggKeys SecAggClient::Advertise() {
-  (void)Begin(Step::kAdvertise);
+void SecAggClient::Advance(Step step) { next_ = static_cast<Step>(static_cast<int>(step) + 1); }
+
+std::string SecAggClient::PeerName(uint32_t index, const std::string& device_id) const {
+  return "neighbour " + std::to_string(index) + " (device '" + device_id.substr(0, 128) + "')";
+}
+
+StatusOr<v1::SecAggKeys> SecAggClient::Advertise() {
+  RETURN_IF_ERROR(Begin(Step::kAdvertise));
+  if (attempt_.nonce.size() != secagg_wire::kAttemptNonceBytes) {
+    return InvalidArgument("the task's secure-aggregation config carries no " +
+                           std::to_string(secagg_wire::kAttemptNonceBytes) +
+                           "-byte attempt nonce (got " + std::to_string(attempt_.nonce.size()) +
+                           "): refusing a round whose messages could be replayed across attempts");
+  }
+  if (signing_key_ == nullptr) {
+    return FailedPrecondition("this device has no secure-aggregation signing key");
+  }
   cipher_ = crypto::DhKeyPair::Generate();
   mask_ = crypto::DhKeyPair::Generate();
   v1::SecAggKeys keys;
@@ -42,9 +95,83 @@ v1::SecAggKeys SecAggClient::Advertise() {
   keys.set_mask_public_key(crypto::ToString(mask_.public_key));
   keys.set_signing_public_key(crypto::ToString(signing_key_->public_key()));
   keys.set_signature(signing_key_->Sign(secagg_wire::KeysMessage(
-      options_.job_id, options_.round, options_.device_id, keys.cipher_public_key(),
-      keys.mask_public_key())));
+      attempt_, options_.device_id, keys.cipher_public_key(), keys.mask_public_key())));
+  Advance(Step::kAdvertise);
   return keys;
+}
+
+Status SecAggClient::CheckPeer(const v1::SecAggPeer& p, Peer* peer) const {
+  const std::string name = PeerName(p.index(), p.device_id());
+  peer->device_id = p.device_id();
+  if (p.device_id().empty()) return InvalidArgument(name + " has no device id");
+  if (!crypto::FromString(p.keys().cipher_public_key(), &peer->cipher_pk) ||
+      !crypto::FromString(p.keys().mask_public_key(), &peer->mask_pk) ||
+      !crypto::FromString(p.keys().signing_public_key(), &peer->signing_pk)) {
+    return InvalidArgument(name + " has malformed keys");
+  }
+  if (options_.verifier != nullptr) {
+    // The coordinator relays keys; only the fleet CA can vouch for whose they are.
+    if (p.certificate().empty()) {
+      return InvalidArgument(name +
+                             " comes without a certificate: refusing keys the fleet CA "
+                             "does not vouch for");
+    }
+    StatusOr<crypto::CertInfo> cert = options_.verifier->Verify(p.certificate(), options_.now);
+    if (!cert.ok()) {
+      return Status(cert.status().code(),
+                    name +
+                        ": certificate does not chain to this device's fleet CA or is not "
+                        "valid now: " +
+                        cert.status().message());
+    }
+    if (cert->role != crypto::CertRole::kDevice || cert->id != p.device_id()) {
+      return InvalidArgument(name + ": certificate " + cert->serial + " is for " +
+                             (cert->role == crypto::CertRole::kDevice ? "device" : "a non-device") +
+                             " '" + cert->id.substr(0, 128) + "', not for this neighbour");
+    }
+    if (cert->secagg_public_key.empty()) {
+      return InvalidArgument(name + ": certificate " + cert->serial +
+                             " certifies no secure-aggregation signing key");
+    }
+    if (cert->secagg_public_key != p.keys().signing_public_key()) {
+      return InvalidArgument(name + ": advertised signing key is not the one its certificate " +
+                             cert->serial + " certifies");
+    }
+  }
+  std::string msg = secagg_wire::KeysMessage(attempt_, p.device_id(), p.keys().cipher_public_key(),
+                                             p.keys().mask_public_key());
+  if (!crypto::VerifySignature(peer->signing_pk, msg, p.keys().signature())) {
+    return InvalidArgument(name +
+                           ": keys carry a bad signature (forged, or from another job, "
+                           "round or attempt)");
+  }
+  return OkStatus();
+}
+
+Status SecAggClient::CheckDistinct() const {
+  std::map<std::string, std::string> ids;  // device id -> who
+  std::map<crypto::Bytes32, std::string> dh, signing;
+  auto add = [](auto* seen, const auto& key, const std::string& who) -> Status {
+    auto [it, fresh] = seen->emplace(key, who);
+    if (!fresh) {
+      return InvalidArgument("duplicate in the neighbour set: " + who + " and " + it->second +
+                             " share a key or id; refusing the round");
+    }
+    return OkStatus();
+  };
+  const std::string me = "this device (index " + std::to_string(my_index_) + ")";
+  RETURN_IF_ERROR(add(&ids, options_.device_id, me + " id"));
+  RETURN_IF_ERROR(add(&dh, cipher_.public_key, me + " cipher key"));
+  RETURN_IF_ERROR(add(&dh, mask_.public_key, me + " mask key"));
+  RETURN_IF_ERROR(add(&signing, signing_key_->public_key(), me + " signing key"));
+  for (const auto& [v, peer] : peers_) {
+    const std::string name = PeerName(v, peer.device_id);
+    RETURN_IF_ERROR(add(&ids, peer.device_id, name + " id"));
+    RETURN_IF_ERROR(add(&dh, peer.cipher_pk, name + " cipher key"));
+    RETURN_IF_ERROR(add(&dh, peer.mask_pk, name + " mask key"));
+    RETURN_IF_ERROR(add(&signing, peer.signing_pk, name + " signing key"));
+  }
+  return OkStatus();
 }
 
 Status SecAggClient::OnNeighbours(const v1::SecAggNeighbours& nb) {
@@ -66,26 +193,16 @@ Status SecAggClient::OnNeighbours(const v1::SecAggNeighbours& nb) {
                            "min_survivors is " + std::to_string(options_.config.min_survivors()));
   }
   for (const auto& p : nb.peers()) {
-    Peer peer;
-    peer.device_id = p.device_id();
     if (p.index() == 0 || p.index() > num_clients_ || p.index() == my_index_ ||
         peers_.count(p.index()) > 0) {
       return InvalidArgument("neighbour index " + std::to_string(p.index()) + " is invalid");
     }
-    if (!crypto::FromString(p.keys().cipher_public_key(), &peer.cipher_pk) ||
-        !crypto::FromString(p.keys().mask_public_key(), &peer.mask_pk) ||
-        !crypto::FromString(p.keys().signing_public_key(), &peer.signing_pk)) {
-      return InvalidArgument("neighbour " + std::to_string(p.index()) + " has malformed keys");
-    }
-    std::string msg = secagg_wire::KeysMessage(options_.job_id, options_.round, p.device_id(),
-                                               p.keys().cipher_public_key(),
-                                               p.keys().mask_public_key());
-    if (!crypto::VerifySignature(peer.signing_pk, msg, p.keys().signature())) {
-      return InvalidArgument("neighbour " + std::to_string(p.index()) +
-                             " keys carry a bad signature");
-    }
+    Peer peer;
+    RETURN_IF_ERROR(CheckPeer(p, &peer));
     peers_[p.index()] = std::move(peer);
   }
+  RETURN_IF_ERROR(CheckDistinct());
+  Advance(Step::kNeighbours);
   return OkStatus();
 }
 
@@ -99,26 +216,27 @@ StatusOr<v1::SecAggShares> SecAggClient::ShareKeys() {
                    crypto::ShamirSplit(self_seed_, xs, threshold_));
   ASSIGN_OR_RETURN(std::vector<crypto::ShamirShare> s_shares,
                    crypto::ShamirSplit(mask_.secret_key, xs, threshold_));
-  const std::string ctx = secagg_wire::ShareKeyContext(options_.job_id, options_.round);
   v1::SecAggShares out;
   for (size_t i = 0; i < xs.size(); ++i) {
     const uint32_t v = xs[i];
     if (v == my_index_) {
-      held_[v] = {crypto::EncodeShare(b_shares[i]), crypto::EncodeShare(s_shares[i])};
+      held_[v] = Held(crypto::EncodeShare(b_shares[i]), crypto::EncodeShare(s_shares[i]));
       continue;
     }
     Peer& peer = peers_[v];
-    ASSIGN_OR_RETURN(peer.share_key, crypto::AgreeKey(cipher_.secret_key, cipher_.public_key,
-                                                      peer.cipher_pk, ctx));
-    std::string plain = crypto::EncodeShare(b_shares[i]) + crypto::EncodeShare(s_shares[i]);
+    const secagg_wire::Party them{v, peer.device_id};
+    ASSIGN_OR_RETURN(peer.share_key,
+                     crypto::AgreeKey(cipher_.secret_key, cipher_.public_key, peer.cipher_pk,
+                                      secagg_wire::ShareKeyContext(attempt_, Me(), them)));
+    std::string plain = SharePlaintext(b_shares[i], s_shares[i]);
     Wipe wipe{&plain};
     auto* s = out.add_shares();
     s->set_from(my_index_);
     s->set_to(v);
-    s->set_ciphertext(crypto::Seal(
-        peer.share_key, plain,
-        secagg_wire::ShareAssociatedData(options_.job_id, options_.round, my_index_, v)));
+    s->set_ciphertext(crypto::Seal(peer.share_key, plain,
+                                   secagg_wire::ShareAssociatedData(attempt_, Me(), them)));
   }
+  Advance(Step::kShareKeys);
   return out;
 }
 
@@ -132,7 +250,7 @@ Status SecAggClient::OnShares(const v1::SecAggShares& shares) {
     }
     StatusOr<std::string> plain = crypto::Open(
         peer->second.share_key, s.ciphertext(),
-        secagg_wire::ShareAssociatedData(options_.job_id, options_.round, s.from(), my_index_));
+        secagg_wire::ShareAssociatedData(attempt_, {s.from(), peer->second.device_id}, Me()));
     if (!plain.ok()) {
       return InvalidArgument("share from client " + std::to_string(s.from()) + ": " +
                              plain.status().message());
@@ -141,8 +259,7 @@ Status SecAggClient::OnShares(const v1::SecAggShares& shares) {
     if (plain->size() != secagg_wire::kSharePlaintextBytes) {
       return InvalidArgument("share from client " + std::to_string(s.from()) + " has wrong size");
     }
-    Held h{plain->substr(0, crypto::kShamirShareBytes),
-           plain->substr(crypto::kShamirShareBytes)};
+    Held h(plain->substr(0, crypto::kShamirShareBytes), plain->substr(crypto::kShamirShareBytes));
     for (const std::string* enc : {&h.self_mask_share, &h.key_share}) {
       StatusOr<crypto::ShamirShare> d = crypto::DecodeShare(*enc);
       if (!d.ok() || d->x != my_index_) {
@@ -156,6 +273,7 @@ Status SecAggClient::OnShares(const v1::SecAggShares& shares) {
     return FailedPrecondition("only " + std::to_string(masked_with_.size()) +
                               " neighbours sent shares, below the threshold");
   }
+  Advance(Step::kShares);
   return OkStatus();
 }
 
@@ -168,11 +286,14 @@ StatusOr<std::string> SecAggClient::MaskInput(std::string words) {
     return InvalidArgument("input has " + std::to_string(words.size() / (bits / 8)) +
                            " elements, expected " + std::to_string(options_.vector_length));
   }
-  const std::string ctx = secagg_wire::MaskSeedContext(options_.job_id, options_.round);
   std::vector<std::pair<crypto::Secret32, bool>> pair_seeds;  // (seed, add?)
+  pair_seeds.reserve(masked_with_.size());
   for (uint32_t v : masked_with_) {
-    ASSIGN_OR_RETURN(crypto::Secret32 seed, crypto::AgreeKey(mask_.secret_key, mask_.public_key,
-                                                             peers_[v].mask_pk, ctx));
+    const Peer& peer = peers_[v];
+    ASSIGN_OR_RETURN(
+        crypto::Secret32 seed,
+        crypto::AgreeKey(mask_.secret_key, mask_.public_key, peer.mask_pk,
+                         secagg_wire::MaskSeedContext(attempt_, Me(), {v, peer.device_id})));
     pair_seeds.emplace_back(seed, v > my_index_);
   }
   // In place: the packed little-endian words are the ring elements (the buffer comes from
@@ -190,6 +311,7 @@ StatusOr<std::string> SecAggClient::MaskInput(std::string words) {
   } else {
     mask(reinterpret_cast<uint64_t*>(words.data()));
   }
+  Advance(Step::kMask);
   return words;
 }
 
@@ -213,8 +335,8 @@ StatusOr<v1::SecAggConsistency> SecAggClient::OnSurvivors(const v1::SecAggSurviv
                               std::to_string(options_.config.min_survivors()) + ")");
   }
   v1::SecAggConsistency c;
-  c.set_signature(signing_key_->Sign(
-      secagg_wire::SurvivorsMessage(options_.job_id, options_.round, survivors_)));
+  c.set_signature(signing_key_->Sign(secagg_wire::SurvivorsMessage(attempt_, survivors_)));
+  Advance(Step::kSurvivors);
   return c;
 }
 
@@ -225,7 +347,7 @@ StatusOr<v1::SecAggUnmaskResponse> SecAggClient::OnUnmaskRequest(
     return std::binary_search(survivors_.begin(), survivors_.end(), v);
   };
   // At least t holders (this client's neighbourhood) signed the same survivor set.
-  const std::string msg = secagg_wire::SurvivorsMessage(options_.job_id, options_.round, survivors_);
+  const std::string msg = secagg_wire::SurvivorsMessage(attempt_, survivors_);
   std::set<uint32_t> signers;
   for (const auto& s : req.signatures()) {
     const crypto::Bytes32* pk = nullptr;
@@ -271,12 +393,23 @@ StatusOr<v1::SecAggUnmaskResponse> SecAggClient::OnUnmaskRequest(
     r->set_self_mask(false);
     r->set_share(held_[v].key_share);
   }
-  for (auto& [v, h] : held_) {
-    sodium_memzero(h.self_mask_share.data(), h.self_mask_share.size());
-    sodium_memzero(h.key_share.data(), h.key_share.size());
-  }
-  held_.clear();
+  held_.clear();  // each Held wipes itself
+  Advance(Step::kUnmask);
   return out;
+}
+
+Status AttemptNonces::Use(const std::string& nonce) {
+  if (nonce.size() != secagg_wire::kAttemptNonceBytes) return OkStatus();
+  if (!seen_.insert(nonce).second) {
+    return InvalidArgument("the coordinator reused the attempt nonce of an earlier secure round "
+                           "this device took part in: refusing (its messages could be replayed)");
+  }
+  order_.push_back(nonce);
+  if (order_.size() > capacity_) {
+    seen_.erase(order_.front());
+    order_.pop_front();
+  }
+  return OkStatus();
 }
 
 Status RunSecAggClient(SecAggClient* client, const SecAggTransport& transport) {
@@ -289,7 +422,7 @@ Status RunSecAggClient(SecAggClient* client, const SecAggTransport& transport) {
     return resp;
   };
   v1::SecAggRequest req;
-  *req.mutable_advertise() = client->Advertise();
+  ASSIGN_OR_RETURN(*req.mutable_advertise(), client->Advertise());
   ASSIGN_OR_RETURN(v1::SecAggResponse resp, step(req));
   RETURN_IF_ERROR(client->OnNeighbours(resp.neighbours()));
   ASSIGN_OR_RETURN(*req.mutable_share_keys(), client->ShareKeys());

@@ -35,22 +35,29 @@ constexpr size_t kCiphertextBytes = 24 + secagg_wire::kSharePlaintextBytes + 16;
 }  // namespace
 
 StatusOr<std::unique_ptr<SecAggServer>> SecAggServer::Create(
-    Options options, std::map<std::string, crypto::Bytes32> devices) {
+    Options options, std::map<std::string, Device> devices) {
   if (options.modulus_bits != 32 && options.modulus_bits != 64) {
     return InvalidArgument("modulus_bits must be 32 or 64");
   }
   if (options.vector_length == 0) return InvalidArgument("vector_length must be > 0");
+  if (options.attempt_nonce.size() != secagg_wire::kAttemptNonceBytes) {
+    return InvalidArgument("attempt nonce must be " +
+                           std::to_string(secagg_wire::kAttemptNonceBytes) + " bytes");
+  }
   RETURN_IF_ERROR(ValidateThreatModel(options.threat));
   std::map<std::string, Client> clients;
-  for (auto& [id, key] : devices) {
+  for (auto& [id, d] : devices) {
     clients[id].id = id;
-    clients[id].signing_key = key;
+    clients[id].signing_key = d.signing_key;
+    clients[id].certificate = std::move(d.certificate);
   }
   return std::unique_ptr<SecAggServer>(new SecAggServer(std::move(options), std::move(clients)));
 }
 
 SecAggServer::SecAggServer(Options options, std::map<std::string, Client> clients)
-    : options_(std::move(options)), clients_(std::move(clients)) {}
+    : options_(std::move(options)),
+      attempt_{options_.job_id, options_.round, options_.attempt_nonce},
+      clients_(std::move(clients)) {}
 
 Status SecAggServer::Expect(const std::string& device, Stage stage, Client** client) {
   auto it = clients_.find(device);
@@ -96,13 +103,33 @@ Status SecAggServer::Advertise(const std::string& device, const v1::SecAggKeys& 
     return InvalidArgument("advertised signing key is not the one device " + device +
                            " registered");
   }
-  if (cpk == spk) return InvalidArgument("cipher and mask keys must differ");
-  std::string msg = secagg_wire::KeysMessage(options_.job_id, options_.round, device,
-                                             keys.cipher_public_key(), keys.mask_public_key());
-  if (!crypto::VerifySignature(c->signing_key, msg, keys.signature())) {
-    return InvalidArgument("signature on advertised keys does not verify (forged or replayed "
-                           "from another job or round)");
+  if (cpk == spk) {
+    return InvalidArgument("device " + device +
+                           " advertised the same key as its cipher key and its mask key");
   }
+  std::string msg =
+      secagg_wire::KeysMessage(attempt_, device, keys.cipher_public_key(), keys.mask_public_key());
+  if (!crypto::VerifySignature(c->signing_key, msg, keys.signature())) {
+    return InvalidArgument(
+        "signature on advertised keys does not verify (forged, or replayed "
+        "from another job or round, or another attempt of this round)");
+  }
+  // A key two devices share would let one stand in for the other (or a coordinator pose one
+  // pair as two): refused, naming whose it already is.
+  auto conflict = [&](const std::map<std::string, std::string>& seen, const std::string& key,
+                      const char* what) -> Status {
+    auto it = seen.find(key);
+    if (it == seen.end()) return OkStatus();
+    return InvalidArgument("advertised " + std::string(what) + " of device " + device +
+                           " equals a key device " + it->second +
+                           " advertised in this round: refused");
+  };
+  RETURN_IF_ERROR(conflict(dh_keys_, keys.cipher_public_key(), "cipher key"));
+  RETURN_IF_ERROR(conflict(dh_keys_, keys.mask_public_key(), "mask key"));
+  RETURN_IF_ERROR(conflict(signing_keys_, keys.signing_public_key(), "signing key"));
+  dh_keys_[keys.cipher_public_key()] = device;
+  dh_keys_[keys.mask_public_key()] = device;
+  signing_keys_[keys.signing_public_key()] = device;
   c->keys = keys;
   c->reached = Next(Stage::kAdvertise);
   return OkStatus();
@@ -178,8 +205,7 @@ Status SecAggServer::MaskedInput(const std::string& device, std::string_view pac
 Status SecAggServer::Consistency(const std::string& device, const v1::SecAggConsistency& msg) {
   Client* c = nullptr;
   RETURN_IF_ERROR(Expect(device, Stage::kConsistency, &c));
-  std::string signed_msg =
-      secagg_wire::SurvivorsMessage(options_.job_id, options_.round, survivors_);
+  std::string signed_msg = secagg_wire::SurvivorsMessage(attempt_, survivors_);
   if (!crypto::VerifySignature(c->signing_key, signed_msg, msg.signature())) {
     return InvalidArgument("consistency signature does not verify over this round's survivors");
   }
@@ -347,7 +373,6 @@ void SecAggServer::FinishUnmask() {
     remove(*b, false);
   }
   // Dropouts after ShareKeys: reconstruct the mask key, remove the survivors' pairwise masks.
-  const std::string ctx = secagg_wire::MaskSeedContext(options_.job_id, options_.round);
   for (auto& [v, shares] : key_shares_) {
     StatusOr<crypto::Secret32> sk = crypto::ShamirReconstruct(shares, params_.t);
     if (!sk.ok()) return Abort("mask key of client " + std::to_string(v) + ": " +
@@ -363,7 +388,9 @@ void SecAggServer::FinishUnmask() {
       if (!InSet(w, Stage::kMaskedInput)) continue;
       crypto::Bytes32 w_pk;
       crypto::FromString(ByIndex(w).keys.mask_public_key(), &w_pk);
-      StatusOr<crypto::Secret32> seed = crypto::AgreeKey(*sk, v_pk, w_pk, ctx);
+      StatusOr<crypto::Secret32> seed = crypto::AgreeKey(
+          *sk, v_pk, w_pk,
+          secagg_wire::MaskSeedContext(attempt_, {v, ByIndex(v).id}, {w, ByIndex(w).id}));
       if (!seed.ok()) return Abort(seed.status().message());
       // w added the mask when v > w and subtracted it when v < w; undo that.
       remove(*seed, /*add=*/v < w);
@@ -406,6 +433,7 @@ StatusOr<v1::SecAggResponse> SecAggServer::ResponseFor(const std::string& device
         p->set_index(v);
         p->set_device_id(ByIndex(v).id);
         *p->mutable_keys() = ByIndex(v).keys;
+        p->set_certificate(ByIndex(v).certificate);
       }
       break;
     }

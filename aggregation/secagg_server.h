@@ -2,7 +2,8 @@
 //
 //   AdvertiseKeys -> ShareKeys -> MaskedInputCollection -> ConsistencyCheck -> Unmasking
 //
-// The server routes signed keys and encrypted shares between neighbours, adds masked inputs to
+// The server routes signed keys (with each device's certificate, which certifies its id and
+// signing key) and encrypted shares between neighbours, adds masked inputs to
 // one running sum as they arrive, and at the end removes the masks it can reconstruct: survivors'
 // self masks and dropouts' pairwise masks, never both for one client. It learns the sum of the
 // survivors' inputs and nothing else. Memory is O(L + n * k): one accumulator plus the relayed
@@ -21,6 +22,7 @@
 #include <vector>
 
 #include "aggregation/secagg_params.h"
+#include "aggregation/secagg_wire.h"
 #include "common/status.h"
 #include "crypto/secret.h"
 #include "crypto/shamir.h"
@@ -36,6 +38,7 @@ class SecAggServer {
   struct Options {
     std::string job_id;
     uint32_t round = 0;
+    std::string attempt_nonce;      // the tasks' SecAggTaskConfig.attempt_nonce (32 bytes)
     size_t vector_length = 0;       // L ring elements per client
     uint32_t modulus_bits = 32;     // 32 or 64
     uint32_t min_survivors = 3;     // fewer masked inputs than this: abort, unmask nothing
@@ -43,9 +46,14 @@ class SecAggServer {
     crypto::Secret32 graph_seed;    // randomness of the neighbour graph
   };
 
-  // `devices`: the selected devices and their registered Ed25519 public keys.
-  static StatusOr<std::unique_ptr<SecAggServer>> Create(
-      Options options, std::map<std::string, crypto::Bytes32> devices);
+  // A selected device: the Ed25519 key it joined with and the certificate (DER) that certifies
+  // it, relayed to its neighbours (empty only for a coordinator running --insecure).
+  struct Device {
+    crypto::Bytes32 signing_key{};
+    std::string certificate;
+  };
+  static StatusOr<std::unique_ptr<SecAggServer>> Create(Options options,
+                                                        std::map<std::string, Device> devices);
 
   Stage stage() const { return stage_; }
   uint32_t round() const { return options_.round; }
@@ -83,6 +91,7 @@ class SecAggServer {
   struct Client {
     std::string id;
     crypto::Bytes32 signing_key{};
+    std::string certificate;
     uint32_t index = 0;                      // 1-based, assigned when AdvertiseKeys closes
     v1::SecAggKeys keys;
     Stage reached = Stage::kAdvertise;       // last stage whose input it submitted, +1
@@ -108,7 +117,11 @@ class SecAggServer {
   void RemoveMask(const crypto::Secret32& seed, bool add);
 
   const Options options_;
+  const secagg_wire::Attempt attempt_;
   std::map<std::string, Client> clients_;
+  // Every X25519 key and every signing key advertised in this attempt, and whose it is: no two
+  // devices may share one.
+  std::map<std::string, std::string> dh_keys_, signing_keys_;
   std::vector<Client*> by_index_;
   std::vector<std::vector<uint32_t>> graph_;
   SecAggGraphParams params_;

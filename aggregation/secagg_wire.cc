@@ -1,6 +1,7 @@
 #include "aggregation/secagg_wire.h"
 
 #include <initializer_list>
+#include <string_view>
 
 namespace fleet::secagg_wire {
 namespace {
@@ -17,37 +18,48 @@ std::string U32(uint32_t v) {
   return s;
 }
 
-std::string Encode(std::initializer_list<std::string_view> fields) {
+// label, job, round, nonce, then `fields`.
+std::string Encode(std::string_view label, const Attempt& a,
+                   std::initializer_list<std::string_view> fields) {
   std::string out;
+  Put(&out, label);
+  Put(&out, a.job);
+  Put(&out, U32(a.round));
+  Put(&out, a.nonce);
   for (std::string_view f : fields) Put(&out, f);
   return out;
 }
 
+std::string Pair(std::string_view label, const Attempt& attempt, Party a, Party b) {
+  const Party& lo = a.index <= b.index ? a : b;
+  const Party& hi = a.index <= b.index ? b : a;
+  return Encode(label, attempt, {U32(lo.index), lo.id, U32(hi.index), hi.id});
+}
+
 }  // namespace
 
-std::string KeysMessage(const std::string& job, uint32_t round, const std::string& device,
+std::string KeysMessage(const Attempt& attempt, const std::string& device,
                         const std::string& cipher_pk, const std::string& mask_pk) {
-  return Encode({"fleetfl/secagg/v1/keys", job, U32(round), device, cipher_pk, mask_pk});
+  return Encode("fleetfl/secagg/v2/keys", attempt, {device, cipher_pk, mask_pk});
 }
 
-std::string ShareAssociatedData(const std::string& job, uint32_t round, uint32_t from,
-                                uint32_t to) {
-  return Encode({"fleetfl/secagg/v1/share", job, U32(round), U32(from), U32(to)});
+std::string ShareAssociatedData(const Attempt& attempt, Party from, Party to) {
+  return Encode("fleetfl/secagg/v2/share", attempt,
+                {U32(from.index), from.id, U32(to.index), to.id});
 }
 
-std::string SurvivorsMessage(const std::string& job, uint32_t round,
-                             const std::vector<uint32_t>& survivors) {
+std::string SurvivorsMessage(const Attempt& attempt, const std::vector<uint32_t>& survivors) {
   std::string list;
   for (uint32_t s : survivors) list += U32(s);
-  return Encode({"fleetfl/secagg/v1/survivors", job, U32(round), list});
+  return Encode("fleetfl/secagg/v2/survivors", attempt, {list});
 }
 
-std::string ShareKeyContext(const std::string& job, uint32_t round) {
-  return Encode({"fleetfl/secagg/v1/share-key", job, U32(round)});
+std::string ShareKeyContext(const Attempt& attempt, Party a, Party b) {
+  return Pair("fleetfl/secagg/v2/share-key", attempt, a, b);
 }
 
-std::string MaskSeedContext(const std::string& job, uint32_t round) {
-  return Encode({"fleetfl/secagg/v1/mask-seed", job, U32(round)});
+std::string MaskSeedContext(const Attempt& attempt, Party a, Party b) {
+  return Pair("fleetfl/secagg/v2/mask-seed", attempt, a, b);
 }
 
 }  // namespace fleet::secagg_wire

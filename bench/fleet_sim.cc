@@ -73,6 +73,7 @@ struct VirtualDevice {
   std::string id;
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<v1::Device::Stub> stub;
+  std::string signing_public_key;  // certified in its certificate; sent at Join
   std::atomic<bool> joined{false};
 };
 
@@ -186,11 +187,16 @@ class Simulator {
       }
       d->channel = *ch;
       d->stub = v1::Device::NewStub(d->channel);
+      // The coordinator accepts at Join only the key the certificate certifies.
+      if (creds->secagg_key) {
+        d->signing_public_key = crypto::ToString(creds->secagg_key->public_key());
+      }
     }
     v1::JoinRequest req;
     req.set_protocol_version(kProtocolVersion);
     req.set_device_id(d->id);
     req.set_software_version("fleet-sim/0.1.0");
+    req.set_signing_public_key(d->signing_public_key);
     auto* ds = req.add_datasets();
     ds->set_name(o_.dataset);
     ds->set_train_examples(o_.examples);

@@ -67,15 +67,19 @@ double Median(std::vector<double> v) {
 }
 
 // mTLS identities: device certificates issued straight from the CA `fleet-coordinator init`
-// made (the bench is the fleet operator here), and the admin certificate.
+// made (the bench is the fleet operator here), each certifying the device's SecAgg signing key,
+// and the admin certificate.
 struct Identity {
   std::string cert, key;
+  std::shared_ptr<crypto::SigningKey> secagg;  // devices only
 };
 
 Identity DeviceIdentity(const Authority& ca, const std::string& id) {
   Identity out;
   out.key = *crypto::GenerateP256Key();
-  auto csr = crypto::ParseCsr(*crypto::MakeCsr(out.key, id));
+  out.secagg = std::make_shared<crypto::SigningKey>(crypto::SigningKey::Generate());
+  auto csr =
+      crypto::ParseCsr(*crypto::MakeCsr(out.key, id, crypto::ToString(out.secagg->public_key())));
   out.cert = *ca.IssueDeviceCertificate(*csr, id, static_cast<int64_t>(std::time(nullptr)), 86400);
   return out;
 }
@@ -241,7 +245,10 @@ int main(int argc, char** argv) {
     devices.emplace_back([&, i] {
       auto stub = v1::Device::NewStub(Channel(addr, pki, ids[i], i));
       std::string id = "bench-" + std::to_string(i);
-      crypto::SigningKey key = crypto::SigningKey::Generate();
+      const crypto::SigningKey& key = *ids[i].secagg;
+      // Each device checks its neighbours' certificates, keeping its cache across rounds.
+      auto verifier =
+          std::move(crypto::CertificateVerifier::Create(ReadAll(pki + "/ca.pem"))).value();
       v1::JoinRequest jr;
       jr.set_signing_public_key(crypto::ToString(key.public_key()));
       jr.set_protocol_version(kProtocolVersion);
@@ -279,7 +286,10 @@ int main(int argc, char** argv) {
           continue;
         }
         const size_t length = layout.total + kSecAggExtraElements;
-        SecAggClient sc({task.job_id(), task.round(), id, task.secagg(), length}, &key);
+        SecAggClient::Options so{task.job_id(), task.round(), id, task.secagg(), length};
+        so.verifier = verifier.get();
+        so.now = static_cast<int64_t>(std::time(nullptr));
+        SecAggClient sc(std::move(so), &key);
         SecAggTransport transport;
         transport.step = [&](v1::SecAggRequest req) -> StatusOr<v1::SecAggResponse> {
           req.set_protocol_version(kProtocolVersion);
@@ -310,7 +320,7 @@ int main(int argc, char** argv) {
     });
   }
   auto admin = v1::Admin::NewStub(
-      Channel(addr, pki, {ReadAll(pki + "/admin.pem"), ReadAll(pki + "/admin.key")}, -1));
+      Channel(addr, pki, {ReadAll(pki + "/admin.pem"), ReadAll(pki + "/admin.key"), nullptr}, -1));
   v1::JobStatus job;
   {
     grpc::ClientContext ctx;

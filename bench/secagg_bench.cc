@@ -5,8 +5,12 @@
 //    (self masks of the survivors, pairwise masks of the dropouts);
 //  - protocol bytes per client beyond the masked input (every SecAgg request and response as it
 //    goes on the wire, ids included) in an in-process round with k neighbours;
-//  - one client's own work in that N = 50 round, quantization included (client_ms_per_round),
-//    and the unit costs of X25519 agreement and Ed25519 signing and verification.
+//  - one client's own work in that N = 50 round, quantization and the checks of its neighbours'
+//    certificates included: in steady state, when each device has verified its neighbours'
+//    certificates in an earlier round and finds them in its cache (client_ms_per_round), and in
+//    the first round, when it verifies every one (client_ms_first_round);
+//  - the unit costs of X25519 agreement, Ed25519 signing and verification, and of checking one
+//    neighbour certificate uncached (ECDSA P-256 chain verification) and cached.
 // Writes one JSON object to stdout.
 //
 // usage: secagg_bench [D] [K] [N] [DROP_FRACTION]
@@ -14,6 +18,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <memory>
 #include <set>
 #include <vector>
@@ -22,6 +27,7 @@
 #include "aggregation/secagg_client.h"
 #include "aggregation/secagg_server.h"
 #include "crypto/keys.h"
+#include "crypto/pki.h"
 #include "crypto/prg.h"
 #include "crypto/random.h"
 
@@ -55,23 +61,65 @@ struct RoundStats {
   SecAggGraphParams params;
 };
 
-// Runs a whole in-process round, k = `neighbours` (0: derived from n and the dropout rate).
-RoundStats InProcessRound(int n, size_t d, double drop, uint32_t neighbours) {
-  std::map<std::string, crypto::Bytes32> devices;
+int64_t Now() { return static_cast<int64_t>(std::time(nullptr)); }
+
+// A fleet CA and the CA's own PEM.
+struct Ca {
+  Ca() : key(*crypto::GenerateP256Key()) {
+    cert = *crypto::MakeCaCertificate(key, "bench CA", Now() - 300, Now() + 86400);
+  }
+  // A device certificate (DER) certifying `secagg_pk`, as the coordinator's CA issues it.
+  std::string Issue(const std::string& id, const std::string& secagg_pk) const {
+    crypto::CertRequest r;
+    r.public_key_pem = *crypto::PublicKeyOf(*crypto::GenerateP256Key());
+    r.common_name = id;
+    r.role = crypto::CertRole::kDevice;
+    r.not_before = Now() - 300;
+    r.not_after = Now() + 86400;
+    r.secagg_public_key = secagg_pk;
+    return *crypto::CertificateDer(*crypto::IssueCertificate(cert, key, r));
+  }
+  std::string key, cert;
+};
+
+// n devices with certified signing keys; each has its own certificate verifier (its own cache,
+// kept across rounds as a device keeps it).
+struct Fleet {
+  Fleet(const Ca& ca, int n) {
+    for (int i = 0; i < n; ++i) {
+      keys.push_back(std::make_unique<crypto::SigningKey>(crypto::SigningKey::Generate()));
+      certs.push_back(ca.Issue(Name(i), crypto::ToString(keys.back()->public_key())));
+      verifiers.push_back(std::move(crypto::CertificateVerifier::Create(ca.cert)).value());
+    }
+  }
   std::vector<std::unique_ptr<crypto::SigningKey>> keys;
+  std::vector<std::string> certs;
+  std::vector<std::unique_ptr<crypto::CertificateVerifier>> verifiers;
+};
+
+// Runs a whole in-process round among `fleet`, k = `neighbours` (0: derived from n and the
+// dropout rate), with a fresh attempt nonce.
+RoundStats InProcessRound(Fleet& fleet, size_t d, double drop, uint32_t neighbours) {
+  const int n = static_cast<int>(fleet.keys.size());
+  std::map<std::string, SecAggServer::Device> devices;
   std::vector<std::unique_ptr<SecAggClient>> clients;
   v1::SecAggTaskConfig cfg;
   cfg.set_modulus_bits(32);
   cfg.set_min_survivors(3);
+  std::string nonce(32, '\0');
+  randombytes_buf(nonce.data(), nonce.size());
+  cfg.set_attempt_nonce(nonce);
   for (int i = 0; i < n; ++i) {
-    keys.push_back(std::make_unique<crypto::SigningKey>(crypto::SigningKey::Generate()));
-    devices[Name(i)] = keys.back()->public_key();
-    clients.push_back(std::make_unique<SecAggClient>(
-        SecAggClient::Options{"bench", 1, Name(i), cfg, d}, keys.back().get()));
+    devices[Name(i)] = {fleet.keys[i]->public_key(), fleet.certs[i]};
+    SecAggClient::Options o{"bench", 1, Name(i), cfg, d};
+    o.verifier = fleet.verifiers[i].get();
+    o.now = Now();
+    clients.push_back(std::make_unique<SecAggClient>(std::move(o), fleet.keys[i].get()));
   }
   SecAggServer::Options opt;
   opt.job_id = "bench";
   opt.round = 1;
+  opt.attempt_nonce = nonce;
   opt.vector_length = d;
   opt.threat.dropout_fraction = drop;
   opt.threat.neighbours = neighbours;
@@ -101,7 +149,7 @@ RoundStats InProcessRound(int n, size_t d, double drop, uint32_t neighbours) {
     return r;
   };
   for (int i = 0; i < n; ++i) {
-    v1::SecAggKeys advertised = client([&] { return clients[i]->Advertise(); });
+    v1::SecAggKeys advertised = client([&] { return *clients[i]->Advertise(); });
     request(i, [&](v1::SecAggRequest* r) { *r->mutable_advertise() = advertised; });
     (void)server->Advertise(Name(i), advertised);
   }
@@ -109,7 +157,11 @@ RoundStats InProcessRound(int n, size_t d, double drop, uint32_t neighbours) {
   for (int i = 0; i < n; ++i) {
     v1::SecAggNeighbours nb = response(i, S::kAdvertise).neighbours();
     v1::SecAggShares shares = client([&] {
-      (void)clients[i]->OnNeighbours(nb);
+      Status s = clients[i]->OnNeighbours(nb);
+      if (!s.ok()) {
+        std::fprintf(stderr, "secagg_bench: %s\n", s.message().c_str());
+        std::exit(1);
+      }
       return *clients[i]->ShareKeys();
     });
     request(i, [&](v1::SecAggRequest* r) { *r->mutable_share_keys() = shares; });
@@ -125,8 +177,8 @@ RoundStats InProcessRound(int n, size_t d, double drop, uint32_t neighbours) {
       (void)clients[i]->OnShares(relayed);
       crypto::Secret32 rounding;
       randombytes_buf(rounding.data(), rounding.size());
-      return clients[i]->MaskInput(QuantizeToWords(delta.data(), delta.size(), 1, 0, 0, q,
-                                                   rounding));
+      return clients[i]->MaskInput(
+          *QuantizeToWords(delta.data(), delta.size(), 1, 0, 0, q, rounding));
     });
     if (i >= dropped) (void)server->MaskedInput(Name(i), *m);
   }
@@ -218,18 +270,50 @@ int main(int argc, char** argv) {
       }
     }
   }) / kCalls;
-  RoundStats unmask = InProcessRound(n, d, drop, 0);
+  // One neighbour certificate: full chain verification, and a cache hit.
+  const Ca ca;
+  const std::string der = ca.Issue("dev-bench", crypto::ToString(signer.public_key()));
+  double cert_verify_s = 1e30;
+  for (int rep = 0; rep < 5; ++rep) {
+    std::vector<std::unique_ptr<crypto::CertificateVerifier>> fresh;  // empty caches
+    for (int i = 0; i < kCalls; ++i) {
+      fresh.push_back(std::move(crypto::CertificateVerifier::Create(ca.cert)).value());
+    }
+    auto t = Clock::now();
+    for (auto& v : fresh) {
+      if (!v->Verify(der, Now()).ok()) std::exit(1);
+    }
+    cert_verify_s = std::min(cert_verify_s, Seconds(t) / kCalls);
+  }
+  auto cached = std::move(crypto::CertificateVerifier::Create(ca.cert)).value();
+  (void)cached->Verify(der, Now());
+  const double cert_cached_s = Best(5,
+                                    [&] {
+                                      for (int i = 0; i < kCalls; ++i) {
+                                        if (!cached->Verify(der, Now()).ok()) std::exit(1);
+                                      }
+                                    }) /
+                               kCalls;
+  // The same devices twice: the first round verifies every neighbour's certificate, the second
+  // (steady state) finds them in each device's cache.
+  Fleet fleet(ca, n);
+  RoundStats first = InProcessRound(fleet, d, drop, 0);
+  RoundStats unmask = InProcessRound(fleet, d, drop, 0);
   // Protocol bytes do not depend on D; k neighbours need n > k + 1 clients.
-  RoundStats wire = InProcessRound(std::max(100, 2 * k), 16, 0, static_cast<uint32_t>(k));
-  std::printf("{\"d\": %zu, \"k\": %d, \"mask_elems_per_s\": %.4g, \"keystream_elems_per_s\": "
-              "%.4g, \"mask_to_keystream\": %.3f, \"server_unmask_n\": %d, "
-              "\"server_unmask_dropout\": %.2f, \"server_unmask_k\": %u, \"server_unmask_t\": %u, "
-              "\"server_unmask_s\": %.4f, \"protocol_bytes_per_client_k\": %u, "
-              "\"protocol_bytes_per_client\": %.0f, \"client_ms_per_round\": %.2f, "
-              "\"x25519_us\": %.1f, \"ed25519_sign_us\": %.1f, \"ed25519_verify_us\": %.1f}\n",
-              d, k, elems / mask_s, elems / keystream_s, keystream_s / mask_s, n, drop,
-              unmask.params.k, unmask.params.t, unmask.unmask_s, wire.params.k,
-              wire.bytes_per_client, unmask.client_s * 1e3, x25519_s * 1e6, sign_s * 1e6,
-              verify_s * 1e6);
+  Fleet wire_fleet(ca, std::max(100, 2 * k));
+  RoundStats wire = InProcessRound(wire_fleet, 16, 0, static_cast<uint32_t>(k));
+  std::printf(
+      "{\"d\": %zu, \"k\": %d, \"mask_elems_per_s\": %.4g, \"keystream_elems_per_s\": "
+      "%.4g, \"mask_to_keystream\": %.3f, \"server_unmask_n\": %d, "
+      "\"server_unmask_dropout\": %.2f, \"server_unmask_k\": %u, \"server_unmask_t\": %u, "
+      "\"server_unmask_s\": %.4f, \"protocol_bytes_per_client_k\": %u, "
+      "\"protocol_bytes_per_client\": %.0f, \"client_ms_per_round\": %.2f, "
+      "\"client_ms_first_round\": %.2f, "
+      "\"x25519_us\": %.1f, \"ed25519_sign_us\": %.1f, \"ed25519_verify_us\": %.1f, "
+      "\"cert_verify_us\": %.1f, \"cert_cached_verify_us\": %.2f}\n",
+      d, k, elems / mask_s, elems / keystream_s, keystream_s / mask_s, n, drop, unmask.params.k,
+      unmask.params.t, unmask.unmask_s, wire.params.k, wire.bytes_per_client, unmask.client_s * 1e3,
+      first.client_s * 1e3, x25519_s * 1e6, sign_s * 1e6, verify_s * 1e6, cert_verify_s * 1e6,
+      cert_cached_s * 1e6);
   return 0;
 }

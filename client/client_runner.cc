@@ -39,7 +39,10 @@ StatusOr<std::unique_ptr<ClientRunner>> ClientRunner::Create(ClientConfig config
   }
   std::unique_ptr<ClientRunner> r(new ClientRunner(std::move(config), std::move(hooks)));
   if (r->config_.tls.insecure) {
-    FLEET_LOG(Warn) << "--insecure: no device certificate, models are accepted UNSIGNED";
+    FLEET_LOG(Warn) << "--insecure: no device certificate, models are accepted UNSIGNED, and "
+                       "secure-aggregation neighbours' keys are taken on the coordinator's word "
+                       "(a dishonest coordinator can fabricate neighbours)";
+    r->insecure_signing_key_ = std::make_unique<crypto::SigningKey>(crypto::SigningKey::Generate());
     RETURN_IF_ERROR(r->Connect(r->config_.tls));
   }
   RETURN_IF_ERROR(r->LoadData());
@@ -162,12 +165,28 @@ Status ClientRunner::Adopt(DeviceCredentials creds) {
   if (!guard_ || guard_->key() != creds.model_key) {
     guard_ = std::make_unique<ModelGuard>(creds.model_key);
   }
+  if (!verifier_ || verifier_ca_ != creds.ca_pem) {
+    ASSIGN_OR_RETURN(verifier_, crypto::CertificateVerifier::Create(creds.ca_pem));
+    verifier_ca_ = creds.ca_pem;
+  }
+  if (!creds.secagg_key) {
+    FLEET_LOG(Warn) << "no certified secure-aggregation signing key: " << creds.secagg_missing
+                    << "; renewing the certificate now to get one (until then this device "
+                       "cannot take part in secure rounds)";
+  }
   creds_ = std::make_unique<DeviceCredentials>(std::move(creds));
   return Connect(creds_->Tls(config_.tls.server_name));
 }
 
+const crypto::SigningKey* ClientRunner::SecAggSigningKey() const {
+  if (config_.tls.insecure) return insecure_signing_key_.get();
+  return creds_ && creds_->secagg_key ? creds_->secagg_key.get() : nullptr;
+}
+
 void ClientRunner::MaybeRenew() {
-  if (!creds_ || Now() < std::max(RenewalTime(creds_->cert), next_renewal_attempt_)) return;
+  if (!creds_) return;
+  const int64_t due = creds_->secagg_key ? RenewalTime(creds_->cert) : 0;
+  if (Now() < std::max(due, next_renewal_attempt_)) return;
   if (Now() >= creds_->cert.not_after) {
     creds_.reset();  // expired: the main loop enrolls again
     joined_ = false;
@@ -184,6 +203,9 @@ void ClientRunner::MaybeRenew() {
                   << c->cert.not_after;
   Status s = Adopt(std::move(c).value());
   if (!s.ok()) FLEET_LOG(Error) << "cannot reconnect with the renewed certificate: " << s.message();
+  // Join again: the coordinator must register the new SecAgg key with the certificate that
+  // certifies it, or its neighbours would be sent the old ones.
+  joined_ = false;
 }
 
 Status ClientRunner::Reenroll(const std::string& refusal) {
@@ -287,7 +309,10 @@ Status ClientRunner::Join() {
   req.set_protocol_version(kProtocolVersion);
   req.set_device_id(config_.device_id);
   req.set_software_version(kSoftwareVersion);
-  req.set_signing_public_key(crypto::ToString(signing_key_.public_key()));
+  // The key the certificate of this connection certifies (the coordinator refuses any other).
+  if (const crypto::SigningKey* key = SecAggSigningKey()) {
+    req.set_signing_public_key(crypto::ToString(key->public_key()));
+  }
   req.mutable_labels()->insert(config_.labels.begin(), config_.labels.end());
   *req.mutable_eligibility() = ReadEligibility(config_.eligibility);
   RefreshBufferData();
@@ -646,7 +671,19 @@ Status ClientRunner::TrainSecurely(const v1::Task& task, const ModelLayout& layo
     return decline(may);
   }
   const size_t length = layout.total + kSecAggExtraElements;
-  SecAggClient sc({task.job_id(), task.round(), config_.device_id, cfg, length}, &signing_key_);
+  const crypto::SigningKey* signing_key = SecAggSigningKey();
+  if (signing_key == nullptr) {
+    return decline(FailedPrecondition(
+        "this device has no certified secure-aggregation signing key yet (" +
+        (creds_ ? creds_->secagg_missing : std::string("no certificate")) + "; renewing)"));
+  }
+  // Messages of one attempt must never be reused in another: a coordinator that repeats an
+  // attempt nonce is refused.
+  if (Status fresh = attempt_nonces_.Use(cfg.attempt_nonce()); !fresh.ok()) return decline(fresh);
+  SecAggClient::Options options{task.job_id(), task.round(), config_.device_id, cfg, length};
+  options.verifier = config_.tls.insecure ? nullptr : verifier_.get();
+  options.now = Now();
+  SecAggClient sc(std::move(options), signing_key);
   // Stages answer when every client has spoken; allow for the coordinator's own deadline. The
   // survivor set comes only after everyone's training.
   const auto stage_wait = std::chrono::milliseconds(2 * cfg.stage_timeout_ms() + 10000);
@@ -676,15 +713,18 @@ Status ClientRunner::TrainSecurely(const v1::Task& task, const ModelLayout& layo
     trained = std::move(r).value();
     std::vector<float> delta = Flatten(global, layout);
     for (size_t i = 0; i < delta.size(); ++i) delta[i] = trained.params[i] - delta[i];
+    // The trained parameters give the update away as well as the delta does: wiped too.
+    sodium_memzero(trained.params.data(), trained.params.size() * sizeof(float));
     crypto::Secret32 rounding_seed;
     randombytes_buf(rounding_seed.data(), rounding_seed.size());
-    std::string words =
+    StatusOr<std::string> words =
         QuantizeToWords(delta.data(), delta.size(), trained.num_examples, trained.train_loss,
                         trained.val_accuracy, quant, rounding_seed);
     sodium_memzero(delta.data(), delta.size() * sizeof(float));
+    if (!words.ok()) return decline(words.status());
     if (config_.fault_corrupt_input) {
       FLEET_LOG(Warn) << "fault injection: corrupting coordinate 0 of the quantized input";
-      CorruptFirstWord(&words, quant.modulus_bits);
+      CorruptFirstWord(&words.value(), quant.modulus_bits);
     }
     return words;
   };

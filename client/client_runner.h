@@ -14,16 +14,18 @@
 #include <optional>
 #include <string>
 
+#include "aggregation/secagg_client.h"
 #include "client/client_config.h"
 #include "client/control/training_gate.h"
-#include "client/trainer.h"
+#include "client/data_source.h"
 #include "client/identity.h"
 #include "client/model_guard.h"
+#include "client/trainer.h"
 #include "client/unmask_history.h"
 #include "common/model_layout.h"
 #include "common/tensor_codec.h"
-#include "client/data_source.h"
 #include "crypto/keys.h"
+#include "crypto/pki.h"
 #include "proto/fleet.grpc.pb.h"
 
 namespace fleet {
@@ -83,8 +85,12 @@ class ClientRunner {
   Status EnsureIdentity();
   // Uses `creds` from now on: stores them, rebuilds the channel, keeps the model guard.
   Status Adopt(DeviceCredentials creds);
-  // Renews at 2/3 of the certificate's lifetime; re-enrolls once it has expired.
+  // Renews at 2/3 of the certificate's lifetime, or at once when the credentials hold no
+  // certified SecAgg signing key; re-enrolls once the certificate has expired.
   void MaybeRenew();
+  // The key that signs this device's SecAgg messages: the certified one (null until the device
+  // has one), or with --insecure a per-process key.
+  const crypto::SigningKey* SecAggSigningKey() const;
   // The coordinator refused our certificate (revoked or expired): re-enroll if the bootstrap
   // token allows, else a fatal error saying the device needs re-provisioning.
   Status Reenroll(const std::string& refusal);
@@ -120,13 +126,19 @@ class ClientRunner {
   // Main loop only; set with the credentials (Adopt), kept across renewals with the same key.
   std::unique_ptr<ModelGuard> guard_;
   std::map<std::string, LocalData> data_;
+  // --insecure only: signs this device's secure-aggregation messages, made per process (there is
+  // no certificate to certify a key). With TLS the key is creds_->secagg_key.
+  std::unique_ptr<crypto::SigningKey> insecure_signing_key_;
+  // Main loop only: checks neighbours' certificates against the pinned CA (made with the
+  // credentials; null with --insecure), caching the ones that passed across rounds.
+  std::unique_ptr<crypto::CertificateVerifier> verifier_;
+  std::string verifier_ca_;
+  // Main loop only: attempt nonces of secure rounds this process took part in.
+  AttemptNonces attempt_nonces_;
   // The (job, model) pairs this device sent unmask shares for; unset (with the reason in
   // unmask_history_error_) when its file is unreadable. Main loop only.
   std::optional<UnmaskHistory> unmask_history_;
   Status unmask_history_error_;
-  // Signs this device's secure-aggregation messages; registered with the coordinator at Join.
-  // Generated per process and registered over the device's mTLS connection.
-  const crypto::SigningKey signing_key_ = crypto::SigningKey::Generate();
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -1,5 +1,13 @@
 #include "client/identity.h"
 
+#include <fcntl.h>
+#include <sodium.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
 #include "common/config.h"
 #include "common/file_util.h"
 #include "common/grpc_util.h"
@@ -13,9 +21,76 @@ struct Files {
       : key(dir + "/device.key"),
         cert(dir + "/device.pem"),
         ca(dir + "/ca.pem"),
-        model_key(dir + "/model-signing.pub") {}
-  std::string key, cert, ca, model_key;
+        model_key(dir + "/model-signing.pub"),
+        secagg_key(dir + "/secagg-signing.key"),
+        secagg_pending(secagg_key + ".pending") {}
+  std::string key, cert, ca, model_key, secagg_key, secagg_pending;
 };
+
+// A new P-256 key, a new Ed25519 SecAgg seed, and a CSR that asks the CA to certify both.
+struct NewKeys {
+  std::string key_pem, csr;
+  crypto::Secret32 secagg_seed;
+  ~NewKeys() { sodium_memzero(key_pem.data(), key_pem.size()); }
+};
+
+// The Ed25519 key in a seed file; NotFound when there is none. Read straight into one buffer
+// (not through stream buffers) so that every copy of the seed is wiped.
+StatusOr<crypto::SigningKey> LoadSecAggKey(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return NotFound("cannot open " + path + ": " + std::strerror(errno));
+  char buf[2 * crypto::Secret32::size() + 3];  // hex, a line end, one byte to see overlength
+  size_t n = 0;
+  for (;;) {
+    const ssize_t r = ::read(fd, buf + n, sizeof buf - n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    n += static_cast<size_t>(r);
+    if (n == sizeof buf) break;
+  }
+  ::close(fd);
+  crypto::Secret32 seed;
+  const bool ok = crypto::FromHex(std::string(buf, n), seed.data(), seed.size());  // wipes it
+  sodium_memzero(buf, sizeof buf);
+  if (!ok) return InvalidArgument(path + ": not a 64-hex-digit Ed25519 seed");
+  return crypto::SigningKey::FromSeed(seed);
+}
+
+Status WriteSecAggSeed(const std::string& path, const crypto::Secret32& seed) {
+  std::string hex = crypto::ToHex(seed.data(), seed.size()) + "\n";
+  Status s = WriteFileAtomically(path, hex, 0600);
+  sodium_memzero(hex.data(), hex.size());
+  return s;
+}
+
+// The stored SecAgg key `c->cert` certifies, into c->secagg_key; or why there is none.
+void AttachSecAggKey(const Files& f, DeviceCredentials* c) {
+  const std::string& certified = c->cert.secagg_public_key;
+  if (certified.empty()) {
+    c->secagg_missing = "certificate " + c->cert.serial +
+                        " predates certified secure-aggregation keys (it certifies none)";
+    return;
+  }
+  // A store interrupted after the certificate was written leaves its seed pending.
+  StatusOr<crypto::SigningKey> pending = LoadSecAggKey(f.secagg_pending);
+  if (pending.ok() && crypto::ToString(pending->public_key()) == certified) {
+    if (std::rename(f.secagg_pending.c_str(), f.secagg_key.c_str()) == 0) {
+      c->secagg_key = std::make_shared<const crypto::SigningKey>(std::move(pending).value());
+      return;
+    }
+  }
+  StatusOr<crypto::SigningKey> stored = LoadSecAggKey(f.secagg_key);
+  if (!stored.ok()) {
+    c->secagg_missing = stored.status().message();
+    return;
+  }
+  if (crypto::ToString(stored->public_key()) != certified) {
+    c->secagg_missing =
+        f.secagg_key + " is not the key certificate " + c->cert.serial + " certifies";
+    return;
+  }
+  c->secagg_key = std::make_shared<const crypto::SigningKey>(std::move(stored).value());
+}
 
 // Checks a freshly received or loaded certificate and completes `c`.
 Status Check(DeviceCredentials* c, const std::string& device_id, int64_t now) {
@@ -31,28 +106,43 @@ Status Check(DeviceCredentials* c, const std::string& device_id, int64_t now) {
   return OkStatus();
 }
 
-Status Store(const ClientConfig& config, const DeviceCredentials& c) {
+// The SecAgg seed goes to its pending name first and becomes current only once the certificate
+// that certifies it is on disk; a crash in between leaves the old pair or a pending seed that
+// AttachSecAggKey adopts.
+Status Store(const ClientConfig& config, const DeviceCredentials& c,
+             const crypto::Secret32& secagg_seed) {
   Files f(config.state_dir);
   RETURN_IF_ERROR(MakePrivateDir(config.state_dir));
   RETURN_IF_ERROR(WriteFileAtomically(f.ca, c.ca_pem, 0600));
   RETURN_IF_ERROR(WriteFileAtomically(
       f.model_key, crypto::ToHex(c.model_key.data(), c.model_key.size()) + "\n", 0600));
+  RETURN_IF_ERROR(WriteSecAggSeed(f.secagg_pending, secagg_seed));
   RETURN_IF_ERROR(WriteFileAtomically(f.key, c.key_pem, 0600));
-  return WriteFileAtomically(f.cert, c.cert_pem, 0600);
+  RETURN_IF_ERROR(WriteFileAtomically(f.cert, c.cert_pem, 0600));
+  if (std::rename(f.secagg_pending.c_str(), f.secagg_key.c_str()) != 0) {
+    return Internal("cannot rename " + f.secagg_pending + " onto " + f.secagg_key);
+  }
+  return OkStatus();
 }
 
-// A new key and a CSR for it.
-StatusOr<std::pair<std::string, std::string>> KeyAndCsr(const std::string& device_id) {
-  ASSIGN_OR_RETURN(std::string key, crypto::GenerateP256Key());
-  ASSIGN_OR_RETURN(std::string csr, crypto::MakeCsr(key, device_id));
-  return std::make_pair(std::move(key), std::move(csr));
+// New keys and a CSR for them.
+StatusOr<std::unique_ptr<NewKeys>> KeysAndCsr(const std::string& device_id) {
+  auto k = std::make_unique<NewKeys>();
+  ASSIGN_OR_RETURN(k->key_pem, crypto::GenerateP256Key());
+  randombytes_buf(k->secagg_seed.data(), k->secagg_seed.size());
+  const crypto::SigningKey secagg = crypto::SigningKey::FromSeed(k->secagg_seed);
+  ASSIGN_OR_RETURN(k->csr,
+                   crypto::MakeCsr(k->key_pem, device_id, crypto::ToString(secagg.public_key())));
+  return k;
 }
 
-StatusOr<DeviceCredentials> Accept(const ClientConfig& config, std::string key_pem,
+StatusOr<DeviceCredentials> Accept(const ClientConfig& config, const NewKeys& keys,
                                    std::string ca_pem, const v1::EnrollResponse& resp,
                                    int64_t now) {
   DeviceCredentials c;
-  c.key_pem = std::move(key_pem);
+  c.key_pem = keys.key_pem;
+  c.secagg_key =
+      std::make_shared<const crypto::SigningKey>(crypto::SigningKey::FromSeed(keys.secagg_seed));
   c.ca_pem = std::move(ca_pem);  // the pinned one, not whatever the response says
   c.cert_pem = resp.certificate_pem();
   if (resp.model_signing_public_key().size() != c.model_key.size()) {
@@ -60,8 +150,13 @@ StatusOr<DeviceCredentials> Accept(const ClientConfig& config, std::string key_p
   }
   crypto::FromString(resp.model_signing_public_key(), &c.model_key);
   Status s = Check(&c, config.device_id, now);
+  if (s.ok() && c.cert.secagg_public_key != crypto::ToString(c.secagg_key->public_key())) {
+    s = InvalidArgument(
+        "certificate does not certify the secure-aggregation key this device "
+        "asked for");
+  }
   if (!s.ok()) return Status(s.code(), "coordinator returned an unusable certificate: " + s.message());
-  RETURN_IF_ERROR(Store(config, c));
+  RETURN_IF_ERROR(Store(config, c, keys.secagg_seed));
   return c;
 }
 
@@ -123,6 +218,7 @@ StatusOr<DeviceCredentials> LoadCredentials(const std::string& state_dir,
   }
   Status s = Check(&c, device_id, now);
   if (!s.ok()) return Status(s.code(), f.cert + ": " + s.message());
+  AttachSecAggKey(f, &c);
   return c;
 }
 
@@ -132,7 +228,7 @@ StatusOr<DeviceCredentials> EnrollDevice(const ClientConfig& config, const Boots
     return FailedPrecondition("no bootstrap token to enroll with: add `token:` from `fleetctl "
                               "token create` to the bootstrap file");
   }
-  ASSIGN_OR_RETURN(auto key_csr, KeyAndCsr(config.device_id));
+  ASSIGN_OR_RETURN(std::unique_ptr<NewKeys> keys, KeysAndCsr(config.device_id));
   ClientTlsOptions tls;
   tls.ca_pem = b.ca_pem;
   tls.server_name = b.server_name;
@@ -142,28 +238,28 @@ StatusOr<DeviceCredentials> EnrollDevice(const ClientConfig& config, const Boots
   req.set_protocol_version(kProtocolVersion);
   req.set_device_id(config.device_id);
   req.set_token(b.token);
-  req.set_csr_pem(key_csr.second);
+  req.set_csr_pem(keys->csr);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   v1::EnrollResponse resp;
   grpc::Status s = stub->Enroll(&ctx, req, &resp);
   if (!s.ok()) return FromGrpcStatus(s);
-  return Accept(config, std::move(key_csr.first), b.ca_pem, resp, now);
+  return Accept(config, *keys, b.ca_pem, resp, now);
 }
 
 StatusOr<DeviceCredentials> RenewCertificate(v1::Device::Stub* stub, const ClientConfig& config,
                                              const DeviceCredentials& current, int64_t now) {
-  ASSIGN_OR_RETURN(auto key_csr, KeyAndCsr(config.device_id));
+  ASSIGN_OR_RETURN(std::unique_ptr<NewKeys> keys, KeysAndCsr(config.device_id));
   v1::RenewRequest req;
   req.set_protocol_version(kProtocolVersion);
   req.set_device_id(config.device_id);
-  req.set_csr_pem(key_csr.second);
+  req.set_csr_pem(keys->csr);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   v1::EnrollResponse resp;
   grpc::Status s = stub->Renew(&ctx, req, &resp);
   if (!s.ok()) return FromGrpcStatus(s);
-  return Accept(config, std::move(key_csr.first), current.ca_pem, resp, now);
+  return Accept(config, *keys, current.ca_pem, resp, now);
 }
 
 }  // namespace fleet

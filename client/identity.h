@@ -1,9 +1,14 @@
 // A device's identity: its own P-256 key (generated here, never sent anywhere), a short-lived
 // certificate from the fleet CA obtained by enrolling with a bootstrap token, renewed over mTLS
-// at 2/3 of its lifetime, and the coordinator's model-signing key learned at enrollment.
+// at 2/3 of its lifetime, and the coordinator's model-signing key learned at enrollment. The
+// certificate also certifies the device's Ed25519 secure-aggregation signing key (kSecAggKeyOid),
+// made here with the certificate key and rotated with it at every renewal, so neighbours in a
+// secure round can check whose keys the coordinator relays.
 //
-// Files in the client's state_dir (0600): device.key, device.pem, ca.pem (the pinned CA),
-// model-signing.pub (hex). The bootstrap file is YAML:
+// Files in the client's state_dir (0600, written atomically): device.key, device.pem, ca.pem (the
+// pinned CA), model-signing.pub (hex), secagg-signing.key (hex Ed25519 seed; while a new
+// certificate is being stored its seed waits in secagg-signing.key.pending, adopted at the next
+// load if the certificate on disk certifies it). The bootstrap file is YAML:
 //   coordinator: coord.example.org:7443
 //   ca_cert: |            # PEM of the fleet CA to pin (or ca_cert_file: path)
 //     -----BEGIN CERTIFICATE-----
@@ -31,6 +36,12 @@ struct DeviceCredentials {
   std::string key_pem, cert_pem, ca_pem;
   crypto::Bytes32 model_key{};
   crypto::CertInfo cert;
+  // Signs secure-aggregation messages; its public key is cert.secagg_public_key. Null when the
+  // certificate certifies no key (issued before certified SecAgg keys) or the stored seed is not
+  // the certified one: `secagg_missing` says which, and the device must renew before it can take
+  // part in a secure round.
+  std::shared_ptr<const crypto::SigningKey> secagg_key;
+  std::string secagg_missing;
   ClientTlsOptions Tls(const std::string& server_name) const;
 };
 
@@ -42,12 +53,12 @@ int64_t RenewalTime(const crypto::CertInfo& cert);
 StatusOr<DeviceCredentials> LoadCredentials(const std::string& state_dir,
                                             const std::string& device_id, int64_t now);
 
-// Generates a key, sends a CSR with the bootstrap token over server-authenticated TLS pinned to
-// the bootstrap CA, verifies and stores what comes back.
+// Generates a key and a SecAgg signing key, sends a CSR for both with the bootstrap token over
+// server-authenticated TLS pinned to the bootstrap CA, verifies and stores what comes back.
 StatusOr<DeviceCredentials> EnrollDevice(const ClientConfig& config, const Bootstrap& bootstrap,
                                          int64_t now);
 
-// A new key and certificate over the current mTLS channel; stored on success.
+// A new key, SecAgg signing key and certificate over the current mTLS channel; stored on success.
 StatusOr<DeviceCredentials> RenewCertificate(v1::Device::Stub* stub, const ClientConfig& config,
                                              const DeviceCredentials& current, int64_t now);
 

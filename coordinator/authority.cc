@@ -90,15 +90,37 @@ StatusOr<std::unique_ptr<Authority>> Authority::Load(const std::string& state_di
 
 Authority::~Authority() { sodium_memzero(ca_key_pem_.data(), ca_key_pem_.size()); }
 
+Status Authority::CheckDeviceCsr(const crypto::CsrInfo& csr) {
+  // Every client since certified SecAgg keys asks for one; a certificate without it could never
+  // take part in a secure round, so refusing says so at enrollment instead of at every round.
+  if (csr.secagg_public_key.empty()) {
+    return InvalidArgument(
+        "device CSR requests no secure-aggregation signing key (X.509 "
+        "extension " +
+        std::string(crypto::kSecAggKeyOid) +
+        "): this client software predates certified SecAgg keys; upgrade it");
+  }
+  if (csr.secagg_public_key.size() != crypto::kSecAggKeyBytes ||
+      crypto_core_ed25519_is_valid_point(
+          reinterpret_cast<const unsigned char*>(csr.secagg_public_key.data())) != 1) {
+    return InvalidArgument(
+        "device CSR's secure-aggregation signing key is not a valid Ed25519 "
+        "public key (canonical, not of small order)");
+  }
+  return OkStatus();
+}
+
 StatusOr<std::string> Authority::IssueDeviceCertificate(const crypto::CsrInfo& csr,
                                                         const std::string& device_id,
                                                         int64_t now, int64_t lifetime_s) const {
+  RETURN_IF_ERROR(CheckDeviceCsr(csr));
   crypto::CertRequest req;
   req.public_key_pem = csr.public_key_pem;
   req.common_name = device_id;
   req.role = crypto::CertRole::kDevice;
   req.not_before = now - kCertBackdateS;
   req.not_after = now + lifetime_s;
+  req.secagg_public_key = csr.secagg_public_key;
   return crypto::IssueCertificate(ca_pem_, ca_key_pem_, req);
 }
 

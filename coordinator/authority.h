@@ -43,7 +43,10 @@ class Authority {
   static StatusOr<std::unique_ptr<Authority>> Load(const std::string& state_dir);
   ~Authority();
 
-  // A device certificate for a verified CSR: CN and SAN URI = device_id.
+  // A device certificate for a verified CSR: CN and SAN URI = device_id, and the CSR's Ed25519
+  // secure-aggregation key in the kSecAggKeyOid extension. A CSR without a valid such key is an
+  // InvalidArgument (CheckDeviceCsr; every shipped client requests one).
+  static Status CheckDeviceCsr(const crypto::CsrInfo& csr);
   StatusOr<std::string> IssueDeviceCertificate(const crypto::CsrInfo& csr,
                                                const std::string& device_id, int64_t now,
                                                int64_t lifetime_s) const;

@@ -57,6 +57,10 @@ StatusOr<crypto::CsrInfo> Coordinator::CheckCsr(const std::string& device_id,
     return PermissionDenied("CSR names device '" + csr->common_name +
                             "' but the request is for '" + device_id + "'");
   }
+  // Before any token use is spent on it: the CA would refuse it anyway.
+  if (Status key = Authority::CheckDeviceCsr(*csr); !key.ok()) {
+    return InvalidArgument("bad CSR: " + key.message());
+  }
   return csr;
 }
 
@@ -219,20 +223,43 @@ void Coordinator::WaitForChange(uint64_t* version, std::chrono::milliseconds tim
   *version = version_;
 }
 
-Status Coordinator::Join(const v1::JoinRequest& request) {
+Status Coordinator::Join(const v1::JoinRequest& request, const std::string& certificate_pem) {
   const std::string& id = request.device_id();
   RETURN_IF_ERROR(ValidateDeviceId(id));
   if (request.datasets_size() > 64) return InvalidArgument("too many datasets (max 64)");
   if (!request.signing_public_key().empty() && request.signing_public_key().size() != 32) {
     return InvalidArgument("signing_public_key must be 32 bytes (Ed25519)");
   }
-  std::string old_key = registry_.SigningKey(id);
-  if (!old_key.empty() && old_key != request.signing_public_key()) {
-    // Without enrolled certificates a device key is trusted on first use; a change is worth
-    // an operator's attention.
-    FLEET_LOG(Warn) << "device " << id << " re-joined with a different signing key";
+  std::string certificate_der;
+  if (access_->insecure()) {
+    std::string old_key = registry_.SigningKey(id);
+    if (!old_key.empty() && old_key != request.signing_public_key()) {
+      // Without certificates a device key is trusted on first use; a change is worth an
+      // operator's attention.
+      FLEET_LOG(Warn) << "device " << id << " re-joined with a different signing key";
+    }
+  } else {
+    // The fleet CA certified the key in the certificate this call came with; nobody else can
+    // register a key for the device, and a new key comes only with a new certificate.
+    StatusOr<crypto::CertInfo> cert = crypto::ParseCertificate(certificate_pem);
+    if (!cert.ok()) {
+      return Unauthenticated("Join without a readable client certificate: " +
+                             cert.status().message());
+    }
+    // A Join without a key registers none: the device is then never selected for secure rounds.
+    if (!request.signing_public_key().empty() &&
+        request.signing_public_key() != cert->secagg_public_key) {
+      Status refused = PermissionDenied(
+          "Join of device '" + id + "' carries a SecAgg signing key that its certificate " +
+          cert->serial + " does not certify (it certifies " +
+          (cert->secagg_public_key.empty() ? "none" : "another one") +
+          "): a new signing key needs a new certificate (Renew or re-enrollment)");
+      FLEET_LOG(Warn) << "refused Join: " << refused.message();
+      return refused;
+    }
+    ASSIGN_OR_RETURN(certificate_der, crypto::CertificateDer(certificate_pem));
   }
-  v1::DeviceStatus status = registry_.Join(request);
+  v1::DeviceStatus status = registry_.Join(request, std::move(certificate_der));
   Status s = store_->SaveDevice(status);
   if (!s.ok()) FLEET_LOG(Error) << "cannot persist device " << id << ": " << s.message();
   FLEET_LOG(Info) << "device " << id << " joined (" << request.datasets_size() << " datasets, "

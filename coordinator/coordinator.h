@@ -49,8 +49,11 @@ class Coordinator {
   StatusOr<v1::EnrollResponse> Enroll(const v1::EnrollRequest& request);
   StatusOr<v1::EnrollResponse> Renew(const v1::RenewRequest& request);
 
-  // Device side.
-  Status Join(const v1::JoinRequest& request);
+  // Device side. `certificate_pem`: the caller's mTLS certificate (empty with --insecure). With
+  // TLS a Join's SecAgg signing key must be the one that certificate certifies (PERMISSION_DENIED
+  // otherwise): a new key needs a new certificate, from Renew or re-enrollment. A Join without a
+  // key registers none (the device then takes no part in secure rounds).
+  Status Join(const v1::JoinRequest& request, const std::string& certificate_pem);
   Status OnUpdate(const v1::UpdateHeader& header, std::string_view payload);
   Status OnMetrics(const v1::MetricsReport& report);
   // One SecAgg+ step; `reply` is called once, when the step's stage closes or on an error.

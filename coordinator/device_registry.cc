@@ -36,7 +36,7 @@ void DeviceRegistry::Revoke(const std::string& id) {
   Run(&done);
 }
 
-v1::DeviceStatus DeviceRegistry::Join(const v1::JoinRequest& request) {
+v1::DeviceStatus DeviceRegistry::Join(const v1::JoinRequest& request, std::string certificate_der) {
   std::lock_guard<std::mutex> lock(mu_);
   Record& r = devices_[request.device_id()];
   r.status.set_id(request.device_id());
@@ -47,6 +47,7 @@ v1::DeviceStatus DeviceRegistry::Join(const v1::JoinRequest& request) {
   r.status.set_last_seen_unix_ms(UnixMillis());
   r.status.set_busy(false);
   r.signing_key = request.signing_public_key();
+  r.certificate = std::move(certificate_der);
   r.last_seen = Clock::now();
   return r.status;
 }
@@ -55,6 +56,13 @@ std::string DeviceRegistry::SigningKey(const std::string& id) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = devices_.find(id);
   return it == devices_.end() ? std::string() : it->second.signing_key;
+}
+
+DeviceRegistry::SecAggIdentity DeviceRegistry::SecAggIdentityOf(const std::string& id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = devices_.find(id);
+  if (it == devices_.end()) return {};
+  return {it->second.signing_key, it->second.certificate};
 }
 
 bool DeviceRegistry::Touch(const std::string& id, bool busy, const v1::Eligibility* eligibility) {

@@ -30,8 +30,9 @@ class DeviceRegistry {
   explicit DeviceRegistry(std::chrono::milliseconds offline_after);
   ~DeviceRegistry();  // completes every parked poll, stops the timer
 
-  // Registers or refreshes a device; returns its public status (to persist).
-  v1::DeviceStatus Join(const v1::JoinRequest& request);
+  // Registers or refreshes a device; returns its public status (to persist). `certificate_der`:
+  // the mTLS certificate it joined with, which certifies its signing key (empty with --insecure).
+  v1::DeviceStatus Join(const v1::JoinRequest& request, std::string certificate_der = "");
   // Records contact and what the device reports; false when it never joined (it must Join).
   // `eligibility` null: keep the last report.
   bool Touch(const std::string& id, bool busy, const v1::Eligibility* eligibility = nullptr);
@@ -40,6 +41,11 @@ class DeviceRegistry {
   bool IsOnline(const std::string& id) const;
   // The Ed25519 key the device registered at Join (empty if none).
   std::string SigningKey(const std::string& id) const;
+  // That key with the certificate (DER) it came with, relayed to secure-round neighbours.
+  struct SecAggIdentity {
+    std::string signing_key, certificate;
+  };
+  SecAggIdentity SecAggIdentityOf(const std::string& id) const;
 
   // A serialized v1::Task, shared by every device it is queued for.
   using TaskBytes = std::shared_ptr<const std::string>;
@@ -73,6 +79,7 @@ class DeviceRegistry {
     Clock::time_point last_seen;
     int polling = 0;  // parked waiters
     std::string signing_key;
+    std::string certificate;  // DER, from the device's last Join
     std::string reserved_by;
     TaskBytes pending;
   };

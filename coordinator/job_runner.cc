@@ -178,7 +178,8 @@ void JobRunner::SetGlobal(std::vector<float> params) {
   global_encoded_ = EncodeParameters(layout_, global_.data());
 }
 
-DeviceRegistry::TaskBytes JobRunner::MakeTask(v1::Task::Kind kind, uint32_t round) const {
+DeviceRegistry::TaskBytes JobRunner::MakeTask(v1::Task::Kind kind, uint32_t round,
+                                              const std::string& attempt_nonce) const {
   auto task = std::make_unique<v1::Task>();
   task->set_kind(kind);
   task->set_job_id(job_.id());
@@ -202,6 +203,7 @@ DeviceRegistry::TaskBytes JobRunner::MakeTask(v1::Task::Kind kind, uint32_t roun
     c->set_min_survivors(job_.spec().min_clients());
     c->set_stage_timeout_ms(sa.stage_timeout_s() * 1000);
     c->set_round_deadline_ms(job_.spec().round_deadline_s() * 1000);
+    c->set_attempt_nonce(attempt_nonce);
   }
   return std::make_shared<const std::string>(task->SerializeAsString());
 }
@@ -390,12 +392,20 @@ bool JobRunner::RunRound(uint32_t round, v1::RoundSummary* summary, std::string*
 
   std::vector<std::string> chosen =
       strategy_->SelectClients(plan.candidates, round, plan.select, spec.seed());
-  DeviceRegistry::TaskBytes task = MakeTask(v1::Task::TRAIN, round);
+  // Every attempt of a secure round gets its own nonce (and task): no SecAgg message of one
+  // attempt verifies in another.
+  std::string attempt_nonce;
+  if (secure()) {
+    attempt_nonce.resize(secagg_wire::kAttemptNonceBytes);
+    randombytes_buf(attempt_nonce.data(), attempt_nonce.size());
+  }
+  DeviceRegistry::TaskBytes task = MakeTask(v1::Task::TRAIN, round, attempt_nonce);
   {
     std::lock_guard<std::mutex> lock(mu_);
     round_ = RoundState{};
     round_.phase = Phase::kTrain;
     round_.round = round;
+    round_.attempt_nonce = attempt_nonce;
     round_.target = plan.target;
     secagg_.reset();  // RunSecureStages installs this round's; SecAgg RPCs wait for it
     strategy_->BeginRound(global_);

@@ -101,6 +101,7 @@ class JobRunner {
     uint32_t rejected = 0;
     std::vector<EvalMetrics> evals;
     bool secagg_started = false;  // RunSecureStages installed secagg_ (or failed to)
+    std::string attempt_nonce;    // secure rounds: this attempt's, sent in the TRAIN task
   };
   // A SecAgg call whose stage has not closed yet.
   struct ParkedStep {
@@ -149,8 +150,10 @@ class JobRunner {
   void WaitForAnswers(std::chrono::steady_clock::time_point deadline);
   void Evaluate(uint32_t round, v1::RoundSummary* summary);
   void SetGlobal(std::vector<float> params);
-  // The task, serialized once and shared by every device it is sent to.
-  DeviceRegistry::TaskBytes MakeTask(v1::Task::Kind kind, uint32_t round) const;
+  // The task, serialized once and shared by every device it is sent to. A secure TRAIN task
+  // carries `attempt_nonce` in its SecAggTaskConfig.
+  DeviceRegistry::TaskBytes MakeTask(v1::Task::Kind kind, uint32_t round,
+                                     const std::string& attempt_nonce = "") const;
   // Makes the round durable (checkpoint files, then summary + checkpoint record + job row in one
   // transaction) and publishes the summary.
   Status CommitRound(const v1::RoundSummary& summary);

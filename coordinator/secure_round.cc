@@ -25,11 +25,16 @@ bool JobRunner::RunSecureStages(uint32_t round, v1::RoundSummary* summary, std::
   opt.min_survivors = spec.min_clients();
   opt.threat = ThreatModelOf(sa);
   randombytes_buf(opt.graph_seed.data(), opt.graph_seed.size());
-  std::map<std::string, crypto::Bytes32> devices;
+  // Each device's key and the certificate that certifies it, from its Join: neighbours check the
+  // certificate before they use the key.
+  std::map<std::string, SecAggServer::Device> devices;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    opt.attempt_nonce = round_.attempt_nonce;
     for (const auto& id : round_.selected) {
-      crypto::FromString(registry_->SigningKey(id), &devices[id]);
+      DeviceRegistry::SecAggIdentity who = registry_->SecAggIdentityOf(id);
+      crypto::FromString(who.signing_key, &devices[id].signing_key);
+      devices[id].certificate = std::move(who.certificate);
     }
   }
   StatusOr<std::unique_ptr<SecAggServer>> created = SecAggServer::Create(opt, devices);

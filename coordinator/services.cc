@@ -23,6 +23,14 @@ grpc::Status NotJoined(const std::string& id) {
 
 constexpr uint32_t kMaxLongPollMs = 30000;
 
+// The client certificate (PEM) the TLS handshake verified; empty without TLS (--insecure).
+std::string PeerCertificatePem(const grpc::ServerContextBase& ctx) {
+  std::shared_ptr<const grpc::AuthContext> auth = ctx.auth_context();
+  if (!auth) return "";
+  std::vector<grpc::string_ref> pem = auth->FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME);
+  return pem.empty() ? "" : std::string(pem[0].data(), pem[0].size());
+}
+
 template <typename T>
 grpc::Status Reply(StatusOr<T> r, T* out) {
   if (!r.ok()) return ToGrpcStatus(r.status());
@@ -40,7 +48,7 @@ grpc::Status DeviceService::Join(grpc::ServerContext* ctx, const v1::JoinRequest
     return v;
   }
   if (grpc::Status a = Allow(*ctx, req->device_id()); !a.ok()) return a;
-  grpc::Status s = ToGrpcStatus(c_->Join(*req));
+  grpc::Status s = ToGrpcStatus(c_->Join(*req, PeerCertificatePem(*ctx)));
   if (!s.ok()) return s;
   resp->set_protocol_version(kProtocolVersion);
   resp->set_heartbeat_interval_ms(

@@ -8,9 +8,13 @@
 #include <openssl/rand.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <sodium.h>
 
+#include <algorithm>
 #include <ctime>
+#include <map>
 #include <memory>
+#include <mutex>
 
 namespace fleet::crypto {
 namespace {
@@ -213,6 +217,52 @@ std::string CommonName(X509_NAME* name) {
   return out;
 }
 
+// The fields of CertInfo from a parsed certificate.
+StatusOr<CertInfo> InfoOf(X509* cert) {
+  CertInfo info;
+  Bignum bn(ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr));
+  if (bn) {
+    char* hex = BN_bn2hex(bn.get());
+    for (char* p = hex; p && *p; ++p) info.serial += static_cast<char>(tolower(*p));
+    OPENSSL_free(hex);
+  }
+  info.common_name = CommonName(X509_get_subject_name(cert));
+  info.not_before = UnixTime(X509_get0_notBefore(cert));
+  info.not_after = UnixTime(X509_get0_notAfter(cert));
+  ASSIGN_OR_RETURN(info.secagg_public_key, FindSecAggKey(X509_get0_extensions(cert)));
+  Names names(
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr)));
+  for (int i = 0; names && i < sk_GENERAL_NAME_num(names.get()); ++i) {
+    const GENERAL_NAME* gn = sk_GENERAL_NAME_value(names.get(), i);
+    if (gn->type != GEN_URI) continue;
+    const ASN1_IA5STRING* uri = gn->d.uniformResourceIdentifier;
+    std::string u(reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)),
+                  static_cast<size_t>(ASN1_STRING_length(uri)));
+    for (CertRole role : {CertRole::kDevice, CertRole::kAdmin}) {
+      std::string prefix = IdentityUri(role, "");
+      if (u.size() > prefix.size() && u.compare(0, prefix.size(), prefix) == 0) {
+        if (info.role != CertRole::kNone) return InvalidArgument("certificate has two identities");
+        info.role = role;
+        info.id = u.substr(prefix.size());
+      }
+    }
+  }
+  return info;
+}
+
+StatusOr<Cert> LoadDerCert(std::string_view der) {
+  if (der.empty()) return InvalidArgument("no certificate");
+  if (der.size() > kMaxPem) return InvalidArgument("certificate too large");
+  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+  const unsigned char* const end = p + der.size();
+  Cert cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
+  if (!cert || p != end) {
+    ERR_clear_error();
+    return InvalidArgument("not a DER certificate");
+  }
+  return cert;
+}
+
 }  // namespace
 
 std::string IdentityUri(CertRole role, const std::string& id) {
@@ -354,45 +404,15 @@ StatusOr<CsrInfo> ParseCsr(const std::string& pem) {
 
 StatusOr<CertInfo> ParseCertificate(const std::string& pem) {
   ASSIGN_OR_RETURN(Cert cert, LoadCert(pem));
-  CertInfo info;
-  Bignum bn(ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert.get()), nullptr));
-  if (bn) {
-    char* hex = BN_bn2hex(bn.get());
-    for (char* p = hex; p && *p; ++p) info.serial += static_cast<char>(tolower(*p));
-    OPENSSL_free(hex);
-  }
-  info.common_name = CommonName(X509_get_subject_name(cert.get()));
-  info.not_before = UnixTime(X509_get0_notBefore(cert.get()));
-  info.not_after = UnixTime(X509_get0_notAfter(cert.get()));
-  ASSIGN_OR_RETURN(info.secagg_public_key, FindSecAggKey(X509_get0_extensions(cert.get())));
-  Names names(static_cast<GENERAL_NAMES*>(
-      X509_get_ext_d2i(cert.get(), NID_subject_alt_name, nullptr, nullptr)));
-  for (int i = 0; names && i < sk_GENERAL_NAME_num(names.get()); ++i) {
-    const GENERAL_NAME* gn = sk_GENERAL_NAME_value(names.get(), i);
-    if (gn->type != GEN_URI) continue;
-    const ASN1_IA5STRING* uri = gn->d.uniformResourceIdentifier;
-    std::string u(reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)),
-                  static_cast<size_t>(ASN1_STRING_length(uri)));
-    for (CertRole role : {CertRole::kDevice, CertRole::kAdmin}) {
-      std::string prefix = IdentityUri(role, "");
-      if (u.size() > prefix.size() && u.compare(0, prefix.size(), prefix) == 0) {
-        if (info.role != CertRole::kNone) return InvalidArgument("certificate has two identities");
-        info.role = role;
-        info.id = u.substr(prefix.size());
-      }
-    }
-  }
-  return info;
+  return InfoOf(cert.get());
 }
 
-Status VerifyCertificate(const std::string& cert_pem, const std::string& ca_cert_pem,
-                         int64_t now) {
-  ASSIGN_OR_RETURN(Cert cert, LoadCert(cert_pem));
-  ASSIGN_OR_RETURN(Cert ca, LoadCert(ca_cert_pem));
-  Store store(X509_STORE_new());
+namespace {
+
+// Chain of `cert` to the CA in `store`, at time `now`.
+Status VerifyChain(X509_STORE* store, X509* cert, int64_t now) {
   StoreCtx ctx(X509_STORE_CTX_new());
-  if (!store || !ctx || !X509_STORE_add_cert(store.get(), ca.get()) ||
-      !X509_STORE_CTX_init(ctx.get(), store.get(), cert.get(), nullptr)) {
+  if (!ctx || !X509_STORE_CTX_init(ctx.get(), store, cert, nullptr)) {
     return Internal(SslError("cannot set up certificate verification"));
   }
   X509_STORE_CTX_set_time(ctx.get(), 0, static_cast<time_t>(now));
@@ -403,6 +423,100 @@ Status VerifyCertificate(const std::string& cert_pem, const std::string& ca_cert
                   std::string("certificate rejected: ") + X509_verify_cert_error_string(err));
   }
   return OkStatus();
+}
+
+}  // namespace
+
+Status VerifyCertificate(const std::string& cert_pem, const std::string& ca_cert_pem, int64_t now) {
+  ASSIGN_OR_RETURN(Cert cert, LoadCert(cert_pem));
+  ASSIGN_OR_RETURN(Cert ca, LoadCert(ca_cert_pem));
+  Store store(X509_STORE_new());
+  if (!store || !X509_STORE_add_cert(store.get(), ca.get())) {
+    return Internal(SslError("cannot set up certificate verification"));
+  }
+  return VerifyChain(store.get(), cert.get(), now);
+}
+
+StatusOr<std::string> CertificateDer(const std::string& pem) {
+  ASSIGN_OR_RETURN(Cert cert, LoadCert(pem));
+  unsigned char* der = nullptr;
+  const int len = i2d_X509(cert.get(), &der);
+  if (len <= 0) return Internal(SslError("cannot encode certificate"));
+  std::string out(reinterpret_cast<const char*>(der), static_cast<size_t>(len));
+  OPENSSL_free(der);
+  return out;
+}
+
+struct CertificateVerifier::Impl {
+  struct Entry {
+    CertInfo info;
+    int64_t valid_from = 0, valid_until = 0;  // the certificate's and the CA's periods, intersected
+  };
+  Store store;
+  int64_t ca_not_before = 0, ca_not_after = 0;
+  size_t max_cached = 0;
+  mutable std::mutex mu;
+  mutable std::map<std::string, Entry> cache;  // by BLAKE2b-256 of the DER bytes
+  mutable uint64_t full = 0;
+};
+
+CertificateVerifier::CertificateVerifier(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+CertificateVerifier::~CertificateVerifier() = default;
+
+StatusOr<std::unique_ptr<CertificateVerifier>> CertificateVerifier::Create(
+    const std::string& ca_cert_pem, size_t max_cached) {
+  ASSIGN_OR_RETURN(Cert ca, LoadCert(ca_cert_pem));
+  auto impl = std::make_unique<Impl>();
+  impl->store.reset(X509_STORE_new());
+  if (!impl->store || !X509_STORE_add_cert(impl->store.get(), ca.get())) {
+    return Internal(SslError("cannot set up certificate verification"));
+  }
+  impl->ca_not_before = UnixTime(X509_get0_notBefore(ca.get()));
+  impl->ca_not_after = UnixTime(X509_get0_notAfter(ca.get()));
+  impl->max_cached = max_cached;
+  return std::unique_ptr<CertificateVerifier>(new CertificateVerifier(std::move(impl)));
+}
+
+StatusOr<CertInfo> CertificateVerifier::Verify(std::string_view der, int64_t now) const {
+  std::string hash(crypto_generichash_BYTES, '\0');
+  crypto_generichash(reinterpret_cast<unsigned char*>(hash.data()), hash.size(),
+                     reinterpret_cast<const unsigned char*>(der.data()), der.size(), nullptr, 0);
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    auto it = impl_->cache.find(hash);
+    if (it != impl_->cache.end()) {
+      const Impl::Entry& e = it->second;
+      // The same answers X509_verify_cert gives for these times.
+      if (now < e.valid_from) {
+        return Status(StatusCode::kUnauthenticated,
+                      "certificate rejected: certificate is not yet valid");
+      }
+      if (now > e.valid_until) {
+        return Status(StatusCode::kUnauthenticated,
+                      "certificate rejected: certificate has expired");
+      }
+      return e.info;
+    }
+  }
+  ASSIGN_OR_RETURN(Cert cert, LoadDerCert(der));
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    ++impl_->full;
+  }
+  RETURN_IF_ERROR(VerifyChain(impl_->store.get(), cert.get(), now));
+  Impl::Entry e;
+  ASSIGN_OR_RETURN(e.info, InfoOf(cert.get()));
+  e.valid_from = std::max(e.info.not_before, impl_->ca_not_before);
+  e.valid_until = std::min(e.info.not_after, impl_->ca_not_after);
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  if (impl_->cache.size() >= impl_->max_cached) impl_->cache.clear();
+  impl_->cache[hash] = e;
+  return e.info;
+}
+
+uint64_t CertificateVerifier::full_verifications() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->full;
 }
 
 bool KeyMatchesCertificate(const std::string& key_pem, const std::string& cert_pem) {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <ctime>
 #include <future>
 
 #include "aggregation/quantize.h"
@@ -14,6 +15,7 @@
 #include "common/model_layout.h"
 #include "common/tensor_codec.h"
 #include "crypto/keys.h"
+#include "crypto/pki.h"
 #include "harness.h"
 #include "proto/fleet.grpc.pb.h"
 
@@ -26,17 +28,24 @@ class FakeDevices {
     admin_ = v1::Admin::NewStub(*MakeChannel(c.address(), c.AdminTls(), 64 << 20));
   }
 
-  // Each fake device connects with its own certificate.
+  // Each fake device connects with its own certificate, which certifies key(id).
   v1::Device::Stub* device(const std::string& id) {
     auto& stub = devices_[id];
     if (!stub) {
       const bool bad_id = !ValidateDeviceId(id).ok();  // cannot be in a certificate
-      stub = v1::Device::NewStub(
-          *MakeChannel(c_.address(), c_.DeviceTls(bad_id ? "some-device" : id), 64 << 20));
+      stub = v1::Device::NewStub(*MakeChannel(
+          c_.address(), c_.DeviceTls(bad_id ? "some-device" : id, 3600, &key(id)), 64 << 20));
     }
     return stub.get();
   }
+  // The device's SecAgg signing key (made on first use).
+  const crypto::SigningKey& key(const std::string& id) {
+    auto& k = keys_[id];
+    if (!k) k = std::make_unique<crypto::SigningKey>(crypto::SigningKey::Generate());
+    return *k;
+  }
 
+  // `key`: the SecAgg signing key the Join carries (none when null).
   grpc::Status Join(const std::string& id, uint32_t version = kProtocolVersion,
                     const crypto::SigningKey* key = nullptr) {
     v1::JoinRequest req;
@@ -109,6 +118,7 @@ class FakeDevices {
  private:
   Cluster& c_;
   std::map<std::string, std::unique_ptr<v1::Device::Stub>> devices_;
+  std::map<std::string, std::unique_ptr<crypto::SigningKey>> keys_;
   std::unique_ptr<v1::Admin::Stub> admin_;
 };
 
@@ -252,6 +262,42 @@ TEST(DeviceProtocol, FedAvgIsExactAndBadUpdatesLeaveTheAggregateUntouched) {
   EXPECT_NE(log.find("rejected update from bad-nan"), std::string::npos);
 }
 
+// The SecAgg signing key a device registers at Join is the one its certificate certifies: any
+// other key is refused (so nobody holding a certificate can register, or swap in, a key its CA
+// did not certify), and a changed key is accepted only with a new certificate, as Renew or
+// re-enrollment issue it.
+TEST(DeviceProtocol, JoinWithASigningKeyItsCertificateDoesNotCertifyIsRefused) {
+  Cluster c;
+  ASSERT_TRUE(c.StartCoordinator()) << c.coordinator().Log();
+  const crypto::SigningKey certified = crypto::SigningKey::Generate();
+  const crypto::SigningKey other = crypto::SigningKey::Generate();
+  auto join = [&](const ClientTlsOptions& tls, const crypto::SigningKey& key) {
+    auto stub = v1::Device::NewStub(*MakeChannel(c.address(), tls, 4 << 20));
+    v1::JoinRequest req;
+    req.set_protocol_version(kProtocolVersion);
+    req.set_device_id("ward3-bed12");
+    req.set_signing_public_key(crypto::ToString(key.public_key()));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    v1::JoinResponse resp;
+    return stub->Join(&ctx, req, &resp);
+  };
+  const ClientTlsOptions first = c.DeviceTls("ward3-bed12", 3600, &certified);
+  grpc::Status s = join(first, other);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_NE(s.error_message().find("SecAgg signing key that its certificate"), std::string::npos)
+      << s.error_message();
+  EXPECT_NE(s.error_message().find("a new signing key needs a new certificate"), std::string::npos)
+      << s.error_message();
+  ASSERT_TRUE(join(first, certified).ok());
+  // Joined with the certified key; swapping it later on the same certificate is refused too.
+  EXPECT_EQ(join(first, other).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  // A new certificate for the new key (what Renew issues) carries the change.
+  EXPECT_TRUE(join(c.DeviceTls("ward3-bed12", 3600, &other), other).ok());
+  EXPECT_NE(c.coordinator().Log().find("refused Join: Join of device 'ward3-bed12'"),
+            std::string::npos);
+}
+
 // A device of a secure round that asks for the survivor set twice while the first call still
 // waits gets ALREADY_EXISTS for the second (a waiting call is held per device, not per request),
 // and the other is still answered when the stage closes. Four fake devices run SecAgg+ with the
@@ -262,11 +308,9 @@ TEST(DeviceProtocol, SecureRoundRefusesASecondWaitingCallFromADevice) {
   ASSERT_TRUE(c.StartCoordinator()) << c.coordinator().Log();
   FakeDevices f(c);
   const std::vector<std::string> ids{"sa-a", "sa-b", "sa-c", "sa-d"};
-  std::vector<crypto::SigningKey> keys;
-  for (const auto& id : ids) {
-    keys.push_back(crypto::SigningKey::Generate());
-    ASSERT_TRUE(f.Join(id, kProtocolVersion, &keys.back()).ok());
-  }
+  for (const auto& id : ids) ASSERT_TRUE(f.Join(id, kProtocolVersion, &f.key(id)).ok());
+  // Each device checks its neighbours' certificates against the fleet CA, as fleet-client does.
+  auto verifier = std::move(crypto::CertificateVerifier::Create(ReadAll(c.ca()))).value();
   v1::JobSpec spec = NumbersJob();
   spec.set_rounds(1);
   spec.set_min_clients(4);
@@ -291,9 +335,11 @@ TEST(DeviceProtocol, SecureRoundRefusesASecondWaitingCallFromADevice) {
     if (task.kind() != v1::Task::TRAIN || !task.has_secagg()) {
       return FailedPrecondition(id + ": no secure TRAIN task");
     }
-    SecAggClient client(
-        {task.job_id(), task.round(), id, task.secagg(), layout.total + kSecAggExtraElements},
-        &keys[i]);
+    SecAggClient::Options options{task.job_id(), task.round(), id, task.secagg(),
+                                  layout.total + kSecAggExtraElements};
+    options.verifier = verifier.get();
+    options.now = static_cast<int64_t>(std::time(nullptr));
+    SecAggClient client(std::move(options), &f.key(id));
     SecAggTransport t;
     t.step = [&](v1::SecAggRequest r) -> StatusOr<v1::SecAggResponse> {
       if (i != 0 || !r.await_survivors()) return f.SecAgg(id, task, r);

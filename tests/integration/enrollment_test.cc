@@ -45,7 +45,8 @@ grpc::Status Enroll(Cluster& c, const std::string& id, const std::string& token,
   req.set_protocol_version(kProtocolVersion);
   req.set_device_id(id);
   req.set_token(token);
-  req.set_csr_pem(csr.empty() ? *crypto::MakeCsr(*crypto::GenerateP256Key(), id) : csr);
+  const std::string secagg_key = crypto::ToString(crypto::SigningKey::Generate().public_key());
+  req.set_csr_pem(csr.empty() ? *crypto::MakeCsr(*crypto::GenerateP256Key(), id, secagg_key) : csr);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   v1::EnrollResponse resp;

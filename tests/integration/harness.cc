@@ -118,13 +118,17 @@ Cluster::Cluster() {
   RunCommand({FLEET_COORDINATOR_BIN, "init", "--state-dir", dir_ + "/coordinator"}, dir_);
 }
 
-ClientTlsOptions Cluster::DeviceTls(const std::string& device_id, int64_t lifetime_s) const {
+ClientTlsOptions Cluster::DeviceTls(const std::string& device_id, int64_t lifetime_s,
+                                    const crypto::SigningKey* secagg_key) const {
   // The coordinator's own issuance path, minus enrollment.
   const int64_t now = static_cast<int64_t>(std::time(nullptr));
+  const crypto::SigningKey throwaway = crypto::SigningKey::Generate();
   ClientTlsOptions tls;
   tls.ca_pem = ReadAll(ca());
   tls.key_pem = *crypto::GenerateP256Key();
-  auto csr = crypto::ParseCsr(*crypto::MakeCsr(tls.key_pem, device_id));
+  auto csr = crypto::ParseCsr(*crypto::MakeCsr(
+      tls.key_pem, device_id,
+      crypto::ToString((secagg_key != nullptr ? *secagg_key : throwaway).public_key())));
   tls.cert_pem = *(*Authority::Load(dir_ + "/coordinator"))
                       ->IssueDeviceCertificate(*csr, device_id, now, lifetime_s);
   return tls;

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "common/grpc_util.h"
+#include "crypto/keys.h"
 
 extern char** environ;
 
@@ -205,8 +206,11 @@ class Cluster {
   int OnlineDevices();
   // fleetctl with the admin certificate.
   CommandResult Fleetctl(std::vector<std::string> args);
-  // mTLS options for a device certificate issued directly by the test's CA (no enrollment).
-  ClientTlsOptions DeviceTls(const std::string& device_id, int64_t lifetime_s = 3600) const;
+  // mTLS options for a device certificate issued directly by the test's CA (no enrollment). The
+  // certificate certifies `secagg_key` as the device's SecAgg signing key (a throwaway key when
+  // null: such a device can join, but only without a key).
+  ClientTlsOptions DeviceTls(const std::string& device_id, int64_t lifetime_s = 3600,
+                             const crypto::SigningKey* secagg_key = nullptr) const;
   ClientTlsOptions AdminTls() const;
 
  private:

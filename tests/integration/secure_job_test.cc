@@ -1,10 +1,15 @@
 // Secure aggregation with real processes: LibTorch clients on UCI HAR, the coordinator over TLS,
 // and clients that exit abruptly right before a chosen SecAgg+ step (--fault-exit-before).
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
+#include <ctime>
 #include <regex>
 #include <thread>
 
+#include "common/file_util.h"
+#include "coordinator/authority.h"
+#include "crypto/pki.h"
 #include "harness.h"
 
 namespace fleet::testing {
@@ -112,6 +117,93 @@ TEST(SecureJob, StoppingAJobAnswersDevicesWaitingInAStage) {
   EXPECT_NE(get.output.find("\"state\": \"STOPPED\""), std::string::npos) << get.output;
   c.coordinator().Kill(SIGTERM);
   EXPECT_EQ(c.coordinator().Wait(std::chrono::seconds(15)), 0) << c.coordinator().Log();
+}
+
+// A device enrolled before certificates certified SecAgg signing keys: its stored certificate
+// has no key. fleet-client says so, renews at once (before it joins) to get a certificate that
+// certifies a new key, and then takes part in secure rounds like every other device.
+TEST(SecureJob, DeviceWhoseCertificateCertifiesNoKeyRenewsThenTakesPart) {
+  Cluster c;
+  ASSERT_TRUE(c.StartCoordinator()) << c.coordinator().Log();
+  // Subject 1's state dir as an older fleet-client left it.
+  const std::string state = c.dir() + "/device-1";
+  ASSERT_TRUE(MakeDirs(state).ok());
+  const int64_t now = static_cast<int64_t>(std::time(nullptr));
+  const std::string key = *crypto::GenerateP256Key();
+  crypto::CertRequest req;
+  req.public_key_pem = *crypto::PublicKeyOf(key);
+  req.common_name = "har-subject-1";
+  req.role = crypto::CertRole::kDevice;
+  req.not_before = now - 300;
+  req.not_after = now + 86400;
+  const std::string legacy =
+      *crypto::IssueCertificate(ReadAll(c.ca()), ReadAll(c.pki() + "/ca.key"), req);
+  ASSERT_TRUE(crypto::ParseCertificate(legacy)->secagg_public_key.empty());
+  auto authority = Authority::Load(c.state_dir());
+  ASSERT_TRUE(authority.ok()) << authority.status().message();
+  const crypto::Bytes32& model_key = (*authority)->model_key().public_key();
+  ASSERT_TRUE(WriteFileAtomically(state + "/device.key", key, 0600).ok());
+  ASSERT_TRUE(WriteFileAtomically(state + "/device.pem", legacy, 0600).ok());
+  ASSERT_TRUE(WriteFileAtomically(state + "/ca.pem", ReadAll(c.ca()), 0600).ok());
+  ASSERT_TRUE(WriteFileAtomically(state + "/model-signing.pub",
+                                  crypto::ToHex(model_key.data(), model_key.size()) + "\n", 0600)
+                  .ok());
+
+  Process& old = c.StartHarClient(1);
+  for (int s : {3, 5, 6}) c.StartHarClient(s);
+  ASSERT_TRUE(WaitFor([&] { return c.OnlineDevices() >= 4; }, std::chrono::seconds(60)))
+      << old.Log();
+  auto submit = c.Fleetctl({"job", "submit", "--watch", "-f",
+                            c.WriteJob("it-secure-legacy", 1, 4, 4,
+                                       "secure_aggregation: {neighbours: 4, threshold: 3}\n")});
+  ASSERT_EQ(submit.exit_code, 0) << submit.output << old.Log();
+  std::string id = submit.output.substr(0, submit.output.find('\n'));
+  auto get = c.Fleetctl({"-o", "json", "job", "get", id});
+  EXPECT_NE(get.output.find("\"state\": \"SUCCEEDED\""), std::string::npos) << get.output;
+  EXPECT_EQ(JsonInts(get.output, "participants"), (std::vector<int>{4})) << get.output;
+
+  const std::string log = old.Log();
+  EXPECT_NE(log.find("predates certified secure-aggregation keys"), std::string::npos) << log;
+  EXPECT_NE(log.find("renewing the certificate now"), std::string::npos) << log;
+  EXPECT_NE(log.find("certificate renewed"), std::string::npos) << log;
+  EXPECT_LT(log.find("certificate renewed"), log.find("joined ")) << "renews before it joins";
+  EXPECT_NE(log.find("securely aggregated"), std::string::npos) << log;
+  // The renewed certificate certifies the key in the device's seed file (0600).
+  auto renewed = crypto::ParseCertificate(ReadAll(state + "/device.pem"));
+  ASSERT_TRUE(renewed.ok());
+  EXPECT_NE(renewed->serial, crypto::ParseCertificate(legacy)->serial);
+  crypto::Secret32 seed;
+  ASSERT_TRUE(crypto::FromHex(ReadAll(state + "/secagg-signing.key"), seed.data(), seed.size()));
+  EXPECT_EQ(renewed->secagg_public_key,
+            crypto::ToString(crypto::SigningKey::FromSeed(seed).public_key()));
+  struct stat st {};
+  ASSERT_EQ(stat((state + "/secagg-signing.key").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+}
+
+// Renewal rotates a device's SecAgg signing key with its certificate: the device joins again
+// with both, so the coordinator relays the new certificate and key, and secure rounds go on.
+TEST(SecureJob, DevicesThatRenewedTheirCertificatesStillTakePart) {
+  Cluster c;
+  ASSERT_TRUE(c.StartCoordinator({"--device-cert-ttl", "15s"})) << c.coordinator().Log();
+  std::vector<Process*> clients;
+  for (int s : {1, 3, 5, 6}) clients.push_back(&c.StartHarClient(s));
+  for (Process* p : clients) {
+    ASSERT_TRUE(WaitFor([&] { return p->Log().find("certificate renewed") != std::string::npos; },
+                        std::chrono::seconds(60)))
+        << p->Log();
+  }
+  ASSERT_TRUE(WaitFor([&] { return c.OnlineDevices() >= 4; }, std::chrono::seconds(30)));
+  auto submit = c.Fleetctl(
+      {"job", "submit", "--watch", "-f",
+       c.WriteJob("it-secure-renewed", 1, 4, 4,
+                  "max_round_retries: 0\nsecure_aggregation: {neighbours: 4, threshold: 3}\n")});
+  ASSERT_EQ(submit.exit_code, 0) << submit.output << c.coordinator().Log();
+  std::string id = submit.output.substr(0, submit.output.find('\n'));
+  auto get = c.Fleetctl({"-o", "json", "job", "get", id});
+  EXPECT_NE(get.output.find("\"state\": \"SUCCEEDED\""), std::string::npos) << get.output;
+  EXPECT_EQ(JsonInts(get.output, "participants"), (std::vector<int>{4})) << get.output;
+  EXPECT_EQ(c.coordinator().Log().find("advertised signing key is not the one"), std::string::npos);
 }
 
 TEST(SecureJob, OptingOutIsExplicitAndShown) {

@@ -1,5 +1,7 @@
 // The fleet PKI (OpenSSL 3 wrappers), coordinator init, model signatures and the device's model
 // guard, the hash-chained audit log, and the certificate renewal schedule.
+#include "crypto/pki.h"
+
 #include <gtest/gtest.h>
 #include <sodium.h>
 #include <sys/stat.h>
@@ -10,9 +12,9 @@
 #include "client/identity.h"
 #include "client/model_guard.h"
 #include "common/audit_log.h"
+#include "common/file_util.h"
 #include "coordinator/authority.h"
 #include "crypto/model_signature.h"
-#include "crypto/pki.h"
 #include "crypto/random.h"
 #include "test_util.h"
 
@@ -202,14 +204,105 @@ TEST(Authority, InitCreatesPrivateFilesOnceAndIssuesDeviceCertificates) {
   auto a = Authority::Load(dir.path());
   ASSERT_TRUE(a.ok()) << a.status().message();
   std::string key = *crypto::GenerateP256Key();
-  auto csr = crypto::ParseCsr(*crypto::MakeCsr(key, "dev-1"));
+  const std::string secagg = crypto::ToString(crypto::SigningKey::Generate().public_key());
+  auto csr = crypto::ParseCsr(*crypto::MakeCsr(key, "dev-1", secagg));
   auto cert = (*a)->IssueDeviceCertificate(*csr, "dev-1", kNow, 7 * 86400);
-  ASSERT_TRUE(cert.ok());
+  ASSERT_TRUE(cert.ok()) << cert.status().message();
   auto info = crypto::ParseCertificate(*cert);
   EXPECT_EQ(info->id, "dev-1");
   EXPECT_EQ(info->not_before, kNow - kCertBackdateS) << "backdated for clock skew";
   EXPECT_EQ(info->not_after, kNow + 7 * 86400);
   EXPECT_TRUE(crypto::KeyMatchesCertificate(key, *cert));
+  EXPECT_EQ(info->secagg_public_key, secagg) << "the CA certifies the CSR's SecAgg key";
+}
+
+// Every device certificate certifies a SecAgg signing key: a CSR that asks for none (a client
+// from before certified keys) or for a point that is not a usable Ed25519 key is refused.
+TEST(Authority, DeviceCsrWithoutAValidSecAggKeyIsRefused) {
+  TempDir dir;
+  ASSERT_TRUE(InitPki(dir.path(), InitOptions(), kNow).ok());
+  auto a = Authority::Load(dir.path());
+  ASSERT_TRUE(a.ok()) << a.status().message();
+  const std::string key = *crypto::GenerateP256Key();
+  auto none = (*a)->IssueDeviceCertificate(*crypto::ParseCsr(*crypto::MakeCsr(key, "dev-1")),
+                                           "dev-1", kNow, 86400);
+  EXPECT_EQ(none.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(none.status().message().find("requests no secure-aggregation signing key"),
+            std::string::npos)
+      << none.status().message();
+  EXPECT_NE(none.status().message().find(crypto::kSecAggKeyOid), std::string::npos);
+  // The identity point (small order) and a non-canonical encoding.
+  std::string identity(32, '\0');
+  identity[0] = 1;
+  for (const std::string& bad : {identity, std::string(32, '\xff')}) {
+    auto r = (*a)->IssueDeviceCertificate(*crypto::ParseCsr(*crypto::MakeCsr(key, "dev-1", bad)),
+                                          "dev-1", kNow, 86400);
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(r.status().message().find("not a valid Ed25519"), std::string::npos)
+        << r.status().message();
+  }
+}
+
+// The stored SecAgg key must be the one the stored certificate certifies. A seed left pending
+// by an interrupted store is adopted when the certificate on disk certifies it; a missing or
+// different seed, or a certificate without a key (enrolled before certified keys), loads the
+// credentials without a SecAgg key and says why (the device then renews).
+TEST(Identity, StoredSecAggKeyMustBeTheCertifiedOne) {
+  TempDir dir;
+  Ca ca;
+  const std::string key = *crypto::GenerateP256Key();
+  crypto::Secret32 seed;
+  randombytes_buf(seed.data(), seed.size());
+  const crypto::SigningKey secagg = crypto::SigningKey::FromSeed(seed);
+  auto issue = [&](const std::string& certified) {
+    crypto::CertRequest r;
+    r.public_key_pem = *crypto::PublicKeyOf(key);
+    r.common_name = "dev-1";
+    r.role = crypto::CertRole::kDevice;
+    r.not_before = kNow - 300;
+    r.not_after = kNow + 3600;
+    r.secagg_public_key = certified;
+    return *crypto::IssueCertificate(ca.cert, ca.key, r);
+  };
+  const std::string seed_hex = crypto::ToHex(seed.data(), seed.size()) + "\n";
+  dir.Write("device.key", key);
+  dir.Write("ca.pem", ca.cert);
+  dir.Write("model-signing.pub", std::string(64, 'a') + "\n");
+  dir.Write("device.pem", issue(crypto::ToString(secagg.public_key())));
+  auto load = [&] { return LoadCredentials(dir.path(), "dev-1", kNow); };
+
+  auto missing = load();
+  ASSERT_TRUE(missing.ok()) << missing.status().message();
+  EXPECT_EQ(missing->secagg_key, nullptr);
+  EXPECT_NE(missing->secagg_missing.find("secagg-signing.key"), std::string::npos);
+
+  dir.Write("secagg-signing.key.pending", seed_hex);
+  auto pending = load();
+  ASSERT_TRUE(pending.ok());
+  ASSERT_NE(pending->secagg_key, nullptr) << pending->secagg_missing;
+  EXPECT_EQ(pending->secagg_key->public_key(), secagg.public_key());
+  EXPECT_FALSE(FileExists(dir.path() + "/secagg-signing.key.pending"));
+  EXPECT_EQ(ReadAll(dir.path() + "/secagg-signing.key"), seed_hex) << "adopted in place";
+  EXPECT_NE(load()->secagg_key, nullptr);
+
+  crypto::Secret32 other;
+  randombytes_buf(other.data(), other.size());
+  dir.Write("secagg-signing.key", crypto::ToHex(other.data(), other.size()) + "\n");
+  auto wrong = load();
+  ASSERT_TRUE(wrong.ok());
+  EXPECT_EQ(wrong->secagg_key, nullptr);
+  EXPECT_NE(wrong->secagg_missing.find("is not the key certificate"), std::string::npos)
+      << wrong->secagg_missing;
+  dir.Write("secagg-signing.key", "not hex\n");
+  EXPECT_NE(load()->secagg_missing.find("not a 64-hex-digit Ed25519 seed"), std::string::npos);
+
+  dir.Write("device.pem", issue(""));
+  auto legacy = load();
+  ASSERT_TRUE(legacy.ok());
+  EXPECT_EQ(legacy->secagg_key, nullptr);
+  EXPECT_NE(legacy->secagg_missing.find("predates certified secure-aggregation keys"),
+            std::string::npos)
+      << legacy->secagg_missing;
 }
 
 TEST(Identity, RenewalIsDueAtTwoThirdsOfTheLifetimeNotCountingBackdating) {
