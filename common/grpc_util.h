@@ -11,7 +11,8 @@
 
 namespace fleet {
 
-constexpr uint32_t kProtocolVersion = 1;
+// v2: FetchTask answers with a SignedTask (the whole task signed over its exact bytes).
+constexpr uint32_t kProtocolVersion = 2;
 
 struct ServerTlsOptions {
   bool insecure = false;

@@ -39,7 +39,7 @@ namespace fleet {
 
 struct RunnerOptions {
   std::string checkpoint_dir;                     // <state_dir>/checkpoints/<job id>
-  const crypto::SigningKey* model_key = nullptr;  // signs every task's model (null: unsigned)
+  const crypto::SigningKey* model_key = nullptr;  // signs every task (null: unsigned)
   AuditLog* audit = nullptr;                      // round completions
   std::chrono::milliseconds wait_poll{200};       // how often waits re-check liveness
   // Continue a job loaded from the store after a coordinator restart: from the newest checkpoint
@@ -125,7 +125,8 @@ class JobRunner {
   void WaitForAnswers(std::chrono::steady_clock::time_point deadline);
   void Evaluate(uint32_t round, v1::RoundSummary* summary);
   void SetGlobal(std::vector<float> params);
-  // The task, serialized once and shared by every device it is sent to.
+  // The task as a SignedTask (proto/fleet.proto): serialized once, signed over those bytes, and
+  // shared by every device it is sent to.
   DeviceRegistry::TaskBytes MakeTask(v1::Task::Kind kind, uint32_t round) const;
   // Makes the round durable (checkpoint files, then summary + checkpoint record + job row in one
   // transaction) and publishes the summary.

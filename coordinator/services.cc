@@ -70,12 +70,10 @@ grpc::ByteBuffer SharedBytes(DeviceRegistry::TaskBytes task) {
   return grpc::ByteBuffer(&slice, 1);
 }
 
+// An empty SignedTask: the long poll ended without a task (nothing to sign or verify).
 const DeviceRegistry::TaskBytes& NoTask() {
-  static const DeviceRegistry::TaskBytes none = [] {
-    v1::Task t;
-    t.set_kind(v1::Task::NONE);
-    return std::make_shared<const std::string>(t.SerializeAsString());
-  }();
+  static const DeviceRegistry::TaskBytes none =
+      std::make_shared<const std::string>(v1::SignedTask().SerializeAsString());
   return none;
 }
 
