@@ -10,12 +10,12 @@
 #include <string>
 
 #include "common/audit_log.h"
-#include "common/semaphore.h"
 #include "coordinator/access.h"
 #include "coordinator/authority.h"
 #include "coordinator/device_registry.h"
 #include "coordinator/job_runner.h"
 #include "coordinator/store.h"
+#include "coordinator/upload_slots.h"
 
 namespace fleet {
 
@@ -40,7 +40,7 @@ class Coordinator {
   DeviceRegistry& registry() { return registry_; }
   AccessControl& access() { return *access_; }
   AuditLog& audit() { return *audit_; }
-  Semaphore& update_slots() { return update_slots_; }
+  UploadSlots& upload_slots() { return upload_slots_; }
   // Unix seconds on the (injectable) certificate clock.
   int64_t Now() const;
 
@@ -56,6 +56,9 @@ class Coordinator {
   void OnSecAgg(const v1::SecAggRequest& request, JobRunner::SecAggReply reply);
   // Largest payload accepted for `job_id`; NOT_FOUND for unknown jobs.
   StatusOr<size_t> MaxUpdateBytes(const std::string& job_id);
+  // Whether the job would take an update with this header now (JobRunner::AdmitUpload); *until
+  // is when its round stops collecting. NOT_FOUND for unknown jobs.
+  Status AdmitUpload(const v1::UpdateHeader& header, std::chrono::steady_clock::time_point* until);
 
   // Admin side.
   StatusOr<v1::JobStatus> SubmitJob(const v1::JobSpec& spec, const std::string& by);
@@ -96,7 +99,7 @@ class Coordinator {
   std::unique_ptr<Authority> authority_;  // null: insecure without a PKI
   std::unique_ptr<AccessControl> access_;
   DeviceRegistry registry_;
-  Semaphore update_slots_;
+  UploadSlots upload_slots_;
 
   std::mutex mu_;
   std::map<std::string, std::unique_ptr<JobRunner>> runners_;  // guarded by mu_

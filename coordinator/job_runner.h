@@ -70,6 +70,13 @@ class JobRunner {
 
   // A TRAIN result. Validates against the job's layout and folds it into the aggregate.
   Status OnUpdate(const v1::UpdateHeader& header, std::string_view payload);
+  // Asked before a PushUpdate stream takes an ingest slot or buffers anything: would OnUpdate
+  // take an update with this header now (the round collects, the device was selected and has not
+  // answered; secure: it still owes its masked input)? The same refusals OnUpdate gives
+  // (FAILED_PRECONDITION, ALREADY_EXISTS, INVALID_ARGUMENT). On OK, *until is when the round
+  // stops collecting updates. Takes the runner's lock for a few comparisons only.
+  Status AdmitUpload(const v1::UpdateHeader& header,
+                     std::chrono::steady_clock::time_point* until) const;
   // An EVALUATE result.
   Status OnMetrics(const v1::MetricsReport& report);
   // Answers one SecAgg RPC. Called exactly once, never with the runner's lock held.
@@ -99,6 +106,9 @@ class JobRunner {
     uint32_t rejected = 0;
     std::vector<EvalMetrics> evals;
     bool secagg_started = false;  // RunSecureStages installed secagg_ (or failed to)
+    // When the round stops taking updates (the bound of every PushUpdate stream for it): the
+    // plain round's deadline; for a secure round the masked-input stage's, once it opened.
+    std::chrono::steady_clock::time_point uploads_until;
   };
   // A SecAgg call whose stage has not closed yet.
   struct ParkedStep {
@@ -114,6 +124,9 @@ class JobRunner {
   bool RunSecureStages(uint32_t round, v1::RoundSummary* summary, std::string* why);
   bool secure() const { return !job_.spec().secure_aggregation().disabled(); }
   Status OnMaskedUpdate(const v1::UpdateHeader& header, std::string_view payload);
+  // Under mu_: the checks OnUpdate (plain) and OnMaskedUpdate make before looking at a payload.
+  Status AdmitPlainUploadLocked(const v1::UpdateHeader& header) const;
+  Status AdmitMaskedUploadLocked(const v1::UpdateHeader& header) const;
   // Under mu_: hands one step to secagg_. Returns the answer, or parks *reply and returns nullopt.
   std::optional<StatusOr<v1::SecAggResponse>> SecAggStepLocked(const v1::SecAggRequest& req,
                                                                SecAggReply* reply);
