@@ -10,7 +10,7 @@
 #include "common/job_spec.h"
 #include "common/log.h"
 #include "common/tensor_codec.h"
-#include "crypto/model_signature.h"
+#include "coordinator/task_envelope.h"
 
 namespace fleet {
 namespace {
@@ -200,14 +200,7 @@ DeviceRegistry::TaskBytes JobRunner::MakeTask(v1::Task::Kind kind, uint32_t roun
   }
   // Serialized once, signed over exactly these bytes (one BLAKE2b pass per task, not per
   // device), and sent as they are to every device of the round.
-  v1::SignedTask envelope;
-  std::string body = task->SerializeAsString();
-  task.reset();
-  if (options_.model_key != nullptr) {
-    envelope.set_signature(crypto::SignTask(*options_.model_key, body));
-  }
-  envelope.set_task(std::move(body));
-  return std::make_shared<const std::string>(envelope.SerializeAsString());
+  return std::make_shared<const std::string>(SealTask(*task, options_.model_key));
 }
 
 void JobRunner::Run() {

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include "coordinator/task_envelope.h"
 #include "crypto/model_signature.h"
 #include "crypto/random.h"
 #include "test_util.h"
@@ -73,6 +74,28 @@ TEST_F(SignedTaskTest, AcceptsTheSignedTaskAndReturnsWhatWasSigned) {
   StatusOr<v1::Task> got = guard.Accept(Seal(key_, task));
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   EXPECT_EQ(got->SerializeAsString(), task.SerializeAsString());
+}
+
+// The coordinator writes the envelope in one buffer; it is exactly the SignedTask encoding.
+TEST_F(SignedTaskTest, CoordinatorEnvelopeIsTheSignedTaskEncodingAndVerifies) {
+  v1::Task task = MakeTask("job-a", 7);
+  task.set_parameters(std::string(300000, 'w'));  // a multi-byte length prefix
+  const std::string sealed = SealTask(task, &key_);
+  v1::SignedTask parsed;
+  ASSERT_TRUE(parsed.ParseFromString(sealed));
+  EXPECT_EQ(parsed.task(), task.SerializeAsString());
+  EXPECT_EQ(parsed.SerializeAsString(), sealed);
+  ModelGuard guard(key_.public_key());
+  StatusOr<v1::Task> got = guard.Accept(parsed);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->parameters(), task.parameters());
+
+  // Without a PKI (--insecure) the envelope carries no signature, and a device refuses it.
+  v1::SignedTask unsigned_task;
+  ASSERT_TRUE(unsigned_task.ParseFromString(SealTask(task, nullptr)));
+  EXPECT_TRUE(unsigned_task.signature().empty());
+  EXPECT_EQ(unsigned_task.task(), task.SerializeAsString());
+  EXPECT_NE(guard.Accept(unsigned_task).status().message().find("not signed"), std::string::npos);
 }
 
 // Every field a device acts on is covered, not only job, round and parameters.
