@@ -1,9 +1,10 @@
 #include "client/client_runner.h"
 
-#include <functional>
-#include <thread>
-
 #include <sodium.h>
+
+#include <functional>
+#include <optional>
+#include <thread>
 
 #include "aggregation/quantize.h"
 #include "aggregation/secagg_client.h"
@@ -564,16 +565,29 @@ Status ClientRunner::HandleTask(const v1::Task& task, const v1::SignedTask& sign
 }
 
 // A connection lost mid-upload is retried (the round is still open, and the coordinator counts
-// nothing from a truncated stream); ALREADY_EXISTS on a retry means an earlier try did arrive.
+// nothing from a truncated stream); ALREADY_EXISTS on a retry means an earlier try did arrive,
+// unless it says the earlier stream is still open: the coordinator has not seen that connection
+// die yet and ends the stream at its idle bound (stream_idle_timeout_s), so that refusal is
+// retried for up to two minutes, or until the round stops taking updates.
 Status ClientRunner::SendUpdate(const v1::UpdateHeader& header, const std::string& payload) {
   Backoff backoff(std::chrono::milliseconds(500), std::chrono::seconds(4));
   Status s;
+  int failures = 0;  // transient network failures
+  std::optional<std::chrono::steady_clock::time_point> open_since;
   for (int attempt = 1;; ++attempt) {
     s = SendUpdateOnce(header, payload);
-    if (attempt > 1 && s.code() == StatusCode::kAlreadyExists) return OkStatus();
-    const bool transient =
-        s.code() == StatusCode::kUnavailable || s.code() == StatusCode::kDeadlineExceeded;
-    if (!transient || attempt == 4) return s;
+    const bool still_open = s.code() == StatusCode::kAlreadyExists &&
+                            s.message().find(kUploadOpenReason) != std::string::npos;
+    if (attempt > 1 && s.code() == StatusCode::kAlreadyExists && !still_open) return OkStatus();
+    if (still_open) {
+      const auto now = std::chrono::steady_clock::now();
+      if (!open_since) open_since = now;
+      if (now - *open_since > std::chrono::minutes(2)) return s;
+    } else {
+      const bool transient =
+          s.code() == StatusCode::kUnavailable || s.code() == StatusCode::kDeadlineExceeded;
+      if (!transient || ++failures == 4) return s;
+    }
     FLEET_LOG(Warn) << "job " << header.job_id() << " round " << header.round()
                     << ": update not delivered (" << s.message() << "); retrying";
     if (!SleepUnlessStopped(backoff.Next())) return s;

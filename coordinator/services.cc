@@ -324,7 +324,7 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UpdateChunk> {
     if (Status s = c_->AdmitUpload(header_, &until); !s.ok()) return End(ToGrpcStatus(s));
     if (!service_->BeginUpload(device)) {
       return End(grpc::Status(grpc::StatusCode::ALREADY_EXISTS,
-                              "device " + device + " already has an upload open (job " +
+                              "device " + device + " " + kUploadOpenReason + " (job " +
                                   header_.job_id() + " round " + std::to_string(header_.round()) +
                                   "): one at a time"));
     }

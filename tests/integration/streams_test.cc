@@ -264,6 +264,35 @@ TEST(Uploads, StreamsOfANonSelectedDeviceAreRefusedBeforeTakingASlot) {
   EXPECT_EQ(status.rounds(0).participants(), 2u);
 }
 
+// A link that drops mid-upload while the coordinator does not notice (its side of the connection
+// stays open and silent): the client's retry finds its old stream still open and is refused with
+// "already has an upload open", which it retries (it must not take it for a delivered update)
+// until the coordinator ends the silent stream at its idle bound. The update is counted once.
+TEST(Uploads, RetryWhileTheOldStreamIsStillOpenIsDeliveredAfterTheIdleBound) {
+  Cluster c;
+  ASSERT_TRUE(c.StartCoordinator({"--stream-idle-timeout-s", "3"})) << c.coordinator().Log();
+  TcpProxy proxy(c.port());
+  proxy.CutClientSideOnly();
+  c.set_client_config_extra(1, "chunk_kb: 16\n");  // the header chunk arrives, later ones do not
+  Process& cut = c.StartHarClient(1, true, "127.0.0.1:" + std::to_string(proxy.port()));
+  for (int s : {3, 5}) c.StartHarClient(s);
+  ASSERT_TRUE(WaitFor([&] { return c.OnlineDevices() >= 3; }, std::chrono::seconds(30)));
+  proxy.CutAfterUpstreamBytes(40000);  // the HAR update is ~73 KB
+  auto submit = c.Fleetctl({"job", "submit", "--watch", "-f",
+                            c.WriteJob("it-half-cut", 1, 3, 3,
+                                       "secure_aggregation: {enabled: false}\n"
+                                       "round_deadline_s: 30\nmax_round_retries: 0\n")});
+  ASSERT_EQ(submit.exit_code, 0) << submit.output << c.coordinator().Log() << cut.Log();
+  const std::string id = submit.output.substr(0, submit.output.find('\n'));
+  EXPECT_EQ(proxy.cuts(), 1);
+  EXPECT_NE(cut.Log().find(kUploadOpenReason), std::string::npos) << cut.Log();
+  EXPECT_NE(c.coordinator().Log().find("PushUpdate from har-subject-1 ended: no data for 3 s"),
+            std::string::npos)
+      << c.coordinator().Log();
+  const std::string json = c.Fleetctl({"-o", "json", "job", "get", id}).output;
+  EXPECT_EQ(JsonInts(json, "participants"), (std::vector<int>{3})) << json;
+}
+
 // A WatchJob stream ends after the coordinator's limit with DEADLINE_EXCEEDED naming it, and
 // fleetctl opens the next one: `job watch` still follows the job to its end.
 TEST(Watch, StreamsAreBoundedAndFleetctlFollowsAcrossThem) {
