@@ -4,7 +4,8 @@
 // no token uses), joins, heartbeats, and keeps one FetchTask long poll open. TRAIN tasks are
 // answered with the global model plus small deterministic noise (no LibTorch: the point is the
 // coordinator's load, not learning); EVALUATE tasks with fixed metrics. Secure-aggregation tasks
-// are declined. Model signatures are not checked (fleet-client does that).
+// are declined. Task signatures are not checked (fleet-client does that): the signed bytes of
+// each SignedTask are parsed as they come.
 //
 // Threads: gRPC's own callback threads for heartbeats and long polls (they never block), plus
 // --workers threads for enrollment, Join and uploads.
@@ -250,7 +251,7 @@ class Simulator {
     struct Call {
       grpc::ClientContext ctx;
       v1::FetchTaskRequest req;
-      v1::Task task;
+      v1::SignedTask task;
     };
     auto* call = new Call;
     call->req.set_protocol_version(kProtocolVersion);
@@ -279,7 +280,7 @@ class Simulator {
                                 });
   }
 
-  void OnPolled(VirtualDevice* d, const grpc::Status& s, v1::Task task) {
+  void OnPolled(VirtualDevice* d, const grpc::Status& s, v1::SignedTask signed_task) {
     if (Stopping()) return;
     if (!s.ok()) {
       if (s.error_code() == grpc::StatusCode::NOT_FOUND ||
@@ -291,7 +292,9 @@ class Simulator {
       return;
     }
     stats_.polls++;
-    if (task.kind() == v1::Task::NONE) {
+    v1::Task task;
+    if (signed_task.task().empty() || !task.ParseFromString(signed_task.task()) ||
+        task.kind() == v1::Task::NONE) {
       Poll(d);
       return;
     }

@@ -117,8 +117,13 @@ grpc::Status Push(v1::Device::Stub* stub, const v1::UpdateHeader& header, const 
 // The floor: a Device service that serves a fixed payload and discards uploads.
 class FloorService final : public v1::Device::Service {
  public:
-  explicit FloorService(std::string payload) { task_.set_parameters(std::move(payload)); }
-  grpc::Status FetchTask(grpc::ServerContext*, const v1::FetchTaskRequest*, v1::Task* t) override {
+  explicit FloorService(std::string payload) {
+    v1::Task task;
+    task.set_parameters(std::move(payload));
+    task_.set_task(task.SerializeAsString());
+  }
+  grpc::Status FetchTask(grpc::ServerContext*, const v1::FetchTaskRequest*,
+                         v1::SignedTask* t) override {
     *t = task_;
     return grpc::Status::OK;
   }
@@ -132,7 +137,7 @@ class FloorService final : public v1::Device::Service {
   }
 
  private:
-  v1::Task task_;
+  v1::SignedTask task_;
 };
 
 double FloorSecondsPerRound(const std::string& pki, const std::vector<Identity>& ids,
@@ -159,8 +164,10 @@ double FloorSecondsPerRound(const std::string& pki, const std::vector<Identity>&
     for (int i = 0; i < n; ++i) {
       threads.emplace_back([&, i] {
         grpc::ClientContext ctx;
+        v1::SignedTask st;
+        stubs[i]->FetchTask(&ctx, v1::FetchTaskRequest(), &st);
         v1::Task t;
-        stubs[i]->FetchTask(&ctx, v1::FetchTaskRequest(), &t);
+        t.ParseFromString(st.task());
         v1::UpdateHeader h;
         Push(stubs[i].get(), h, t.parameters());
       });
@@ -267,8 +274,14 @@ int main(int argc, char** argv) {
         fr.set_protocol_version(kProtocolVersion);
         fr.set_device_id(id);
         fr.set_wait_ms(500);
+        // Like fleet-sim, these devices parse the signed bytes without verifying them (real
+        // devices verify; here only the coordinator's cost is measured).
+        v1::SignedTask signed_task;
         v1::Task task;
-        if (!stub->FetchTask(&ctx, fr, &task).ok() || task.kind() != v1::Task::TRAIN) continue;
+        if (!stub->FetchTask(&ctx, fr, &signed_task).ok() ||
+            !task.ParseFromString(signed_task.task()) || task.kind() != v1::Task::TRAIN) {
+          continue;
+        }
         const double cpu_start = ThreadCpuSeconds();
         struct CpuCharge {  // charged however the task ends
           std::atomic<uint64_t>* total;

@@ -406,44 +406,59 @@ int VerifyAudit(const AuditVerifyArgs& a, const Options& o) {
   return good ? kExitOk : kExitError;
 }
 
+// Prints one job status: a JSON line, or the progress line (redrawn in place on a TTY).
+void PrintProgress(const JobStatus& j, const Options& o, bool tty) {
+  if (o.output == "json") {
+    std::string line;
+    google::protobuf::util::JsonPrintOptions opts;
+    opts.preserve_proto_field_names = true;
+    (void)google::protobuf::util::MessageToJsonString(j, &line, opts);
+    std::printf("%s\n", line.c_str());
+  } else {
+    std::string round_info;
+    if (j.rounds_size() > 0) {
+      const auto& r = j.rounds(j.rounds_size() - 1);
+      char buf[160];
+      std::snprintf(buf, sizeof(buf),
+                    " | last round %u: %u/%u clients, train_loss %.4f, eval_acc %.4f", r.round(),
+                    r.participants(), r.selected(), r.train_loss(), r.eval_accuracy());
+      round_info = buf;
+    }
+    std::printf("%s%s %s round %u/%u%s%s", tty ? "\r\033[K" : "", j.id().c_str(),
+                Short(JobStatus::State_Name(j.state())).c_str(), j.current_round(),
+                j.spec().rounds(), round_info.c_str(), tty ? "" : "\n");
+  }
+  std::fflush(stdout);
+}
+
 // Follows a job until it ends. Live single-line progress on a TTY, one line per change otherwise.
+// The coordinator bounds every watch stream (watch_timeout_s) and ends it with
+// DEADLINE_EXCEEDED; then the next one is opened, so a watch lasts as long as the job.
 int Watch(Admin& admin, const Options& o, const std::string& id) {
-  grpc::ClientContext ctx;
-  admin.Prepare(&ctx, /*stream=*/true);
-  fleet::v1::WatchJobRequest req;
-  req.set_id(id);
-  auto reader = admin.stub()->WatchJob(&ctx, req);
   const bool tty = isatty(STDOUT_FILENO) && o.output == "table";
   JobStatus j, last;
   bool any = false;
-  while (reader->Read(&j)) {
-    any = true;
-    last = j;
-    if (o.output == "json") {
-      std::string line;
-      google::protobuf::util::JsonPrintOptions opts;
-      opts.preserve_proto_field_names = true;
-      (void)google::protobuf::util::MessageToJsonString(j, &line, opts);
-      std::printf("%s\n", line.c_str());
-    } else {
-      std::string round_info;
-      if (j.rounds_size() > 0) {
-        const auto& r = j.rounds(j.rounds_size() - 1);
-        char buf[160];
-        std::snprintf(buf, sizeof(buf),
-                      " | last round %u: %u/%u clients, train_loss %.4f, eval_acc %.4f",
-                      r.round(), r.participants(), r.selected(), r.train_loss(),
-                      r.eval_accuracy());
-        round_info = buf;
-      }
-      std::printf("%s%s %s round %u/%u%s%s", tty ? "\r\033[K" : "", j.id().c_str(),
-                  Short(JobStatus::State_Name(j.state())).c_str(), j.current_round(),
-                  j.spec().rounds(), round_info.c_str(), tty ? "" : "\n");
+  grpc::Status s;
+  bool reopen = true;
+  while (reopen) {
+    grpc::ClientContext ctx;
+    admin.Prepare(&ctx, /*stream=*/true);
+    fleet::v1::WatchJobRequest req;
+    req.set_id(id);
+    auto reader = admin.stub()->WatchJob(&ctx, req);
+    bool got = false;
+    while (reader->Read(&j)) {
+      got = true;
+      // A new stream starts with the current status, which may be the last one shown.
+      if (any && j.SerializeAsString() == last.SerializeAsString()) continue;
+      any = true;
+      last = j;
+      PrintProgress(j, o, tty);
     }
-    std::fflush(stdout);
+    s = reader->Finish();
+    reopen = s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && got;
   }
   if (tty && any) std::printf("\n");
-  grpc::Status s = reader->Finish();
   if (!s.ok()) return RpcError(s, o);
   if (last.state() != JobStatus::SUCCEEDED) {
     std::cerr << "fleetctl: job " << id << " ended " << Short(JobStatus::State_Name(last.state()))

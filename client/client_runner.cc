@@ -1,9 +1,10 @@
 #include "client/client_runner.h"
 
-#include <functional>
-#include <thread>
-
 #include <sodium.h>
+
+#include <functional>
+#include <optional>
+#include <thread>
 
 #include "aggregation/quantize.h"
 #include "aggregation/secagg_client.h"
@@ -44,6 +45,11 @@ StatusOr<std::unique_ptr<ClientRunner>> ClientRunner::Create(ClientConfig config
                        "(a dishonest coordinator can fabricate neighbours)";
     r->insecure_signing_key_ = std::make_unique<crypto::SigningKey>(crypto::SigningKey::Generate());
     RETURN_IF_ERROR(r->Connect(r->config_.tls));
+  } else {
+    // Loaded before anything else can arrive: a device that lost track of what it accepted would
+    // take a rolled-back model.
+    ASSIGN_OR_RETURN(r->accepted_,
+                     AcceptedRoundsFile::Open(r->config_.state_dir + "/accepted-rounds"));
   }
   RETURN_IF_ERROR(r->LoadData());
   const std::string& dir = r->config_.state_dir;
@@ -84,12 +90,14 @@ StatusOr<TrainResult> ClientRunner::Train(const v1::Task& task, const ModelLayou
   return result;
 }
 
-void ClientRunner::OfferToControl(const v1::Task& task, const ModelLayout& layout,
+void ClientRunner::OfferToControl(const v1::Task& task, const v1::SignedTask& signed_task,
+                                  const ModelLayout& layout,
                                   const std::vector<TensorView>& params) {
   if (!hooks_.on_global_model || task.dataset() != hooks_.model_dataset) return;
   hooks_.on_global_model(task, Flatten(params, layout));
   if (config_.state_dir.empty()) return;
-  Status w = WriteFileAtomically(ControlModelPath(config_), task.SerializeAsString(), 0600);
+  // Kept as received, signature included, and verified again like a new task when restored.
+  Status w = WriteFileAtomically(ControlModelPath(config_), signed_task.SerializeAsString(), 0600);
   if (!w.ok()) FLEET_LOG(Warn) << "control model not kept for the next start: " << w.message();
 }
 
@@ -101,8 +109,11 @@ void ClientRunner::RestoreControlModel() {
   v1::Task task;
   auto load = [&]() -> StatusOr<std::vector<float>> {
     ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
-    if (!task.ParseFromString(bytes)) return DataLoss("not a Task message");
-    RETURN_IF_ERROR(VerifyModel(task));
+    v1::SignedTask signed_task;
+    if (!signed_task.ParseFromString(bytes) || signed_task.task().empty()) {
+      return DataLoss("not a SignedTask message");
+    }
+    ASSIGN_OR_RETURN(task, OpenTask(signed_task, /*record=*/false));
     ASSIGN_OR_RETURN(ModelLayout layout, LayoutFor(task.model()));
     ASSIGN_OR_RETURN(std::vector<TensorView> views, DecodeParameters(task.parameters(), layout));
     return Flatten(views, layout);
@@ -161,9 +172,10 @@ Status ClientRunner::EnsureIdentity() {
 }
 
 Status ClientRunner::Adopt(DeviceCredentials creds) {
-  // A new model key (another coordinator) starts a new rollback history.
+  // The accepted rounds are kept per job id (random per coordinator), so they stay valid when
+  // the device moves to another coordinator's key.
   if (!guard_ || guard_->key() != creds.model_key) {
-    guard_ = std::make_unique<ModelGuard>(creds.model_key);
+    guard_ = std::make_unique<ModelGuard>(creds.model_key, accepted_.get());
   }
   if (!verifier_ || verifier_ca_ != creds.ca_pem) {
     ASSIGN_OR_RETURN(verifier_, crypto::CertificateVerifier::Create(creds.ca_pem));
@@ -228,9 +240,13 @@ Status ClientRunner::Reenroll(const std::string& refusal) {
   return Adopt(std::move(c).value());
 }
 
-Status ClientRunner::VerifyModel(const v1::Task& task) {
-  if (config_.tls.insecure) return OkStatus();  // warned at startup
-  return guard_->Accept(task);
+StatusOr<v1::Task> ClientRunner::OpenTask(const v1::SignedTask& signed_task, bool record) {
+  if (config_.tls.insecure) {  // unsigned tasks accepted: warned at startup
+    v1::Task task;
+    if (!task.ParseFromString(signed_task.task())) return InvalidArgument("malformed task");
+    return task;
+  }
+  return record ? guard_->Accept(signed_task) : guard_->Check(signed_task);
 }
 
 ClientRunner::~ClientRunner() { Stop(); }
@@ -431,12 +447,12 @@ Status ClientRunner::Run() {
     req.set_protocol_version(kProtocolVersion);
     req.set_device_id(config_.device_id);
     req.set_wait_ms(config_.poll_wait_ms);
-    v1::Task task;
+    v1::SignedTask signed_task;
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() +
                      std::chrono::milliseconds(config_.poll_wait_ms + 10000));
     SetContext(&ctx);
-    grpc::Status s = Stub()->FetchTask(&ctx, req, &task);
+    grpc::Status s = Stub()->FetchTask(&ctx, req, &signed_task);
     SetContext(nullptr);
     if (!s.ok()) {
       if (s.error_code() == grpc::StatusCode::CANCELLED) continue;  // Stop() or revocation
@@ -458,21 +474,63 @@ Status ClientRunner::Run() {
       SleepUnlessStopped(backoff.Next());
       continue;
     }
-    if (task.kind() == v1::Task::NONE) continue;
+    if (signed_task.task().empty()) continue;  // the poll ended without a task
     busy_ = true;
-    Status ts = HandleTask(task);
+    HandleSignedTask(signed_task);
     busy_ = false;
-    if (!ts.ok()) {
-      FLEET_LOG(Warn) << "job " << task.job_id() << " round " << task.round() << ": "
-                      << ts.message();
-    }
   }
   Stop();
   heartbeat.join();
   return fatal;
 }
 
-Status ClientRunner::HandleTask(const v1::Task& task) {
+void ClientRunner::HandleSignedTask(const v1::SignedTask& signed_task) {
+  StatusOr<v1::Task> task = OpenTask(signed_task, /*record=*/true);
+  Status ts;
+  if (task.ok()) {
+    if (task->kind() == v1::Task::NONE) return;
+    ts = HandleTask(*task, signed_task);
+  } else {
+    // Nothing of a refused task is used except the ids it claims, to decline it (so the round
+    // does not wait for this device).
+    v1::Task claimed = ClaimedIdentity(signed_task);
+    FLEET_LOG(Error) << "job " << claimed.job_id() << " round " << claimed.round() << ": "
+                     << task.status().message();
+    ts = Decline(claimed, task.status());
+    task = std::move(claimed);
+  }
+  if (!ts.ok()) {
+    FLEET_LOG(Warn) << "job " << task->job_id() << " round " << task->round() << ": "
+                    << ts.message();
+  }
+}
+
+Status ClientRunner::Decline(const v1::Task& task, const Status& why) {
+  if (task.kind() == v1::Task::TRAIN) {
+    v1::UpdateHeader header;
+    header.set_protocol_version(kProtocolVersion);
+    header.set_device_id(config_.device_id);
+    header.set_job_id(task.job_id());
+    header.set_round(task.round());
+    header.set_error(why.message());
+    Status s = SendUpdate(header, "");
+    if (!s.ok()) FLEET_LOG(Debug) << "decline not delivered: " << s.message();
+  } else if (task.kind() == v1::Task::EVALUATE) {
+    v1::MetricsReport report;
+    report.set_protocol_version(kProtocolVersion);
+    report.set_device_id(config_.device_id);
+    report.set_job_id(task.job_id());
+    report.set_round(task.round());
+    report.set_error(why.message());
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    v1::ReportMetricsResponse resp;
+    Stub()->ReportMetrics(&ctx, report, &resp);
+  }
+  return why;
+}
+
+Status ClientRunner::HandleTask(const v1::Task& task, const v1::SignedTask& signed_task) {
   auto started = std::chrono::steady_clock::now();
   v1::UpdateHeader header;
   header.set_protocol_version(kProtocolVersion);
@@ -486,33 +544,15 @@ Status ClientRunner::HandleTask(const v1::Task& task) {
   report.set_round(task.round());
 
   // Anything that makes the task impossible is reported back, so the round does not wait for us.
-  auto decline = [&](const Status& why) -> Status {
-    if (task.kind() == v1::Task::TRAIN) {
-      header.set_error(why.message());
-      Status s = SendUpdate(header, "");
-      if (!s.ok()) FLEET_LOG(Debug) << "decline not delivered: " << s.message();
-    } else {
-      report.set_error(why.message());
-      grpc::ClientContext ctx;
-      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-      v1::ReportMetricsResponse resp;
-      Stub()->ReportMetrics(&ctx, report, &resp);
-    }
-    return why;
-  };
+  auto decline = [&](const Status& why) -> Status { return Decline(task, why); };
 
-  if (Status v = VerifyModel(task); !v.ok()) {
-    FLEET_LOG(Error) << "job " << task.job_id() << " round " << task.round() << ": "
-                     << v.message();
-    return decline(v);
-  }
   StatusOr<ModelLayout> layout = LayoutFor(task.model());
   if (!layout.ok()) return decline(layout.status());
   // The coordinator is trusted no more than the network: validate the model it sent.
   StatusOr<std::vector<TensorView>> params = DecodeParameters(task.parameters(), *layout);
   if (!params.ok()) return decline(Status(params.status().code(), "global model rejected: " +
                                                                      params.status().message()));
-  OfferToControl(task, *layout, *params);
+  OfferToControl(task, signed_task, *layout, *params);
   if (task.dataset() == hooks_.buffer_dataset) RefreshBufferData();
   auto it = data_.find(task.dataset());
   if (it == data_.end()) {
@@ -560,16 +600,29 @@ Status ClientRunner::HandleTask(const v1::Task& task) {
 }
 
 // A connection lost mid-upload is retried (the round is still open, and the coordinator counts
-// nothing from a truncated stream); ALREADY_EXISTS on a retry means an earlier try did arrive.
+// nothing from a truncated stream); ALREADY_EXISTS on a retry means an earlier try did arrive,
+// unless it says the earlier stream is still open: the coordinator has not seen that connection
+// die yet and ends the stream at its idle bound (stream_idle_timeout_s), so that refusal is
+// retried for up to two minutes, or until the round stops taking updates.
 Status ClientRunner::SendUpdate(const v1::UpdateHeader& header, const std::string& payload) {
   Backoff backoff(std::chrono::milliseconds(500), std::chrono::seconds(4));
   Status s;
+  int failures = 0;  // transient network failures
+  std::optional<std::chrono::steady_clock::time_point> open_since;
   for (int attempt = 1;; ++attempt) {
     s = SendUpdateOnce(header, payload);
-    if (attempt > 1 && s.code() == StatusCode::kAlreadyExists) return OkStatus();
-    const bool transient =
-        s.code() == StatusCode::kUnavailable || s.code() == StatusCode::kDeadlineExceeded;
-    if (!transient || attempt == 4) return s;
+    const bool still_open = s.code() == StatusCode::kAlreadyExists &&
+                            s.message().find(kUploadOpenReason) != std::string::npos;
+    if (attempt > 1 && s.code() == StatusCode::kAlreadyExists && !still_open) return OkStatus();
+    if (still_open) {
+      const auto now = std::chrono::steady_clock::now();
+      if (!open_since) open_since = now;
+      if (now - *open_since > std::chrono::minutes(2)) return s;
+    } else {
+      const bool transient =
+          s.code() == StatusCode::kUnavailable || s.code() == StatusCode::kDeadlineExceeded;
+      if (!transient || ++failures == 4) return s;
+    }
     FLEET_LOG(Warn) << "job " << header.job_id() << " round " << header.round()
                     << ": update not delivered (" << s.message() << "); retrying";
     if (!SleepUnlessStopped(backoff.Next())) return s;

@@ -68,9 +68,9 @@ class ClientRunner {
   // Local training at the priority the control loop needs (see ControlHooks).
   StatusOr<TrainResult> Train(const v1::Task& task, const ModelLayout& layout,
                               const std::vector<TensorView>& global, const LocalData& data);
-  // Hands a verified model to the control loop and keeps it for the next start.
-  void OfferToControl(const v1::Task& task, const ModelLayout& layout,
-                      const std::vector<TensorView>& params);
+  // Hands a verified model to the control loop and keeps it (as signed) for the next start.
+  void OfferToControl(const v1::Task& task, const v1::SignedTask& signed_task,
+                      const ModelLayout& layout, const std::vector<TensorView>& params);
   // At start: the model kept by OfferToControl, if it still verifies.
   void RestoreControlModel();
   Status LoadData();
@@ -94,12 +94,17 @@ class ClientRunner {
   // The coordinator refused our certificate (revoked or expired): re-enroll if the bootstrap
   // token allows, else a fatal error saying the device needs re-provisioning.
   Status Reenroll(const std::string& refusal);
-  // Signed by the coordinator's model key for this job and round, and not older than a model
-  // already accepted for the job.
-  Status VerifyModel(const v1::Task& task);
+  // The task inside `signed_task` once the model guard let it through (signature over the
+  // received bytes, then no rollback); `record` keeps its round durably before returning.
+  // --insecure: parsed unchecked.
+  StatusOr<v1::Task> OpenTask(const v1::SignedTask& signed_task, bool record);
   Status Join();
   void HeartbeatLoop();
-  Status HandleTask(const v1::Task& task);
+  // Opens one fetched task and runs it, or declines it with the reason it was refused.
+  void HandleSignedTask(const v1::SignedTask& signed_task);
+  Status HandleTask(const v1::Task& task, const v1::SignedTask& signed_task);
+  // Tells the coordinator this device will not run `task` (why), so its round stops waiting.
+  Status Decline(const v1::Task& task, const Status& why);
   Status SendUpdate(const v1::UpdateHeader& header, const std::string& payload);
   Status SendUpdateOnce(const v1::UpdateHeader& header, const std::string& payload);
   // A TRAIN task of a secure job: the SecAgg+ client protocol around local training.
@@ -125,6 +130,8 @@ class ClientRunner {
   int64_t next_renewal_attempt_ = 0;
   // Main loop only; set with the credentials (Adopt), kept across renewals with the same key.
   std::unique_ptr<ModelGuard> guard_;
+  // state_dir/accepted-rounds, loaded in Create; null when --insecure. Main loop only.
+  std::unique_ptr<AcceptedRoundsFile> accepted_;
   std::map<std::string, LocalData> data_;
   // --insecure only: signs this device's secure-aggregation messages, made per process (there is
   // no certificate to certify a key). With TLS the key is creds_->secagg_key.

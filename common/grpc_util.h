@@ -11,7 +11,13 @@
 
 namespace fleet {
 
-constexpr uint32_t kProtocolVersion = 1;
+// v2: FetchTask answers with a SignedTask (the whole task signed over its exact bytes).
+constexpr uint32_t kProtocolVersion = 2;
+
+// In the ALREADY_EXISTS refusal of a PushUpdate while the same device's previous stream is still
+// open. Unlike the other ALREADY_EXISTS (the round already has this device's answer) it does not
+// mean an earlier try arrived, so clients retry it.
+constexpr char kUploadOpenReason[] = "already has an upload open";
 
 struct ServerTlsOptions {
   bool insecure = false;

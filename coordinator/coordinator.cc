@@ -138,7 +138,7 @@ Coordinator::Coordinator(CoordinatorOptions options, std::unique_ptr<JobStore> s
     : options_(std::move(options)),
       store_(std::move(store)),
       registry_(options_.offline_after),
-      update_slots_(std::max<uint32_t>(1, options_.max_concurrent_updates)) {}
+      upload_slots_(std::max<uint32_t>(1, options_.max_concurrent_updates)) {}
 
 Coordinator::~Coordinator() {
   Shutdown();
@@ -277,6 +277,13 @@ StatusOr<size_t> Coordinator::MaxUpdateBytes(const std::string& job_id) {
   JobRunner* r = FindRunner(job_id);
   if (r == nullptr) return NotFound("no running job " + job_id);
   return r->max_update_bytes();
+}
+
+Status Coordinator::AdmitUpload(const v1::UpdateHeader& header,
+                                std::chrono::steady_clock::time_point* until) {
+  JobRunner* r = FindRunner(header.job_id());
+  if (r == nullptr) return NotFound("no running job " + header.job_id());
+  return r->AdmitUpload(header, until);
 }
 
 Status Coordinator::OnUpdate(const v1::UpdateHeader& header, std::string_view payload) {

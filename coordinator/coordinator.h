@@ -10,13 +10,13 @@
 #include <string>
 
 #include "common/audit_log.h"
-#include "common/semaphore.h"
 #include "coordinator/access.h"
 #include "coordinator/audit_trail.h"
 #include "coordinator/authority.h"
 #include "coordinator/device_registry.h"
 #include "coordinator/job_runner.h"
 #include "coordinator/store.h"
+#include "coordinator/upload_slots.h"
 
 namespace fleet {
 
@@ -41,7 +41,7 @@ class Coordinator {
   DeviceRegistry& registry() { return registry_; }
   AccessControl& access() { return *access_; }
   AuditLog& audit() { return *audit_; }
-  Semaphore& update_slots() { return update_slots_; }
+  UploadSlots& upload_slots() { return upload_slots_; }
   // Unix seconds on the (injectable) certificate clock.
   int64_t Now() const;
 
@@ -60,6 +60,9 @@ class Coordinator {
   void OnSecAgg(const v1::SecAggRequest& request, JobRunner::SecAggReply reply);
   // Largest payload accepted for `job_id`; NOT_FOUND for unknown jobs.
   StatusOr<size_t> MaxUpdateBytes(const std::string& job_id);
+  // Whether the job would take an update with this header now (JobRunner::AdmitUpload); *until
+  // is when its round stops collecting. NOT_FOUND for unknown jobs.
+  Status AdmitUpload(const v1::UpdateHeader& header, std::chrono::steady_clock::time_point* until);
 
   // Admin side.
   StatusOr<v1::JobStatus> SubmitJob(const v1::JobSpec& spec, const std::string& by);
@@ -100,7 +103,7 @@ class Coordinator {
   std::unique_ptr<Authority> authority_;  // null: insecure without a PKI
   std::unique_ptr<AccessControl> access_;
   DeviceRegistry registry_;
-  Semaphore update_slots_;
+  UploadSlots upload_slots_;
 
   std::mutex mu_;
   std::map<std::string, std::unique_ptr<JobRunner>> runners_;  // guarded by mu_

@@ -47,7 +47,7 @@ class DeviceRegistry {
   };
   SecAggIdentity SecAggIdentityOf(const std::string& id) const;
 
-  // A serialized v1::Task, shared by every device it is queued for.
+  // A serialized v1::SignedTask, shared by every device it is queued for.
   using TaskBytes = std::shared_ptr<const std::string>;
   // Reserves the device for `job_id` and queues `task`. False if offline or reserved elsewhere.
   bool Reserve(const std::string& id, const std::string& job_id, TaskBytes task);

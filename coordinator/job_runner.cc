@@ -10,7 +10,7 @@
 #include "common/job_spec.h"
 #include "common/log.h"
 #include "common/tensor_codec.h"
-#include "crypto/model_signature.h"
+#include "coordinator/task_envelope.h"
 
 namespace fleet {
 namespace {
@@ -188,10 +188,7 @@ DeviceRegistry::TaskBytes JobRunner::MakeTask(v1::Task::Kind kind, uint32_t roun
   *task->mutable_model() = job_.spec().model();
   *task->mutable_train() = job_.spec().train();
   task->set_parameters(global_encoded_);
-  if (options_.model_key != nullptr) {
-    task->set_model_signature(
-        crypto::SignModel(*options_.model_key, job_.id(), round, global_encoded_));
-  }
+  task->set_resume_epoch(job_.restarts());
   task->set_seed(job_.spec().seed() * 1000003ULL + round);
   if (kind == v1::Task::TRAIN && secure()) {
     const auto& sa = job_.spec().secure_aggregation();
@@ -205,7 +202,9 @@ DeviceRegistry::TaskBytes JobRunner::MakeTask(v1::Task::Kind kind, uint32_t roun
     c->set_round_deadline_ms(job_.spec().round_deadline_s() * 1000);
     c->set_attempt_nonce(attempt_nonce);
   }
-  return std::make_shared<const std::string>(task->SerializeAsString());
+  // Serialized once, signed over exactly these bytes (one BLAKE2b pass per task, not per
+  // device), and sent as they are to every device of the round.
+  return std::make_shared<const std::string>(SealTask(*task, options_.model_key));
 }
 
 void JobRunner::Run() {
@@ -407,6 +406,12 @@ bool JobRunner::RunRound(uint32_t round, v1::RoundSummary* summary, std::string*
     round_.round = round;
     round_.attempt_nonce = attempt_nonce;
     round_.target = plan.target;
+    // Updates come until the round's deadline; a secure round first runs two key stages (its
+    // bound is refined when the masked-input stage opens).
+    round_.uploads_until =
+        std::chrono::steady_clock::now() + std::chrono::seconds(spec.round_deadline_s()) +
+        (secure() ? 2 * std::chrono::seconds(spec.secure_aggregation().stage_timeout_s())
+                  : std::chrono::seconds(0));
     secagg_.reset();  // RunSecureStages installs this round's; SecAgg RPCs wait for it
     strategy_->BeginRound(global_);
     for (const auto& id : chosen) {
@@ -423,7 +428,13 @@ bool JobRunner::RunRound(uint32_t round, v1::RoundSummary* summary, std::string*
   }
   summary->set_selected(static_cast<uint32_t>(round_.selected.size()));
   if (secure()) return RunSecureStages(round, summary, why);
-  WaitForAnswers(std::chrono::steady_clock::now() + std::chrono::seconds(spec.round_deadline_s()));
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(spec.round_deadline_s());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    round_.uploads_until = deadline;
+  }
+  WaitForAnswers(deadline);
   failpoint::Hit("round.collected", round);
 
   StatusOr<std::vector<float>> next = FailedPrecondition("round did not run");
@@ -489,9 +500,15 @@ void JobRunner::Evaluate(uint32_t round, v1::RoundSummary* summary) {
   summary->set_eval_accuracy(agg.accuracy);
 }
 
-Status JobRunner::OnUpdate(const v1::UpdateHeader& header, std::string_view payload) {
-  if (secure()) return OnMaskedUpdate(header, payload);
+Status JobRunner::AdmitUpload(const v1::UpdateHeader& header,
+                              std::chrono::steady_clock::time_point* until) const {
   std::lock_guard<std::mutex> lock(mu_);
+  RETURN_IF_ERROR(secure() ? AdmitMaskedUploadLocked(header) : AdmitPlainUploadLocked(header));
+  *until = round_.uploads_until;
+  return OkStatus();
+}
+
+Status JobRunner::AdmitPlainUploadLocked(const v1::UpdateHeader& header) const {
   const std::string& device = header.device_id();
   if (header.masked()) {
     return InvalidArgument("job " + job_.id() + " does not use secure aggregation; send a "
@@ -510,6 +527,14 @@ Status JobRunner::OnUpdate(const v1::UpdateHeader& header, std::string_view payl
                                                   " already answered round " +
                                                   std::to_string(header.round()));
   }
+  return OkStatus();
+}
+
+Status JobRunner::OnUpdate(const v1::UpdateHeader& header, std::string_view payload) {
+  if (secure()) return OnMaskedUpdate(header, payload);
+  std::lock_guard<std::mutex> lock(mu_);
+  const std::string& device = header.device_id();
+  RETURN_IF_ERROR(AdmitPlainUploadLocked(header));
   round_.answered.insert(device);
   cv_.notify_all();
   if (round_.target > 0 && strategy_->accepted() >= round_.target) {

@@ -39,7 +39,7 @@ namespace fleet {
 
 struct RunnerOptions {
   std::string checkpoint_dir;                     // <state_dir>/checkpoints/<job id>
-  const crypto::SigningKey* model_key = nullptr;  // signs every task's model (null: unsigned)
+  const crypto::SigningKey* model_key = nullptr;  // signs every task (null: unsigned)
   // Round completions, recorded before each commit (fail closed: a round that cannot be
   // recorded fails the job). Null: none (unit tests).
   AuditLog* audit = nullptr;
@@ -72,6 +72,13 @@ class JobRunner {
 
   // A TRAIN result. Validates against the job's layout and folds it into the aggregate.
   Status OnUpdate(const v1::UpdateHeader& header, std::string_view payload);
+  // Asked before a PushUpdate stream takes an ingest slot or buffers anything: would OnUpdate
+  // take an update with this header now (the round collects, the device was selected and has not
+  // answered; secure: it still owes its masked input)? The same refusals OnUpdate gives
+  // (FAILED_PRECONDITION, ALREADY_EXISTS, INVALID_ARGUMENT). On OK, *until is when the round
+  // stops collecting updates. Takes the runner's lock for a few comparisons only.
+  Status AdmitUpload(const v1::UpdateHeader& header,
+                     std::chrono::steady_clock::time_point* until) const;
   // An EVALUATE result.
   Status OnMetrics(const v1::MetricsReport& report);
   // Answers one SecAgg RPC. Called exactly once, never with the runner's lock held.
@@ -102,6 +109,9 @@ class JobRunner {
     std::vector<EvalMetrics> evals;
     bool secagg_started = false;  // RunSecureStages installed secagg_ (or failed to)
     std::string attempt_nonce;    // secure rounds: this attempt's, sent in the TRAIN task
+    // When the round stops taking updates (the bound of every PushUpdate stream for it): the
+    // plain round's deadline; for a secure round the masked-input stage's, once it opened.
+    std::chrono::steady_clock::time_point uploads_until;
   };
   // A SecAgg call whose stage has not closed yet.
   struct ParkedStep {
@@ -139,6 +149,9 @@ class JobRunner {
   // The attempt number for the next try of `round`: after `failures` in this process, and after
   // every attempt with a revealed sum (those survive restarts).
   uint32_t NextAttempt(uint32_t round, uint32_t failures) const;
+  // Under mu_: the checks OnUpdate (plain) and OnMaskedUpdate make before looking at a payload.
+  Status AdmitPlainUploadLocked(const v1::UpdateHeader& header) const;
+  Status AdmitMaskedUploadLocked(const v1::UpdateHeader& header) const;
   // Under mu_: hands one step to secagg_. Returns the answer, or parks *reply and returns nullopt.
   std::optional<StatusOr<v1::SecAggResponse>> SecAggStepLocked(const v1::SecAggRequest& req,
                                                                SecAggReply* reply);
@@ -150,8 +163,9 @@ class JobRunner {
   void WaitForAnswers(std::chrono::steady_clock::time_point deadline);
   void Evaluate(uint32_t round, v1::RoundSummary* summary);
   void SetGlobal(std::vector<float> params);
-  // The task, serialized once and shared by every device it is sent to. A secure TRAIN task
-  // carries `attempt_nonce` in its SecAggTaskConfig.
+  // The task as a SignedTask (proto/fleet.proto): serialized once, signed over those bytes, and
+  // shared by every device it is sent to. A secure TRAIN task carries `attempt_nonce` in its
+  // SecAggTaskConfig.
   DeviceRegistry::TaskBytes MakeTask(v1::Task::Kind kind, uint32_t round,
                                      const std::string& attempt_nonce = "") const;
   // Makes the round durable (checkpoint files, then summary + checkpoint record + job row in one

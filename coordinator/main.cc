@@ -34,6 +34,9 @@ struct Settings {
   uint32_t offline_after_ms = 4000;
   uint32_t max_message_mb = 64;
   uint32_t grpc_memory_mb = 256;  // gRPC resource quota; 0: unlimited
+  uint32_t stream_idle_timeout_s = 30;  // see fleet::StreamLimits
+  uint32_t upload_timeout_s = 300;
+  uint32_t watch_timeout_s = 3600;
   std::string log_level = "info";
   std::string port_file;
 };
@@ -47,6 +50,9 @@ fleet::Status LoadConfigFile(const std::string& path, Settings* s) {
   RETURN_IF_ERROR(m.Get("offline_after_ms", &s->offline_after_ms));
   RETURN_IF_ERROR(m.Get("max_message_mb", &s->max_message_mb));
   RETURN_IF_ERROR(m.Get("grpc_memory_mb", &s->grpc_memory_mb));
+  RETURN_IF_ERROR(m.Get("stream_idle_timeout_s", &s->stream_idle_timeout_s));
+  RETURN_IF_ERROR(m.Get("upload_timeout_s", &s->upload_timeout_s));
+  RETURN_IF_ERROR(m.Get("watch_timeout_s", &s->watch_timeout_s));
   RETURN_IF_ERROR(m.Get("log_level", &s->log_level));
   RETURN_IF_ERROR(m.Get("device_cert_ttl", &s->device_cert_ttl));
   ASSIGN_OR_RETURN(fleet::ConfigMap tls, m.Child("tls"));
@@ -88,6 +94,13 @@ int main(int argc, char** argv) {
   auto* gm = app.add_option("--grpc-memory-mb", cli.grpc_memory_mb,
                             "transport buffer memory before gRPC reclaims idle connections' "
                             "buffers (0: unlimited)");
+  auto* si = app.add_option("--stream-idle-timeout-s", cli.stream_idle_timeout_s,
+                            "end an upload that sends nothing (header included) for this long, "
+                            "and a job watch whose admin stops reading");
+  auto* ut = app.add_option("--upload-timeout-s", cli.upload_timeout_s,
+                            "longest upload stream (also never past its round's deadline)");
+  auto* wt = app.add_option("--watch-timeout-s", cli.watch_timeout_s,
+                            "longest job watch stream (fleetctl reconnects)");
   auto* ll = app.add_option("--log-level", cli.log_level, "debug|info|warn|error");
   app.add_option("--port-file", cli.port_file,
                  "write the bound port here once serving (for scripts using port 0)");
@@ -141,6 +154,9 @@ int main(int argc, char** argv) {
   if (*off) s.offline_after_ms = cli.offline_after_ms;
   if (*mm) s.max_message_mb = cli.max_message_mb;
   if (*gm) s.grpc_memory_mb = cli.grpc_memory_mb;
+  if (*si) s.stream_idle_timeout_s = cli.stream_idle_timeout_s;
+  if (*ut) s.upload_timeout_s = cli.upload_timeout_s;
+  if (*wt) s.watch_timeout_s = cli.watch_timeout_s;
   if (*ll) s.log_level = cli.log_level;
   if (*ttl) s.device_cert_ttl = cli.device_cert_ttl;
   s.port_file = cli.port_file;
@@ -156,6 +172,12 @@ int main(int argc, char** argv) {
       s.offline_after_ms <= s.heartbeat_interval_ms) {
     std::cerr << "fleet-coordinator: need 1 <= max_message_mb <= 1024, heartbeat_interval_ms "
                  ">= 1 and offline_after_ms > heartbeat_interval_ms\n";
+    return kExitUsage;
+  }
+  if (s.stream_idle_timeout_s == 0 || s.upload_timeout_s == 0 || s.watch_timeout_s == 0) {
+    std::cerr << "fleet-coordinator: stream_idle_timeout_s, upload_timeout_s and "
+                 "watch_timeout_s must be at least 1 (a stream without a bound can be held "
+                 "forever)\n";
     return kExitUsage;
   }
   fleet::SetLogLevel(level);
@@ -243,8 +265,12 @@ int main(int argc, char** argv) {
     FLEET_LOG(Error) << coordinator.status().message();
     return kExitError;
   }
-  fleet::DeviceService device_service(coordinator->get());
-  fleet::AdminService admin_service(coordinator->get());
+  fleet::StreamLimits limits;
+  limits.idle = std::chrono::seconds(s.stream_idle_timeout_s);
+  limits.upload = std::chrono::seconds(s.upload_timeout_s);
+  limits.watch = std::chrono::seconds(s.watch_timeout_s);
+  fleet::DeviceService device_service(coordinator->get(), limits);
+  fleet::AdminService admin_service(coordinator->get(), limits);
   fleet::EnrollmentService enrollment_service(coordinator->get());
 
   int port = 0;

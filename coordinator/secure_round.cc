@@ -2,6 +2,7 @@
 // SecAggServer) with deadlines and liveness, and serves the devices' SecAgg RPCs.
 #include <sodium.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "common/clock.h"
@@ -66,6 +67,7 @@ bool JobRunner::RunSecureStages(uint32_t round, v1::RoundSummary* summary, std::
       const auto deadline = opened +
           (stage == Stage::kMaskedInput ? std::chrono::seconds(spec.round_deadline_s())
                                         : stage_timeout);
+      if (stage == Stage::kMaskedInput) round_.uploads_until = deadline;
       // Wait while some device that can still answer has not: online and not declined.
       while (!stop_ && std::chrono::steady_clock::now() < deadline) {
         bool waiting = false;
@@ -157,6 +159,38 @@ bool JobRunner::RunSecureStages(uint32_t round, v1::RoundSummary* summary, std::
   summary->set_train_loss(deq->train_loss);
   summary->set_val_accuracy(deq->val_accuracy);
   return true;
+}
+
+// Declines (an error header) are taken at any stage of the round; a masked input only while the
+// masked-input stage is open and still waits for this device.
+Status JobRunner::AdmitMaskedUploadLocked(const v1::UpdateHeader& header) const {
+  const std::string& device = header.device_id();
+  if (round_.phase != Phase::kTrain || header.round() != round_.round || !secagg_ ||
+      secagg_->round() != header.round()) {
+    return FailedPrecondition("job " + job_.id() + " is not collecting updates for round " +
+                              std::to_string(header.round()));
+  }
+  if (round_.selected.count(device) == 0) {
+    return FailedPrecondition("device " + device + " was not selected for round " +
+                              std::to_string(header.round()));
+  }
+  if (!header.error().empty()) return OkStatus();
+  if (!header.masked()) {
+    return InvalidArgument("job " + job_.id() +
+                           " uses secure aggregation: plaintext updates are refused");
+  }
+  if (secagg_->stage() != Stage::kMaskedInput) {
+    return FailedPrecondition("secure aggregation round " + std::to_string(header.round()) +
+                              " is not collecting masked inputs (it is in " +
+                              SecAggServer::StageName(secagg_->stage()) + ")");
+  }
+  const std::vector<std::string> pending = secagg_->Pending();
+  if (std::find(pending.begin(), pending.end(), device) == pending.end()) {
+    return Status(StatusCode::kAlreadyExists,
+                  "device " + device + " already sent its masked input for round " +
+                      std::to_string(header.round()) + " (or dropped out before it)");
+  }
+  return OkStatus();
 }
 
 Status JobRunner::OnMaskedUpdate(const v1::UpdateHeader& header, std::string_view payload) {

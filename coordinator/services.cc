@@ -1,9 +1,14 @@
 #include "coordinator/services.h"
 
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <thread>
+#include <vector>
+
 #include "common/config.h"
 #include "common/grpc_util.h"
 #include "common/log.h"
-#include "common/semaphore.h"
 
 namespace fleet {
 namespace {
@@ -78,12 +83,10 @@ grpc::ByteBuffer SharedBytes(DeviceRegistry::TaskBytes task) {
   return grpc::ByteBuffer(&slice, 1);
 }
 
+// An empty SignedTask: the long poll ended without a task (nothing to sign or verify).
 const DeviceRegistry::TaskBytes& NoTask() {
-  static const DeviceRegistry::TaskBytes none = [] {
-    v1::Task t;
-    t.set_kind(v1::Task::NONE);
-    return std::make_shared<const std::string>(t.SerializeAsString());
-  }();
+  static const DeviceRegistry::TaskBytes none =
+      std::make_shared<const std::string>(v1::SignedTask().SerializeAsString());
   return none;
 }
 
@@ -140,52 +143,318 @@ grpc::Status DeviceService::StartFetch(grpc::CallbackServerContext* ctx,
   return grpc::Status::OK;
 }
 
-grpc::Status DeviceService::PushUpdate(grpc::ServerContext* ctx,
-                                       grpc::ServerReader<v1::UpdateChunk>* reader,
-                                       v1::PushUpdateResponse* resp) {
-  v1::UpdateChunk chunk;
-  if (!reader->Read(&chunk) || !chunk.has_header()) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        "PushUpdate: the first chunk must carry the update header");
+// Runs closures on a few threads of its own: the CPU work of validating and aggregating a
+// complete update, kept off gRPC's callback threads (reactions must not block). Every queued
+// closure holds an ingest slot, so the queue is bounded by them. The destructor runs what is
+// queued, then joins.
+class IngestWorkers {
+ public:
+  explicit IngestWorkers(int n) {
+    for (int i = 0; i < n; ++i) threads_.emplace_back([this] { Loop(); });
   }
-  const v1::UpdateHeader header = chunk.header();
-  grpc::Status v = CheckVersion(header.protocol_version());
-  if (!v.ok()) return v;
-  if (grpc::Status a = Allow(*ctx, header.device_id()); !a.ok()) return a;
-  AccessControl::CallGuard guard(&c_->access(), header.device_id(), ctx);
-  if (!c_->registry().Touch(header.device_id(), false)) return NotJoined(header.device_id());
-  StatusOr<size_t> max = c_->MaxUpdateBytes(header.job_id());
-  if (!max.ok()) return ToGrpcStatus(max.status());
-  if (header.total_bytes() > *max) {
-    FLEET_LOG(Warn) << "job " << header.job_id() << ": refused update from "
-                    << header.device_id() << ": " << header.total_bytes()
-                    << " bytes exceeds the job's limit of " << *max;
-    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                        "update of " + std::to_string(header.total_bytes()) +
-                            " bytes exceeds this job's limit of " + std::to_string(*max));
-  }
-  // At most max_concurrent_updates payloads are buffered at once, so ingest memory is
-  // O(model size) however many devices upload together; the rest wait, held back by HTTP/2 flow
-  // control.
-  Semaphore::Permit permit(&c_->update_slots());
-  std::string payload;
-  payload.reserve(header.total_bytes());
-  do {
-    if (payload.size() + chunk.data().size() > header.total_bytes()) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          "update is longer than its declared total_bytes " +
-                              std::to_string(header.total_bytes()));
+  ~IngestWorkers() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
     }
-    payload.append(chunk.data());
-  } while (reader->Read(&chunk));
-  if (payload.size() != header.total_bytes()) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        "update has " + std::to_string(payload.size()) +
-                            " bytes, header declared " + std::to_string(header.total_bytes()));
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
   }
-  grpc::Status s = ToGrpcStatus(c_->OnUpdate(header, payload));
-  resp->set_accepted(s.ok());
-  return s;
+  void Post(std::function<void()> work) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      queue_.push_back(std::move(work));
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  void Loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;
+      std::function<void()> work = std::move(queue_.front());
+      queue_.pop_front();
+      lock.unlock();
+      work();
+      lock.lock();
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> queue_;
+  bool stop_ = false;
+  std::vector<std::thread> threads_;
+};
+
+DeviceService::DeviceService(Coordinator* c, StreamLimits limits)
+    : c_(c), limits_(limits), workers_(std::make_unique<IngestWorkers>(2)) {}
+
+DeviceService::~DeviceService() = default;
+
+bool DeviceService::BeginUpload(const std::string& device) {
+  std::lock_guard<std::mutex> lock(uploads_mu_);
+  return uploading_.insert(device).second;
+}
+
+void DeviceService::EndUpload(const std::string& device) {
+  std::lock_guard<std::mutex> lock(uploads_mu_);
+  uploading_.erase(device);
+}
+
+// One PushUpdate stream. Nothing that can wait holds a thread:
+//   kHeader     reading the first chunk (idle deadline);
+//               then the checks: version, certificate, joined, size, the job's runner says the
+//               device is selected and has not answered, and it has no other upload open;
+//   kQueued     waiting for an ingest slot (no read outstanding: HTTP/2 flow control holds the
+//               device back; only the total deadline runs);
+//   kReading    reading chunks into the payload (idle and total deadline);
+//   kProcessing the complete payload is validated and aggregated on an ingest worker;
+//   kEnded      Finish was called; the slot and the device's upload entry are free.
+// A refusal before kQueued never takes a slot, so devices that are not selected, have answered
+// or already upload cannot hold one. Deadlines end the stream with DEADLINE_EXCEEDED and free its
+// slot at once. Thread-safety: mu_ guards the phase and what it owns; OnReadDone runs one at a
+// time (one read outstanding), the timer, OnCancel, the slot grant and the worker may run
+// concurrently with it. Coordinator and service calls are made without mu_.
+class UploadReactor final : public grpc::ServerReadReactor<v1::UpdateChunk> {
+ public:
+  using Clock = std::chrono::steady_clock;
+  UploadReactor(DeviceService* service, grpc::CallbackServerContext* ctx,
+                v1::PushUpdateResponse* response)
+      : service_(service),
+        c_(service->c_),
+        ctx_(ctx),
+        response_(response),
+        limits_(service->limits_),
+        started_(Clock::now()),
+        last_activity_(started_),
+        total_deadline_(started_ + limits_.upload) {}
+
+  void Start() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      timer_ = service_->timer_.At(started_ + limits_.idle, [this] { return OnTimer(); });
+    }
+    StartRead(&chunk_);
+  }
+
+  void OnReadDone(bool ok) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (phase_ == Phase::kEnded) return;
+    if (phase_ == Phase::kHeader) {
+      if (!ok || !chunk_.has_header()) {
+        lock.unlock();
+        return End(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                "PushUpdate: the first chunk must carry the update header"));
+      }
+      header_ = chunk_.header();
+      last_activity_ = Clock::now();
+      lock.unlock();
+      return Admit();
+    }
+    if (!ok) {  // the device finished sending (or went away: then nobody hears the answer)
+      if (payload_.size() != header_.total_bytes()) {
+        const std::string why = "update has " + std::to_string(payload_.size()) +
+                                " bytes, header declared " + std::to_string(header_.total_bytes());
+        lock.unlock();
+        return End(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, why));
+      }
+      phase_ = Phase::kProcessing;
+      auto payload = std::make_shared<std::string>(std::move(payload_));
+      lock.unlock();
+      service_->workers_->Post([this, payload] {
+        grpc::Status s = ToGrpcStatus(c_->OnUpdate(header_, *payload));
+        response_->set_accepted(s.ok());
+        End(std::move(s), /*from_worker=*/true);
+      });
+      return;
+    }
+    if (!AppendLocked()) {
+      lock.unlock();
+      return End(TooLong());
+    }
+    last_activity_ = Clock::now();
+    StartRead(&chunk_);
+  }
+
+  void OnCancel() override {
+    End(grpc::Status(grpc::StatusCode::CANCELLED,
+                     "upload cancelled (the device went away, was revoked, or the coordinator is "
+                     "shutting down)"));
+  }
+
+  void OnDone() override {
+    CallTimer::Id timer;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      timer = timer_;
+    }
+    service_->timer_.Cancel(timer);  // waits for a running OnTimer; it never runs again
+    guard_.reset();
+    delete this;
+  }
+
+ private:
+  enum class Phase { kHeader, kQueued, kReading, kProcessing, kEnded };
+
+  grpc::Status TooLong() const {
+    return grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        "update is longer than its declared total_bytes " + std::to_string(header_.total_bytes()));
+  }
+
+  // Under mu_: adds the chunk just read; false when it would exceed the declared size.
+  bool AppendLocked() {
+    if (payload_.size() + chunk_.data().size() > header_.total_bytes()) return false;
+    payload_.append(chunk_.data());
+    return true;
+  }
+
+  // The header's checks, cheapest first; none of them takes a slot.
+  void Admit() {
+    const std::string& device = header_.device_id();
+    if (grpc::Status v = CheckVersion(header_.protocol_version()); !v.ok()) return End(v);
+    if (grpc::Status a = service_->Allow(*ctx_, device); !a.ok()) return End(a);
+    // Revocation cancels the stream (OnCancel); the guard lives until OnDone.
+    guard_ = std::make_unique<AccessControl::CallGuard>(&c_->access(), device, ctx_);
+    if (!c_->registry().Touch(device, false)) return End(NotJoined(device));
+    StatusOr<size_t> max = c_->MaxUpdateBytes(header_.job_id());
+    if (!max.ok()) return End(ToGrpcStatus(max.status()));
+    if (header_.total_bytes() > *max) {
+      FLEET_LOG(Warn) << "job " << header_.job_id() << ": refused update from " << device << ": "
+                      << header_.total_bytes() << " bytes exceeds the job's limit of " << *max;
+      return End(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                              "update of " + std::to_string(header_.total_bytes()) +
+                                  " bytes exceeds this job's limit of " + std::to_string(*max)));
+    }
+    Clock::time_point until;
+    if (Status s = c_->AdmitUpload(header_, &until); !s.ok()) return End(ToGrpcStatus(s));
+    if (!service_->BeginUpload(device)) {
+      return End(grpc::Status(grpc::StatusCode::ALREADY_EXISTS,
+                              "device " + device + " " + kUploadOpenReason + " (job " +
+                                  header_.job_id() + " round " + std::to_string(header_.round()) +
+                                  "): one at a time"));
+    }
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (phase_ == Phase::kEnded) {  // a deadline or a cancellation came first
+        lock.unlock();
+        service_->EndUpload(device);
+        return;
+      }
+      registered_ = true;
+      total_deadline_ = std::min(total_deadline_, until);
+      round_bound_ = until <= started_ + limits_.upload;
+    }
+    // A decline carries no payload: nothing to buffer, no slot needed.
+    if (header_.total_bytes() == 0) return StartReading(/*slot=*/false);
+    UploadSlots::Ticket ticket = 0;
+    if (c_->upload_slots().Acquire([this] { StartReading(/*slot=*/true); }, &ticket)) {
+      return StartReading(/*slot=*/true);
+    }
+    std::unique_lock<std::mutex> lock(mu_);
+    if (phase_ == Phase::kHeader) {  // not granted yet (the grant may come any moment)
+      phase_ = Phase::kQueued;
+      ticket_ = ticket;
+    } else if (phase_ == Phase::kEnded) {
+      lock.unlock();
+      c_->upload_slots().CancelWait(ticket);  // a grant that raced with the end gives it back
+    }
+  }
+
+  // The stream may read now (holding a slot when `slot`); also the slot grant callback.
+  void StartReading(bool slot) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (phase_ == Phase::kEnded) {
+      lock.unlock();
+      if (slot) c_->upload_slots().Release();
+      return;
+    }
+    has_slot_ = slot;
+    phase_ = Phase::kReading;
+    last_activity_ = Clock::now();
+    if (!AppendLocked()) {  // the first chunk may carry data too
+      lock.unlock();
+      return End(TooLong());
+    }
+    StartRead(&chunk_);
+  }
+
+  CallTimer::Clock::time_point OnTimer() {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (phase_ == Phase::kEnded) return CallTimer::kDone;
+    if (phase_ == Phase::kProcessing) return CallTimer::kDone;  // bounded work; the worker ends it
+    const auto now = Clock::now();
+    const bool reading = phase_ == Phase::kHeader || phase_ == Phase::kReading;
+    std::string why;
+    if (now >= total_deadline_) {
+      why = round_bound_ ? "round " + std::to_string(header_.round()) + " of job " +
+                               header_.job_id() + " stopped taking updates before this one ended"
+                         : "the upload took longer than the coordinator's limit of " +
+                               std::to_string(limits_.upload.count()) + " s";
+    } else if (reading && now - last_activity_ >= limits_.idle) {
+      why = std::string(phase_ == Phase::kHeader ? "no update header" : "no data") + " for " +
+            std::to_string(limits_.idle.count()) + " s (the coordinator's idle limit)";
+    } else {
+      return reading ? std::min(total_deadline_, last_activity_ + limits_.idle) : total_deadline_;
+    }
+    const std::string who = header_.device_id().empty() ? ctx_->peer() : header_.device_id();
+    lock.unlock();
+    FLEET_LOG(Warn) << "PushUpdate from " << who << " ended: " << why;
+    End(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "PushUpdate ended: " + why));
+    return CallTimer::kDone;
+  }
+
+  // Finishes the stream once, freeing its slot and its device's upload entry. While the worker
+  // processes a complete update only the worker ends it.
+  void End(grpc::Status status, bool from_worker = false) {
+    UploadSlots::Ticket ticket = 0;
+    bool release = false, unregister = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (phase_ == Phase::kEnded) return;
+      if (phase_ == Phase::kProcessing && !from_worker) return;
+      if (phase_ == Phase::kQueued) ticket = ticket_;
+      phase_ = Phase::kEnded;
+      release = std::exchange(has_slot_, false);
+      unregister = std::exchange(registered_, false);
+      std::string().swap(payload_);
+    }
+    // A grant racing with this end sees kEnded and hands the slot back itself.
+    if (ticket != 0) c_->upload_slots().CancelWait(ticket);
+    if (release) c_->upload_slots().Release();
+    if (unregister) service_->EndUpload(header_.device_id());
+    Finish(std::move(status));
+  }
+
+  DeviceService* const service_;
+  Coordinator* const c_;
+  grpc::CallbackServerContext* const ctx_;
+  v1::PushUpdateResponse* const response_;
+  const StreamLimits limits_;
+  const Clock::time_point started_;
+  v1::UpdateChunk chunk_;                            // the read in flight (one at a time)
+  v1::UpdateHeader header_;                          // from the first chunk; fixed before Admit
+  std::unique_ptr<AccessControl::CallGuard> guard_;  // set in Admit, reset in OnDone
+
+  std::mutex mu_;
+  Phase phase_ = Phase::kHeader;  // guarded by mu_, like everything below
+  Clock::time_point last_activity_;
+  Clock::time_point total_deadline_;
+  bool round_bound_ = false;  // total_deadline_ is the round's, not limits_.upload
+  CallTimer::Id timer_ = 0;
+  UploadSlots::Ticket ticket_ = 0;
+  bool has_slot_ = false;
+  bool registered_ = false;  // holds the device's entry in DeviceService::uploading_
+  std::string payload_;
+};
+
+grpc::ServerReadReactor<v1::UpdateChunk>* DeviceService::PushUpdate(
+    grpc::CallbackServerContext* ctx, v1::PushUpdateResponse* response) {
+  auto* reactor = new UploadReactor(this, ctx, response);
+  reactor->Start();
+  return reactor;
 }
 
 grpc::Status DeviceService::ReportMetrics(grpc::ServerContext* ctx, const v1::MetricsReport* req,
@@ -292,12 +561,27 @@ grpc::Status AdminService::WatchJob(grpc::ServerContext* ctx, const v1::WatchJob
   if (grpc::Status a = Allow(*ctx, &who); !a.ok()) return a;
   uint64_t version = 0;
   std::string last_sent;
+  // A watch holds a server thread: it ends after limits_.watch (fleetctl opens a new one), and
+  // is cancelled when the admin stops reading and an update waits longer than limits_.idle.
+  const auto end = std::chrono::steady_clock::now() + limits_.watch;
   while (!ctx->IsCancelled()) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= end) {
+      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                          "WatchJob reached the coordinator's limit of " +
+                              std::to_string(limits_.watch.count()) + " s; watch again");
+    }
     StatusOr<v1::JobStatus> job = c_->GetJob(req->id());
     if (!job.ok()) return ToGrpcStatus(job.status());
     std::string encoded = job->SerializeAsString();
     if (encoded != last_sent) {
-      if (!writer->Write(*job)) return grpc::Status::OK;  // watcher went away
+      CallTimer::Id stall = timer_.At(now + limits_.idle, [ctx] {
+        ctx->TryCancel();
+        return CallTimer::kDone;
+      });
+      const bool sent = writer->Write(*job);
+      timer_.Cancel(stall);
+      if (!sent) return grpc::Status::OK;  // watcher went away (or stopped reading)
       last_sent = std::move(encoded);
     }
     auto state = job->state();
@@ -305,7 +589,9 @@ grpc::Status AdminService::WatchJob(grpc::ServerContext* ctx, const v1::WatchJob
         state == v1::JobStatus::STOPPED) {
       return grpc::Status::OK;
     }
-    c_->WaitForChange(&version, std::chrono::milliseconds(500));
+    c_->WaitForChange(&version, std::min(std::chrono::milliseconds(500),
+                                         std::chrono::duration_cast<std::chrono::milliseconds>(
+                                             end - now + std::chrono::milliseconds(1))));
   }
   return grpc::Status(grpc::StatusCode::CANCELLED, "watch cancelled");
 }

@@ -1,29 +1,55 @@
 // gRPC front ends of the Coordinator. Every device RPC checks the protocol version and the
 // caller's certificate (AccessControl); handlers do bounded work and never hold a lock across a
-// network write. Most methods use the sync API. Two use the callback API, so that a waiting call
-// holds no thread: FetchTask, the long poll every idle device keeps open, which answers with the
-// round's task bytes shared by all devices (zero-copy), and SecAgg, which every device of a
-// secure round keeps open until its stage closes.
+// network write. Most methods use the sync API. Three use the callback API, so that a waiting
+// call holds no thread: FetchTask, the long poll every idle device keeps open, which answers with
+// the round's task bytes shared by all devices (zero-copy); SecAgg, which every device of a
+// secure round keeps open until its stage closes; and PushUpdate, whose stream can wait for an
+// ingest slot or for a slow device, and which the coordinator ends itself when the device stops
+// sending (StreamLimits).
 #pragma once
 
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+
+#include "coordinator/call_timer.h"
 #include "coordinator/coordinator.h"
 #include "proto/fleet.grpc.pb.h"
 
 namespace fleet {
 
 class FetchReactor;
+class UploadReactor;
+class IngestWorkers;
 
-class DeviceService final : public v1::Device::WithRawCallbackMethod_FetchTask<
-                                v1::Device::WithCallbackMethod_SecAgg<v1::Device::Service>> {
+// Server-side bounds of the streaming calls (README "fleet-coordinator": stream_idle_timeout_s,
+// upload_timeout_s, watch_timeout_s). gRPC sets no server deadline of its own, and a peer that
+// stops sending would otherwise hold its stream (and an upload its ingest slot) forever.
+struct StreamLimits {
+  // PushUpdate: longest wait for the next chunk (the header included) while the stream reads;
+  // WatchJob: longest an update may wait for the admin to take it.
+  std::chrono::seconds idle{30};
+  // Longest PushUpdate stream; also never past the round's own deadline for updates.
+  std::chrono::seconds upload{300};
+  // Longest WatchJob stream (fleetctl then opens a new one).
+  std::chrono::seconds watch{3600};
+};
+
+class DeviceService final
+    : public v1::Device::WithCallbackMethod_PushUpdate<v1::Device::WithRawCallbackMethod_FetchTask<
+          v1::Device::WithCallbackMethod_SecAgg<v1::Device::Service>>> {
  public:
-  explicit DeviceService(Coordinator* c) : c_(c) {}
+  explicit DeviceService(Coordinator* c, StreamLimits limits = {});
+  ~DeviceService() override;
   grpc::Status Join(grpc::ServerContext*, const v1::JoinRequest*, v1::JoinResponse*) override;
   grpc::Status Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest*,
                          v1::HeartbeatResponse*) override;
   grpc::ServerUnaryReactor* FetchTask(grpc::CallbackServerContext*, const grpc::ByteBuffer*,
                                       grpc::ByteBuffer*) override;
-  grpc::Status PushUpdate(grpc::ServerContext*, grpc::ServerReader<v1::UpdateChunk>*,
-                          v1::PushUpdateResponse*) override;
+  grpc::ServerReadReactor<v1::UpdateChunk>* PushUpdate(grpc::CallbackServerContext*,
+                                                       v1::PushUpdateResponse*) override;
   grpc::Status ReportMetrics(grpc::ServerContext*, const v1::MetricsReport*,
                              v1::ReportMetricsResponse*) override;
   grpc::ServerUnaryReactor* SecAgg(grpc::CallbackServerContext*, const v1::SecAggRequest*,
@@ -38,7 +64,17 @@ class DeviceService final : public v1::Device::WithRawCallbackMethod_FetchTask<
                           FetchReactor* reactor, grpc::ByteBuffer* response);
   grpc::Status StartSecAgg(grpc::CallbackServerContext* ctx, const v1::SecAggRequest& request,
                            grpc::ServerUnaryReactor* reactor, v1::SecAggResponse* response);
+  // One upload per device at a time: false when `device` already has one open.
+  bool BeginUpload(const std::string& device);
+  void EndUpload(const std::string& device);
+
+  friend class UploadReactor;
   Coordinator* c_;
+  const StreamLimits limits_;
+  CallTimer timer_;                         // deadlines of open uploads
+  std::unique_ptr<IngestWorkers> workers_;  // validate and aggregate complete uploads
+  std::mutex uploads_mu_;
+  std::set<std::string> uploading_;  // devices with an open upload; guarded by uploads_mu_
 };
 
 // Reachable without a client certificate: a bootstrap token buys one.
@@ -54,7 +90,7 @@ class EnrollmentService final : public v1::Enrollment::Service {
 
 class AdminService final : public v1::Admin::Service {
  public:
-  explicit AdminService(Coordinator* c) : c_(c) {}
+  explicit AdminService(Coordinator* c, StreamLimits limits = {}) : c_(c), limits_(limits) {}
   grpc::Status SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest*,
                          v1::JobStatus*) override;
   grpc::Status GetJob(grpc::ServerContext*, const v1::GetJobRequest*, v1::JobStatus*) override;
@@ -78,6 +114,8 @@ class AdminService final : public v1::Admin::Service {
   // Admin certificate check; *who names the admin.
   grpc::Status Allow(const grpc::ServerContext& ctx, std::string* who);
   Coordinator* c_;
+  const StreamLimits limits_;
+  CallTimer timer_;  // cancels a WatchJob whose admin stopped reading
 };
 
 }  // namespace fleet

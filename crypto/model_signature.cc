@@ -3,30 +3,28 @@
 #include <sodium.h>
 
 namespace fleet::crypto {
+namespace {
+// Domain separation: these signatures can never be confused with any other use of the key.
+constexpr std::string_view kTaskDomain{"fleetfl signed task v1\0", 23};
+}  // namespace
 
-std::string ModelSignatureMessage(std::string_view job_id, uint32_t round,
-                                  std::string_view parameters) {
+std::string TaskSignatureMessage(std::string_view task_bytes) {
   unsigned char digest[32];
-  crypto_generichash(digest, sizeof digest, reinterpret_cast<const unsigned char*>(parameters.data()),
-                     parameters.size(), nullptr, 0);
-  std::string m = "fleetfl model v1";
-  m.push_back('\0');
-  uint32_t len = static_cast<uint32_t>(job_id.size());
-  for (int i = 0; i < 4; ++i) m.push_back(static_cast<char>(len >> (8 * i)));
-  m.append(job_id);
-  for (int i = 0; i < 4; ++i) m.push_back(static_cast<char>(round >> (8 * i)));
+  crypto_generichash(digest, sizeof digest,
+                     reinterpret_cast<const unsigned char*>(task_bytes.data()), task_bytes.size(),
+                     nullptr, 0);
+  std::string m(kTaskDomain);
   m.append(reinterpret_cast<const char*>(digest), sizeof digest);
   return m;
 }
 
-std::string SignModel(const SigningKey& key, std::string_view job_id, uint32_t round,
-                      std::string_view parameters) {
-  return key.Sign(ModelSignatureMessage(job_id, round, parameters));
+std::string SignTask(const SigningKey& key, std::string_view task_bytes) {
+  return key.Sign(TaskSignatureMessage(task_bytes));
 }
 
-bool VerifyModel(const Bytes32& public_key, std::string_view job_id, uint32_t round,
-                 std::string_view parameters, std::string_view signature) {
-  return VerifySignature(public_key, ModelSignatureMessage(job_id, round, parameters), signature);
+bool VerifyTask(const Bytes32& public_key, std::string_view task_bytes,
+                std::string_view signature) {
+  return VerifySignature(public_key, TaskSignatureMessage(task_bytes), signature);
 }
 
 }  // namespace fleet::crypto

@@ -238,7 +238,7 @@ TEST(Revocation, RevokedDeviceIsCutOffMidCallAndCannotEnrollAgain) {
     req.set_device_id("dev-a");
     req.set_wait_ms(25000);
     grpc::ClientContext ctx;
-    v1::Task task;
+    v1::SignedTask task;
     auto started = std::chrono::steady_clock::now();
     grpc::Status s = stub->FetchTask(&ctx, req, &task);
     return std::make_pair(s, std::chrono::steady_clock::now() - started);

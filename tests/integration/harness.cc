@@ -77,6 +77,12 @@ void TcpProxy::Pump(int from, int to, bool upstream, std::shared_ptr<std::atomic
       size_t limit = cut_after_.load();
       if (limit > 0 && *sent > limit && cut_after_.compare_exchange_strong(limit, 0)) {
         cuts_++;
+        if (client_side_only_) {
+          // The client sees its connection die; the coordinator's side (`to`) stays open, and
+          // the downstream pump keeps draining it until the coordinator closes it.
+          shutdown(from, SHUT_RDWR);
+          return;
+        }
         break;  // the bytes of this read are lost, like the rest of the stream
       }
     }
@@ -91,7 +97,7 @@ void TcpProxy::Pump(int from, int to, bool upstream, std::shared_ptr<std::atomic
       }
       off += w;
     }
-    if (n < 0) break;
+    if (n < 0 && !(client_side_only_ && !upstream)) break;  // silent side: keep draining
   }
   shutdown(from, SHUT_RDWR);
   shutdown(to, SHUT_RDWR);

@@ -147,6 +147,9 @@ class TcpProxy {
   TcpProxy& operator=(const TcpProxy&) = delete;
   int port() const { return port_; }
   void CutAfterUpstreamBytes(size_t n) { cut_after_ = n; }
+  // From now on a cut closes only the client's side: the coordinator's side of that connection
+  // stays open and silent, which is how a dropped link looks to it until TCP gives up.
+  void CutClientSideOnly() { client_side_only_ = true; }
   int cuts() const { return cuts_; }
 
  private:
@@ -156,6 +159,7 @@ class TcpProxy {
   int listen_fd_ = -1;
   int port_ = 0;
   std::atomic<size_t> cut_after_{0};
+  std::atomic<bool> client_side_only_{false};
   std::atomic<int> cuts_{0};
   std::atomic<bool> stop_{false};
   std::mutex mu_;

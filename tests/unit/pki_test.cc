@@ -334,13 +334,28 @@ TEST(Identity, BootstrapFileErrorsNameTheProblem) {
   EXPECT_NE(typo.status().message().find("tokn"), std::string::npos) << typo.status().message();
 }
 
-v1::Task SignedTask(const crypto::SigningKey& key, const std::string& job, uint32_t round,
+// A task as the coordinator signs it. Fields changed afterwards travel under the original
+// signature, which is what someone who edits a task in flight produces.
+struct TestTask {
+  v1::Task task;
+  std::string signature;
+  v1::Task* operator->() { return &task; }
+  operator v1::SignedTask() const {
+    v1::SignedTask s;
+    s.set_task(task.SerializeAsString());
+    s.set_signature(signature);
+    return s;
+  }
+};
+
+TestTask SignedTask(const crypto::SigningKey& key, const std::string& job, uint32_t round,
                     const std::string& params) {
-  v1::Task t;
-  t.set_job_id(job);
-  t.set_round(round);
-  t.set_parameters(params);
-  t.set_model_signature(crypto::SignModel(key, job, round, params));
+  TestTask t;
+  t->set_kind(v1::Task::TRAIN);
+  t->set_job_id(job);
+  t->set_round(round);
+  t->set_parameters(params);
+  t.signature = crypto::SignTask(key, t.task.SerializeAsString());
   return t;
 }
 
@@ -350,29 +365,29 @@ TEST(ModelGuard, RefusesUnsignedTamperedForeignAndRolledBackModels) {
   ModelGuard guard(key.public_key());
   EXPECT_TRUE(guard.Accept(SignedTask(key, "job-a", 3, "weights-3")).ok());
 
-  v1::Task unsigned_task = SignedTask(key, "job-a", 4, "w");
-  unsigned_task.clear_model_signature();
-  Status s = guard.Accept(unsigned_task);
+  TestTask unsigned_task = SignedTask(key, "job-a", 4, "w");
+  unsigned_task.signature.clear();
+  Status s = guard.Accept(unsigned_task).status();
   EXPECT_EQ(s.code(), StatusCode::kPermissionDenied);
   EXPECT_NE(s.message().find("not signed"), std::string::npos);
 
-  v1::Task tampered = SignedTask(key, "job-a", 4, "weights-4");
-  tampered.mutable_parameters()->back() ^= 1;
-  EXPECT_NE(guard.Accept(tampered).message().find("does not verify"), std::string::npos);
+  TestTask tampered = SignedTask(key, "job-a", 4, "weights-4");
+  tampered->mutable_parameters()->back() ^= 1;
+  EXPECT_NE(guard.Accept(tampered).status().message().find("does not verify"), std::string::npos);
 
-  v1::Task foreign = SignedTask(key, "job-b", 4, "weights-4");
-  foreign.set_job_id("job-a");  // a model signed for another job
-  EXPECT_EQ(guard.Accept(foreign).code(), StatusCode::kPermissionDenied);
+  TestTask foreign = SignedTask(key, "job-b", 4, "weights-4");
+  foreign->set_job_id("job-a");  // a model signed for another job
+  EXPECT_EQ(guard.Accept(foreign).status().code(), StatusCode::kPermissionDenied);
 
-  v1::Task other_round = SignedTask(key, "job-a", 5, "weights-5");
-  other_round.set_round(6);
-  EXPECT_EQ(guard.Accept(other_round).code(), StatusCode::kPermissionDenied);
+  TestTask other_round = SignedTask(key, "job-a", 5, "weights-5");
+  other_round->set_round(6);
+  EXPECT_EQ(guard.Accept(other_round).status().code(), StatusCode::kPermissionDenied);
 
   crypto::SigningKey stranger = crypto::SigningKey::Generate();
-  EXPECT_EQ(guard.Accept(SignedTask(stranger, "job-a", 7, "w")).code(),
+  EXPECT_EQ(guard.Accept(SignedTask(stranger, "job-a", 7, "w")).status().code(),
             StatusCode::kPermissionDenied);
 
-  Status rollback = guard.Accept(SignedTask(key, "job-a", 2, "weights-2"));
+  Status rollback = guard.Accept(SignedTask(key, "job-a", 2, "weights-2")).status();
   EXPECT_EQ(rollback.code(), StatusCode::kPermissionDenied);
   EXPECT_NE(rollback.message().find("rollback"), std::string::npos);
   // Refusals changed nothing: the same round and newer ones are still accepted.
