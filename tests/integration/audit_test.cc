@@ -12,6 +12,7 @@
 
 #include "common/file_util.h"
 #include "common/grpc_util.h"
+#include "crypto/keys.h"
 #include "crypto/pki.h"
 #include "harness.h"
 #include "proto/fleet.grpc.pb.h"
@@ -273,7 +274,9 @@ grpc::Status Enroll(Cluster& c, const std::string& id, const std::string& token,
   req.set_protocol_version(kProtocolVersion);
   req.set_device_id(id);
   req.set_token(token);
-  req.set_csr_pem(*crypto::MakeCsr(*crypto::GenerateP256Key(), id));
+  // A current client's CSR: it asks the CA to certify its SecAgg signing key.
+  const std::string secagg_key = crypto::ToString(crypto::SigningKey::Generate().public_key());
+  req.set_csr_pem(*crypto::MakeCsr(*crypto::GenerateP256Key(), id, secagg_key));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   return stub->Enroll(&ctx, req, resp);
