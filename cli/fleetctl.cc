@@ -149,10 +149,14 @@ void PrintJobDetail(const JobStatus& j) {
               s.train().learning_rate(), s.train().local_epochs(), s.train().batch_size());
   const auto& st = s.strategy();
   std::string strategy = st.name();
-  if (st.server_learning_rate() > 0) strategy += ", server lr " + Num(st.server_learning_rate());
+  if (st.has_server_learning_rate()) strategy += ", server lr " + Num(st.server_learning_rate());
   if (st.proximal_mu() > 0) strategy += ", mu " + Num(st.proximal_mu());
-  if (st.trim_fraction() > 0) strategy += ", trim " + Num(st.trim_fraction());
-  if (st.byzantine() > 0) strategy += ", byzantine " + std::to_string(st.byzantine());
+  if (st.has_beta1()) strategy += ", beta1 " + Num(st.beta1());
+  if (st.has_beta2()) strategy += ", beta2 " + Num(st.beta2());
+  if (st.has_tau()) strategy += ", tau " + Num(st.tau());
+  if (st.has_trim_fraction()) strategy += ", trim " + Num(st.trim_fraction());
+  if (st.has_byzantine()) strategy += ", byzantine " + std::to_string(st.byzantine());
+  if (st.has_krum_select()) strategy += ", select " + std::to_string(st.krum_select());
   std::printf("strategy:      %s\nclients:       min %u, target %u\nrounds:        %u/%u\n",
               strategy.c_str(), s.min_clients(), s.target_clients(), j.current_round(),
               s.rounds());
