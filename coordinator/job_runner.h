@@ -127,13 +127,17 @@ class JobRunner {
   bool RunSecureStages(uint32_t round, v1::RoundSummary* summary, std::string* why);
   bool secure() const { return !job_.spec().secure_aggregation().disabled(); }
   Status OnMaskedUpdate(const v1::UpdateHeader& header, std::string_view payload);
-  // Revealed sums (docs/security.md, "Secure aggregation"). A model version is (job, BLAKE2b-256
-  // of the encoded global model a round's task carries); once the Unmask stage of a sum over it
-  // opened, no further sum over that version may include any device of that sum.
+  // Revealed sums (docs/security.md, "Secure aggregation"). A model version is the BLAKE2b-256
+  // of the encoded global model a round's task carries, in any job (two jobs with one spec and
+  // seed start from the same model); once the Unmask stage of a sum over it opened, no further
+  // sum over that version may include any device of that sum.
   //
-  // The devices in revealed sums over the model this round trains from, each with its sum's name.
+  // The devices in revealed sums over the model this round trains from (this job's and, from the
+  // store's fleet-wide table, every job's), each with its sum's name. Every device when the table
+  // cannot be read (fail closed).
   RevealedExclusions RevealedOverCurrentModel() const;
-  // Durably records the sum of `survivors` (round, attempt_, round_model_hash_) in the job row.
+  // Durably records the sum of `survivors` (round, attempt_, round_model_hash_) in the store's
+  // fleet-wide table and the job row.
   // Called before the first unmask request of the attempt leaves; on error none may leave.
   Status RecordRevealed(uint32_t round, std::vector<std::string> survivors);
   // The attempt ended without a committed round: if its sum was revealed, records the failure as
