@@ -89,6 +89,13 @@ std::string Short(const std::string& state_name) {
   return s;
 }
 
+// "device ward3-bed-12", "ids ward3-*", or "" for a token that enrolls any id.
+std::string TokenBinding(const fleet::v1::TokenInfo& t) {
+  if (!t.device_id().empty()) return "device " + t.device_id();
+  if (!t.id_prefix().empty()) return "ids " + t.id_prefix() + "*";
+  return "";
+}
+
 std::string TimeString(int64_t unix_ms) {
   if (unix_ms <= 0) return "-";
   std::time_t t = static_cast<std::time_t>(unix_ms / 1000);
@@ -517,6 +524,12 @@ int main(int argc, char** argv) {
       "revoke", "revoke a device: its certificates stop working at once (open calls are closed) "
                 "and it cannot enroll again under that id");
   drevoke->add_option("id", id, "device id")->required();
+  auto* dreset = device->add_subcommand(
+      "reset",
+      "re-provision a lost or wiped device: its current certificate stops working at once "
+      "(open calls are closed) and it may enroll again with a bootstrap token (unlike "
+      "revoke, the id stays usable)");
+  dreset->add_option("id", id, "device id")->required();
 
   auto* token = app.add_subcommand("token", "bootstrap tokens with which devices enroll");
   token->require_subcommand(1);
@@ -526,6 +539,13 @@ int main(int argc, char** argv) {
   tcreate->add_option("--ttl", ttl, "lifetime, e.g. 90m, 24h, 7d")->capture_default_str();
   tcreate->add_option("--uses", uses, "how many enrollments it allows")->capture_default_str();
   tcreate->add_option("--label", label, "free text, e.g. site=ward3");
+  std::string bind_id, bind_prefix;
+  auto* bind_id_opt =
+      tcreate->add_option("--device-id", bind_id, "the token enrolls only this device id");
+  tcreate
+      ->add_option("--id-prefix", bind_prefix,
+                   "the token enrolls only device ids that start with this, e.g. ward3-")
+      ->excludes(bind_id_opt);
   auto* tlist = token->add_subcommand("list", "list tokens (never their secrets)");
   auto* trevoke = token->add_subcommand("revoke", "revoke a token by id");
   trevoke->add_option("id", id, "token id (the 16 hex digits after fleet1_)")->required();
@@ -570,6 +590,16 @@ int main(int argc, char** argv) {
       return kExitUsage;
     }
     ttl_s = *parsed;
+    for (const auto& [flag, value] :
+         {std::pair<const char*, const std::string&>{"--device-id", bind_id},
+          {"--id-prefix", bind_prefix}}) {
+      if (value.empty()) continue;
+      fleet::Status valid = fleet::ValidateDeviceId(value);
+      if (!valid.ok()) {
+        std::cerr << "fleetctl: " << flag << " '" << value << "': " << valid.message() << "\n";
+        return kExitUsage;
+      }
+    }
   }
 
   // Parse the job file before connecting: a bad spec is a usage error, reported against the file.
@@ -641,11 +671,30 @@ int main(int argc, char** argv) {
     else std::printf("device %s revoked (%u open calls closed)\n", id.c_str(), resp.closed_calls());
     return kExitOk;
   }
+  if (dreset->parsed()) {
+    fleet::v1::ResetDeviceRequest req;
+    req.set_id(id);
+    fleet::v1::ResetDeviceResponse resp;
+    grpc::Status s = admin.stub()->ResetDevice(&ctx, req, &resp);
+    if (!s.ok()) return RpcError(s, o);
+    if (o.output == "json") {
+      std::printf("%s\n", Json(resp).c_str());
+    } else {
+      std::printf(
+          "device %s reset: certificate %s no longer accepted (%u open calls closed); it "
+          "may enroll again with a bootstrap token\n",
+          id.c_str(), resp.forgotten_serial().empty() ? "(none)" : resp.forgotten_serial().c_str(),
+          resp.closed_calls());
+    }
+    return kExitOk;
+  }
   if (tcreate->parsed()) {
     fleet::v1::CreateTokenRequest req;
     req.set_ttl_s(static_cast<uint32_t>(std::min<int64_t>(ttl_s, UINT32_MAX)));
     req.set_uses(uses);
     req.set_label(label);
+    req.set_device_id(bind_id);
+    req.set_id_prefix(bind_prefix);
     fleet::v1::CreateTokenResponse resp;
     grpc::Status s = admin.stub()->CreateToken(&ctx, req, &resp);
     if (!s.ok()) return RpcError(s, o);
@@ -653,9 +702,14 @@ int main(int argc, char** argv) {
       std::printf("%s\n", Json(resp).c_str());
     } else {
       std::printf("%s\n", resp.token().c_str());
-      std::fprintf(stderr, "token %s: %u uses, expires %s%s (shown once; the coordinator keeps "
-                   "only its hash)\n", resp.info().id().c_str(), resp.info().uses_total(),
+      std::fprintf(stderr,
+                   "token %s: %u uses, expires %s%s%s (shown once; the coordinator keeps "
+                   "only its id and a salt)\n",
+                   resp.info().id().c_str(), resp.info().uses_total(),
                    TimeString(resp.info().expires_unix() * 1000).c_str(),
+                   TokenBinding(resp.info()).empty()
+                       ? ""
+                       : (", enrolls only " + TokenBinding(resp.info())).c_str(),
                    label.empty() ? "" : (", label " + label).c_str());
     }
     return kExitOk;
@@ -679,8 +733,8 @@ int main(int argc, char** argv) {
       for (const auto& t : tokens) std::printf("%s\n", Json(t).c_str());
       return kExitOk;
     }
-    std::printf("%-18s %-9s %-22s %-22s %-8s %s\n", "ID", "USES", "CREATED", "EXPIRES", "STATE",
-                "LABEL");
+    std::printf("%-18s %-9s %-22s %-22s %-8s %-24s %s\n", "ID", "USES", "CREATED", "EXPIRES",
+                "STATE", "ENROLLS", "LABEL");
     const int64_t now = static_cast<int64_t>(std::time(nullptr));
     for (const auto& t : tokens) {
       std::string state = t.revoked()                ? "revoked"
@@ -688,9 +742,11 @@ int main(int argc, char** argv) {
                           : t.uses_left() == 0       ? "used"
                                                      : "active";
       std::string u = std::to_string(t.uses_left()) + "/" + std::to_string(t.uses_total());
-      std::printf("%-18s %-9s %-22s %-22s %-8s %s\n", t.id().c_str(), u.c_str(),
+      const std::string binding = TokenBinding(t);
+      std::printf("%-18s %-9s %-22s %-22s %-8s %-24s %s\n", t.id().c_str(), u.c_str(),
                   TimeString(t.created_unix() * 1000).c_str(),
-                  TimeString(t.expires_unix() * 1000).c_str(), state.c_str(), t.label().c_str());
+                  TimeString(t.expires_unix() * 1000).c_str(), state.c_str(),
+                  binding.empty() ? "any id" : binding.c_str(), t.label().c_str());
     }
     return kExitOk;
   }

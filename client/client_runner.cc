@@ -151,7 +151,8 @@ int64_t ClientRunner::Now() const {
 }
 
 Status ClientRunner::EnsureIdentity() {
-  StatusOr<DeviceCredentials> c = LoadCredentials(config_.state_dir, config_.device_id, Now());
+  StatusOr<DeviceCredentials> c = NotFound("the coordinator refused the stored certificate");
+  if (refused_.empty()) c = LoadCredentials(config_.state_dir, config_.device_id, Now());
   if (c.ok()) {
     FLEET_LOG(Info) << "device certificate " << c->cert.serial << " valid until unix "
                     << c->cert.not_after;
@@ -160,13 +161,30 @@ Status ClientRunner::EnsureIdentity() {
       FLEET_LOG(Warn) << "stored certificate unusable (" << c.status().message()
                       << "); enrolling again";
     }
-    ASSIGN_OR_RETURN(Bootstrap b, LoadBootstrap(config_.bootstrap));
-    FLEET_LOG(Info) << "enrolling with " << b.coordinator << " (bootstrap " << config_.bootstrap
+    StatusOr<Bootstrap> b = LoadBootstrap(config_.bootstrap);
+    if (!b.ok()) {
+      if (refused_.empty()) return b.status();
+      return FailedPrecondition("certificate refused (" + refused_ +
+                                ") and no bootstrap file to enroll again (" + b.status().message() +
+                                "): re-provision this device");
+    }
+    FLEET_LOG(Info) << "enrolling with " << b->coordinator << " (bootstrap " << config_.bootstrap
                     << ")";
-    c = EnrollDevice(config_, b, Now());
-    if (!c.ok()) return c.status();
-    FLEET_LOG(Info) << "enrolled: certificate " << c->cert.serial << " valid until unix "
-                    << c->cert.not_after;
+    enroll_retry_after_ = std::chrono::milliseconds(0);
+    c = EnrollDevice(config_, *b, Now(), &enroll_retry_after_);
+    if (!c.ok()) {
+      const StatusCode code = c.status().code();
+      if (refused_.empty() || code == StatusCode::kUnavailable ||
+          code == StatusCode::kDeadlineExceeded || code == StatusCode::kResourceExhausted) {
+        return c.status();
+      }
+      return Status(code, "certificate refused (" + refused_ + ") and enrolling again failed (" +
+                              c.status().message() + ")");
+    }
+    FLEET_LOG(Info) << (refused_.empty() ? "enrolled: certificate "
+                                         : "enrolled again: certificate ")
+                    << c->cert.serial << " valid until unix " << c->cert.not_after;
+    refused_.clear();
   }
   return Adopt(std::move(c).value());
 }
@@ -220,24 +238,11 @@ void ClientRunner::MaybeRenew() {
   joined_ = false;
 }
 
-Status ClientRunner::Reenroll(const std::string& refusal) {
+void ClientRunner::Reenroll(const std::string& refusal) {
   FLEET_LOG(Warn) << "the coordinator refused this device's certificate: " << refusal;
   creds_.reset();
   joined_ = false;
-  StatusOr<Bootstrap> b = LoadBootstrap(config_.bootstrap);
-  if (!b.ok()) {
-    return FailedPrecondition("certificate refused (" + refusal + ") and no bootstrap file to "
-                              "enroll again (" + b.status().message() +
-                              "): re-provision this device");
-  }
-  StatusOr<DeviceCredentials> c = EnrollDevice(config_, *b, Now());
-  if (!c.ok()) {
-    return FailedPrecondition("certificate refused (" + refusal + ") and enrolling again "
-                              "failed (" + c.status().message() +
-                              "): re-provision this device with a new bootstrap token");
-  }
-  FLEET_LOG(Info) << "enrolled again: certificate " << c->cert.serial;
-  return Adopt(std::move(c).value());
+  refused_ = refusal;
 }
 
 StatusOr<v1::Task> ClientRunner::OpenTask(const v1::SignedTask& signed_task, bool record) {
@@ -396,15 +401,18 @@ Status ClientRunner::Run() {
       Status s = EnsureIdentity();
       if (!s.ok()) {
         const StatusCode c = s.code();
-        if (c != StatusCode::kUnavailable && c != StatusCode::kDeadlineExceeded) {
-          fatal = Status(c, "cannot obtain a device certificate: " + s.message() +
+        if (c != StatusCode::kUnavailable && c != StatusCode::kDeadlineExceeded &&
+            c != StatusCode::kResourceExhausted) {
+          fatal = Status(c, (refused_.empty() ? "cannot obtain a device certificate: " : "") +
+                                s.message() +
                                 "; re-provision this device (bootstrap file with a valid token)");
           break;
         }
         if (failures++ % 10 == 0) {
           FLEET_LOG(Warn) << "cannot enroll yet: " << s.message() << " (retrying with backoff)";
         }
-        SleepUnlessStopped(backoff.Next());
+        // Not sooner than the coordinator's rate limit asked.
+        SleepUnlessStopped(std::max(backoff.Next(), enroll_retry_after_));
         continue;
       }
       failures = 0;
@@ -416,11 +424,7 @@ Status ClientRunner::Run() {
     if (!joined_) {
       Status s = Join();
       if (s.code() == StatusCode::kUnauthenticated && !config_.tls.insecure) {
-        Status r = Reenroll(s.message());
-        if (!r.ok()) {
-          fatal = r;
-          break;
-        }
+        Reenroll(s.message());
         continue;
       }
       if (s.code() == StatusCode::kFailedPrecondition ||
@@ -457,11 +461,7 @@ Status ClientRunner::Run() {
     if (!s.ok()) {
       if (s.error_code() == grpc::StatusCode::CANCELLED) continue;  // Stop() or revocation
       if (s.error_code() == grpc::StatusCode::UNAUTHENTICATED && !config_.tls.insecure) {
-        Status r = Reenroll(s.error_message());
-        if (!r.ok()) {
-          fatal = r;
-          break;
-        }
+        Reenroll(s.error_message());
         continue;
       }
       if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION ||

@@ -81,7 +81,9 @@ class ClientRunner {
   Status Connect(const ClientTlsOptions& tls);
   // Unix seconds on the (test-injectable) certificate clock.
   int64_t Now() const;
-  // Loads this device's certificate, or enrolls with the bootstrap token. Unavailable: retry.
+  // Loads this device's certificate (unless the coordinator refused it: refused_), or enrolls
+  // with the bootstrap token. Unavailable, DeadlineExceeded or ResourceExhausted: retry (not
+  // before enroll_retry_after_).
   Status EnsureIdentity();
   // Uses `creds` from now on: stores them, rebuilds the channel, keeps the model guard.
   Status Adopt(DeviceCredentials creds);
@@ -91,9 +93,10 @@ class ClientRunner {
   // The key that signs this device's SecAgg messages: the certified one (null until the device
   // has one), or with --insecure a per-process key.
   const crypto::SigningKey* SecAggSigningKey() const;
-  // The coordinator refused our certificate (revoked or expired): re-enroll if the bootstrap
-  // token allows, else a fatal error saying the device needs re-provisioning.
-  Status Reenroll(const std::string& refusal);
+  // The coordinator refused our certificate (revoked, expired, replaced or reset): the main loop
+  // enrolls again (EnsureIdentity) if the bootstrap token allows, else stops with a fatal error
+  // saying the device needs re-provisioning.
+  void Reenroll(const std::string& refusal);
   // The task inside `signed_task` once the model guard let it through (signature over the
   // received bytes, then no rollback); `record` keeps its round durably before returning.
   // --insecure: parsed unchecked.
@@ -127,6 +130,8 @@ class ClientRunner {
   ClientConfig config_;  // coordinator resolved from the bootstrap file when unset
   std::shared_ptr<v1::Device::Stub> stub_;  // guarded by mu_
   std::unique_ptr<DeviceCredentials> creds_;  // main loop only; null when --insecure
+  std::string refused_;  // main loop only: why the coordinator refused the stored certificate
+  std::chrono::milliseconds enroll_retry_after_{0};  // main loop only: the coordinator's hint
   int64_t next_renewal_attempt_ = 0;
   // Main loop only; set with the credentials (Adopt), kept across renewals with the same key.
   std::unique_ptr<ModelGuard> guard_;

@@ -56,6 +56,33 @@ StatusOr<crypto::SigningKey> LoadSecAggKey(const std::string& path) {
   return crypto::SigningKey::FromSeed(seed);
 }
 
+// A token file: one read() into a buffer that is wiped, surrounding whitespace dropped.
+StatusOr<std::string> LoadTokenFile(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return NotFound("cannot open token file " + path + ": " + std::strerror(errno));
+  char buf[512];  // a token is 88 characters; more than this is not a token file
+  size_t n = 0;
+  for (;;) {
+    const ssize_t r = ::read(fd, buf + n, sizeof buf - n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    n += static_cast<size_t>(r);
+    if (n == sizeof buf) break;
+  }
+  ::close(fd);
+  size_t begin = 0, end = n;
+  auto space = [](char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; };
+  while (begin < end && space(buf[begin])) ++begin;
+  while (end > begin && space(buf[end - 1])) --end;
+  const bool too_long = n == sizeof buf;
+  std::string token(buf + begin, too_long ? 0 : end - begin);
+  sodium_memzero(buf, sizeof buf);
+  if (too_long || token.empty()) {
+    return InvalidArgument("token file " + path + " does not hold one bootstrap token");
+  }
+  return token;
+}
+
 Status WriteSecAggSeed(const std::string& path, const crypto::Secret32& seed) {
   std::string hex = crypto::ToHex(seed.data(), seed.size()) + "\n";
   Status s = WriteFileAtomically(path, hex, 0600);
@@ -171,25 +198,37 @@ ClientTlsOptions DeviceCredentials::Tls(const std::string& server_name) const {
   return t;
 }
 
+Bootstrap::~Bootstrap() { sodium_memzero(token.data(), token.size()); }
+
 StatusOr<Bootstrap> LoadBootstrap(const std::string& path) {
   ASSIGN_OR_RETURN(YAML::Node root, LoadYamlFile(path));
   ASSIGN_OR_RETURN(ConfigMap m, ConfigMap::Create(root, path));
   Bootstrap b;
-  std::string ca_file;
+  std::string ca_file, token_file;
   RETURN_IF_ERROR(m.Require("coordinator", &b.coordinator));
   RETURN_IF_ERROR(m.Get("ca_cert", &b.ca_pem));
   RETURN_IF_ERROR(m.Get("ca_cert_file", &ca_file));
   RETURN_IF_ERROR(m.Get("token", &b.token));
+  RETURN_IF_ERROR(m.Get("token_file", &token_file));
   RETURN_IF_ERROR(m.Get("server_name", &b.server_name));
   RETURN_IF_ERROR(m.Finish());
   if (b.ca_pem.empty() == ca_file.empty()) {
     return InvalidArgument(path + ": give exactly one of ca_cert (PEM) or ca_cert_file");
   }
-  if (!ca_file.empty()) {
-    if (ca_file[0] != '/' && path.find('/') != std::string::npos) {
-      ca_file = path.substr(0, path.rfind('/')) + "/" + ca_file;
+  if (!b.token.empty() && !token_file.empty()) {
+    return InvalidArgument(path + ": give at most one of token and token_file");
+  }
+  auto beside = [&](std::string file) {
+    if (file[0] != '/' && path.find('/') != std::string::npos) {
+      file = path.substr(0, path.rfind('/')) + "/" + file;
     }
-    ASSIGN_OR_RETURN(b.ca_pem, ReadFile(ca_file));
+    return file;
+  };
+  if (!ca_file.empty()) {
+    ASSIGN_OR_RETURN(b.ca_pem, ReadFile(beside(ca_file)));
+  }
+  if (!token_file.empty()) {
+    ASSIGN_OR_RETURN(b.token, LoadTokenFile(beside(token_file)));
   }
   if (!crypto::ParseCertificate(b.ca_pem).ok()) {
     return InvalidArgument(path + ": the pinned CA is not a PEM certificate");
@@ -223,7 +262,7 @@ StatusOr<DeviceCredentials> LoadCredentials(const std::string& state_dir,
 }
 
 StatusOr<DeviceCredentials> EnrollDevice(const ClientConfig& config, const Bootstrap& b,
-                                         int64_t now) {
+                                         int64_t now, std::chrono::milliseconds* retry_after) {
   if (b.token.empty()) {
     return FailedPrecondition("no bootstrap token to enroll with: add `token:` from `fleetctl "
                               "token create` to the bootstrap file");
@@ -243,7 +282,22 @@ StatusOr<DeviceCredentials> EnrollDevice(const ClientConfig& config, const Boots
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   v1::EnrollResponse resp;
   grpc::Status s = stub->Enroll(&ctx, req, &resp);
-  if (!s.ok()) return FromGrpcStatus(s);
+  sodium_memzero(req.mutable_token()->data(), req.token().size());
+  if (!s.ok()) {
+    if (s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED && retry_after != nullptr) {
+      // The coordinator's rate limit says when: at least that long (else the caller's backoff).
+      *retry_after = std::chrono::milliseconds(0);
+      auto hint = ctx.GetServerTrailingMetadata().find("fleet-retry-after-ms");
+      if (hint != ctx.GetServerTrailingMetadata().end()) {
+        const std::string ms(hint->second.data(), hint->second.size());
+        if (!ms.empty() && ms.size() < 10 &&
+            ms.find_first_not_of("0123456789") == std::string::npos) {
+          *retry_after = std::chrono::milliseconds(std::stoll(ms));
+        }
+      }
+    }
+    return FromGrpcStatus(s);
+  }
   return Accept(config, *keys, b.ca_pem, resp, now);
 }
 

@@ -13,9 +13,12 @@
 //   ca_cert: |            # PEM of the fleet CA to pin (or ca_cert_file: path)
 //     -----BEGIN CERTIFICATE-----
 //   token: fleet1_...     # from `fleetctl token create`
+//   token_file: path      # or: a file holding only the token (0600), read into a buffer that
+//                         # is wiped; relative to the bootstrap file's directory
 //   server_name: ...      # optional, name expected in the coordinator's certificate
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 
@@ -29,6 +32,10 @@ namespace fleet {
 
 struct Bootstrap {
   std::string coordinator, ca_pem, token, server_name;
+  Bootstrap() = default;
+  Bootstrap(const Bootstrap&) = default;
+  Bootstrap& operator=(const Bootstrap&) = default;
+  ~Bootstrap();  // wipes the token
 };
 StatusOr<Bootstrap> LoadBootstrap(const std::string& path);
 
@@ -55,8 +62,11 @@ StatusOr<DeviceCredentials> LoadCredentials(const std::string& state_dir,
 
 // Generates a key and a SecAgg signing key, sends a CSR for both with the bootstrap token over
 // server-authenticated TLS pinned to the bootstrap CA, verifies and stores what comes back.
+// ResourceExhausted when the coordinator asks to retry later; then *retry_after (if given) is
+// how long it asked to wait.
 StatusOr<DeviceCredentials> EnrollDevice(const ClientConfig& config, const Bootstrap& bootstrap,
-                                         int64_t now);
+                                         int64_t now,
+                                         std::chrono::milliseconds* retry_after = nullptr);
 
 // A new key, SecAgg signing key and certificate over the current mTLS channel; stored on success.
 StatusOr<DeviceCredentials> RenewCertificate(v1::Device::Stub* stub, const ClientConfig& config,

@@ -29,7 +29,8 @@ PkiPaths::PkiPaths(const std::string& state_dir)
       admin_cert(dir + "/admin.pem"),
       admin_key(dir + "/admin.key"),
       model_key(dir + "/model-signing.key"),
-      audit_key(dir + "/audit.key") {}
+      audit_key(dir + "/audit.key"),
+      token_key(dir + "/token.key") {}
 
 Status InitPki(const std::string& state_dir, const InitOptions& o, int64_t now) {
   PkiPaths p(state_dir);
@@ -71,6 +72,8 @@ Status InitPki(const std::string& state_dir, const InitOptions& o, int64_t now) 
   sodium_memzero(hex.data(), hex.size());
   RETURN_IF_ERROR(s);
   if (!FileExists(p.audit_key)) RETURN_IF_ERROR(CreateAuditKey(p.audit_key));
+  // The same 32-random-byte key file format.
+  if (!FileExists(p.token_key)) RETURN_IF_ERROR(CreateAuditKey(p.token_key));
   RETURN_IF_ERROR(WriteFileAtomically(p.ca_cert, ca, 0600));
   // The CA key last: its presence marks a complete init.
   return WriteFileAtomically(p.ca_key, ca_key, 0600);

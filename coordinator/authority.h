@@ -4,6 +4,7 @@
 //   admin.pem admin.key       the first administrator's client certificate (for fleetctl)
 //   model-signing.key         Ed25519 seed (hex) that signs every global model
 //   audit.key                 32 random bytes: the MAC key of STATE_DIR/audit.log
+//   token.key                 32 random bytes: bootstrap token secrets are MACs under it
 // InitPki creates them once (`fleet-coordinator init`); Authority loads them to serve.
 #pragma once
 
@@ -22,7 +23,7 @@ using crypto::kCertBackdateS;
 struct PkiPaths {
   explicit PkiPaths(const std::string& state_dir);
   std::string dir, ca_cert, ca_key, server_cert, server_key, admin_cert, admin_key, model_key,
-      audit_key;
+      audit_key, token_key;
 };
 
 struct InitOptions {
@@ -35,7 +36,8 @@ struct InitOptions {
 };
 
 // Creates the PKI under state_dir/pki (state_dir and pki 0700). Refuses (AlreadyExists) if a CA
-// key is already there. An audit key already there (from a start without a PKI) is kept.
+// key is already there. Audit and token keys already there (from a start without a PKI) are
+// kept.
 Status InitPki(const std::string& state_dir, const InitOptions& options, int64_t now);
 
 class Authority {

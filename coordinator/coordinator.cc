@@ -32,10 +32,14 @@ StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOptions op
     FLEET_LOG(Warn) << "no PKI in " << pki.dir << ": models are sent UNSIGNED (--insecure)";
   }
   const int64_t offset = c->options_.clock_offset_s;
-  c->access_ = std::make_unique<AccessControl>(
-      c->store_.get(), c->audit_.get(), c->options_.insecure,
-      [offset] { return UnixMillis() / 1000 + offset; });
-  RETURN_IF_ERROR(c->access_->Load());
+  c->certs_ = std::make_unique<DeviceCertificates>(c->store_.get());
+  RETURN_IF_ERROR(c->certs_->Load());
+  c->access_ = std::make_unique<AccessControl>(c->store_.get(), c->audit_.get(), c->certs_.get(),
+                                               c->options_.insecure,
+                                               [offset] { return UnixMillis() / 1000 + offset; });
+  RETURN_IF_ERROR(MakePrivateDir(pki.dir));
+  RETURN_IF_ERROR(c->access_->Load(pki.token_key));
+  c->refusals_ = std::make_unique<RefusalLog>(c->audit_.get(), c->options_.enroll_audit_interval);
   RETURN_IF_ERROR(c->Recover());
   return c;
 }
@@ -65,7 +69,8 @@ StatusOr<crypto::CsrInfo> Coordinator::CheckCsr(const std::string& device_id,
 }
 
 StatusOr<v1::EnrollResponse> Coordinator::Issue(const std::string& device_id,
-                                                const crypto::CsrInfo& csr, const char* event) {
+                                                const crypto::CsrInfo& csr, const char* event,
+                                                const std::string& renewing) {
   const int64_t now = Now();
   ASSIGN_OR_RETURN(std::string cert, authority_->IssueDeviceCertificate(
                                          csr, device_id, now, options_.device_cert_lifetime_s));
@@ -75,11 +80,22 @@ StatusOr<v1::EnrollResponse> Coordinator::Issue(const std::string& device_id,
   resp.set_ca_certificate_pem(authority_->ca_pem());
   resp.set_model_signing_public_key(crypto::ToString(authority_->model_key().public_key()));
   resp.set_not_after_unix(info.not_after);
+  // Recorded before it is handed out: from now on it is the only certificate of the id that
+  // device RPCs accept.
+  ASSIGN_OR_RETURN(DeviceCertificates::Previous previous,
+                   certs_->Install(device_id, info.serial, info.not_after, now, renewing));
   // Fail closed: a certificate whose issue is not on record is never handed out.
-  Status audited = audit_->Append(
-      event, device_id,
-      {{"device_id", device_id}, {"serial", info.serial}, {"not_after", info.not_after}});
+  nlohmann::json fields = {
+      {"device_id", device_id}, {"serial", info.serial}, {"not_after", info.not_after}};
+  if (!renewing.empty()) fields["replaces"] = renewing;
+  Status audited = audit_->Append(event, device_id, std::move(fields));
   if (!audited.ok()) {
+    Status restored = certs_->Restore(device_id, previous);
+    if (!restored.ok()) {
+      FLEET_LOG(Error) << "device " << device_id << ": the certificate record cannot be put back ("
+                       << restored.message() << "); `fleetctl device reset " << device_id
+                       << "` lets it enroll again";
+    }
     return Unavailable(std::string(event) + " of device '" + device_id +
                        "' not completed: the audit record cannot be written (" + audited.message() +
                        "); no certificate was issued");
@@ -89,32 +105,53 @@ StatusOr<v1::EnrollResponse> Coordinator::Issue(const std::string& device_id,
   return resp;
 }
 
-StatusOr<v1::EnrollResponse> Coordinator::Enroll(const v1::EnrollRequest& req) {
-  RETURN_IF_ERROR(ValidateDeviceId(req.device_id()));
+StatusOr<v1::EnrollResponse> Coordinator::Enroll(const v1::EnrollRequest& req,
+                                                 const std::string& peer) {
+  const std::string& id = req.device_id();
+  std::string token_id;
+  auto refuse = [&](const char* reason, Status why) {
+    refusals_->Refused(reason, peer, id.substr(0, 128), token_id);
+    return why;
+  };
+  if (Status valid = ValidateDeviceId(id); !valid.ok()) return refuse("bad device id", valid);
   // While the audit log refuses records no enrollment can complete: say so before a token use
   // is spent on it (the device retries).
   if (Status ready = audit_->Ready(); !ready.ok()) {
     return Unavailable("enrollment is suspended: " + ready.message());
   }
-  if (access_->IsRevoked(req.device_id())) {
-    (void)audit_->Append("enroll_refused", req.device_id(), {{"reason", "device revoked"}});
-    return PermissionDenied("device '" + req.device_id() +
-                            "' was revoked and cannot enroll again under that id");
+  // The token first: without a valid one nothing else is checked (nor revealed, such as whether
+  // an id has a certificate). Nothing is spent until every check passed.
+  std::string reason;
+  StatusOr<std::string> token = access_->CheckToken(req.token(), id, &reason, &token_id);
+  if (!token.ok()) {
+    refusals_->Refused(reason, peer, id, token_id);
+    return token.status();
   }
-  // Check the CSR before spending a token use on it.
-  StatusOr<crypto::CsrInfo> csr = CheckCsr(req.device_id(), req.csr_pem());
-  if (csr.status().code() == StatusCode::kPermissionDenied) {
-    (void)audit_->Append("enroll_refused", req.device_id(),
-                         {{"reason", "CSR names another device"}});
+  if (access_->IsRevoked(id)) {
+    return refuse("device revoked", PermissionDenied("device '" + id +
+                                                     "' was revoked and cannot enroll again "
+                                                     "under that id"));
   }
-  if (!csr.ok()) return csr.status();
-  RETURN_IF_ERROR(access_->UseToken(req.token(), req.device_id()));
-  return Issue(req.device_id(), *csr, "enroll");
+  StatusOr<crypto::CsrInfo> csr = CheckCsr(id, req.csr_pem());
+  if (!csr.ok()) {
+    return refuse(csr.status().code() == StatusCode::kPermissionDenied ? "CSR names another device"
+                                                                       : "bad CSR",
+                  csr.status());
+  }
+  if (Status may = certs_->MayEnroll(id, Now()); !may.ok()) {
+    return refuse("device has a valid certificate", may);
+  }
+  RETURN_IF_ERROR(access_->SpendToken(*token, id));
+  return Issue(id, *csr, "enroll", "");
 }
 
-StatusOr<v1::EnrollResponse> Coordinator::Renew(const v1::RenewRequest& req) {
+StatusOr<v1::EnrollResponse> Coordinator::Renew(const v1::RenewRequest& req,
+                                                const std::string& current_serial) {
+  if (current_serial.empty()) {
+    return FailedPrecondition("Renew needs the device's current certificate (mutual TLS)");
+  }
   ASSIGN_OR_RETURN(crypto::CsrInfo csr, CheckCsr(req.device_id(), req.csr_pem()));
-  return Issue(req.device_id(), csr, "renew");
+  return Issue(req.device_id(), csr, "renew", current_serial);
 }
 
 StatusOr<uint32_t> Coordinator::RevokeDevice(const std::string& id, const std::string& by) {
@@ -132,6 +169,41 @@ StatusOr<uint32_t> Coordinator::RevokeDevice(const std::string& id, const std::s
                     audited.message());
   }
   return closed;
+}
+
+StatusOr<v1::ResetDeviceResponse> Coordinator::ResetDevice(const std::string& id,
+                                                           const std::string& by) {
+  RETURN_IF_ERROR(ValidateDeviceId(id));
+  if (access_->IsRevoked(id)) {
+    return FailedPrecondition("device '" + id +
+                              "' is revoked: a reset does not lift a revocation (the id stays "
+                              "barred; re-provision the device under a new id)");
+  }
+  // Fail closed: a reset lets the id enroll again, so it happens only on record.
+  if (Status ready = audit_->Ready(); !ready.ok()) {
+    return Unavailable("device '" + id + "' not reset: " + ready.message());
+  }
+  DeviceCertificates::Previous previous;
+  RETURN_IF_ERROR(certs_->Reset(id, Now(), &previous));
+  const std::string serial =
+      previous && previous->state == DeviceCertRecord::State::kCurrent ? previous->serial : "";
+  Status audited =
+      audit_->Append("device_reset", by, {{"device_id", id}, {"forgotten_serial", serial}});
+  if (!audited.ok()) {
+    Status restored = certs_->Restore(id, previous);
+    if (!restored.ok()) FLEET_LOG(Error) << "device " << id << ": " << restored.message();
+    return Internal("device '" + id +
+                    "' not reset: the reset cannot be recorded in the audit log (" +
+                    audited.message() + ")");
+  }
+  v1::ResetDeviceResponse resp;
+  resp.set_forgotten_serial(serial);
+  resp.set_closed_calls(access_->CancelCalls(id));
+  registry_.Disconnect(id);
+  FLEET_LOG(Warn) << "device " << id << " reset by " << by << ": certificate "
+                  << (serial.empty() ? "(none)" : serial) << " no longer accepted, "
+                  << resp.closed_calls() << " open calls closed";
+  return resp;
 }
 
 Coordinator::Coordinator(CoordinatorOptions options, std::unique_ptr<JobStore> store)

@@ -13,8 +13,10 @@
 #include "coordinator/access.h"
 #include "coordinator/audit_trail.h"
 #include "coordinator/authority.h"
+#include "coordinator/device_certs.h"
 #include "coordinator/device_registry.h"
 #include "coordinator/job_runner.h"
+#include "coordinator/refusal_log.h"
 #include "coordinator/store.h"
 #include "coordinator/upload_slots.h"
 
@@ -30,6 +32,8 @@ struct CoordinatorOptions {
   std::chrono::milliseconds offline_after{4000};
   // Updates buffered at once by PushUpdate (each up to one model): bounds ingest memory.
   uint32_t max_concurrent_updates = 8;
+  // Refused enrollments of one (reason, peer) within this interval share an audit record.
+  std::chrono::milliseconds enroll_audit_interval{60000};
 };
 
 class Coordinator {
@@ -42,12 +46,17 @@ class Coordinator {
   AccessControl& access() { return *access_; }
   AuditLog& audit() { return *audit_; }
   UploadSlots& upload_slots() { return upload_slots_; }
+  RefusalLog& refusals() { return *refusals_; }
   // Unix seconds on the (injectable) certificate clock.
   int64_t Now() const;
 
-  // Enrollment (server-authenticated TLS, bootstrap token) and renewal (mTLS).
-  StatusOr<v1::EnrollResponse> Enroll(const v1::EnrollRequest& request);
-  StatusOr<v1::EnrollResponse> Renew(const v1::RenewRequest& request);
+  // Enrollment (server-authenticated TLS, bootstrap token) from `peer` (the client's address,
+  // for the audit log's refusal records). Refused while the id has a valid certificate.
+  StatusOr<v1::EnrollResponse> Enroll(const v1::EnrollRequest& request, const std::string& peer);
+  // Renewal over mTLS with the device's current certificate, serial `current_serial`, which the
+  // new certificate replaces.
+  StatusOr<v1::EnrollResponse> Renew(const v1::RenewRequest& request,
+                                     const std::string& current_serial);
 
   // Device side. `certificate_pem`: the caller's mTLS certificate (empty with --insecure). With
   // TLS a Join's SecAgg signing key must be the one that certificate certifies (PERMISSION_DENIED
@@ -70,6 +79,9 @@ class Coordinator {
   std::vector<v1::JobStatus> ListJobs();
   StatusOr<v1::JobStatus> StopJob(const std::string& id, const std::string& by);
   StatusOr<uint32_t> RevokeDevice(const std::string& id, const std::string& by);
+  // `fleetctl device reset`: forgets the device's current certificate (audited first; fails
+  // closed), cancels its open calls and its Join, so it can enroll again with a token.
+  StatusOr<v1::ResetDeviceResponse> ResetDevice(const std::string& id, const std::string& by);
 
   // Blocks until any job changed after `*version` or `timeout` passed; updates *version.
   void WaitForChange(uint64_t* version, std::chrono::milliseconds timeout);
@@ -94,14 +106,18 @@ class Coordinator {
   // A verified CSR whose common name is `device_id`, on a coordinator that can issue.
   StatusOr<crypto::CsrInfo> CheckCsr(const std::string& device_id,
                                      const std::string& csr_pem) const;
+  // Issues, records as the id's current certificate (`renewing`: the serial it replaces, ""
+  // for an enrollment), audits (fail closed: the record is put back) and answers.
   StatusOr<v1::EnrollResponse> Issue(const std::string& device_id, const crypto::CsrInfo& csr,
-                                      const char* event);
+                                     const char* event, const std::string& renewing);
 
   const CoordinatorOptions options_;
   std::unique_ptr<JobStore> store_;
   std::unique_ptr<AuditLog> audit_;
   std::unique_ptr<Authority> authority_;  // null: insecure without a PKI
+  std::unique_ptr<DeviceCertificates> certs_;
   std::unique_ptr<AccessControl> access_;
+  std::unique_ptr<RefusalLog> refusals_;
   DeviceRegistry registry_;
   UploadSlots upload_slots_;
 

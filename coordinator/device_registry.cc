@@ -36,6 +36,22 @@ void DeviceRegistry::Revoke(const std::string& id) {
   Run(&done);
 }
 
+void DeviceRegistry::Disconnect(const std::string& id) {
+  std::vector<Completion> done;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = devices_.find(id);
+    if (it == devices_.end()) return;
+    Record& r = it->second;
+    r.last_seen = Clock::time_point();  // not joined: Touch and FetchTask answer "join first"
+    r.signing_key.clear();
+    r.certificate.clear();
+    r.status.set_online(false);
+    WakeDeviceLocked(id, &done);
+  }
+  Run(&done);
+}
+
 v1::DeviceStatus DeviceRegistry::Join(const v1::JoinRequest& request, std::string certificate_der) {
   std::lock_guard<std::mutex> lock(mu_);
   Record& r = devices_[request.device_id()];

@@ -62,6 +62,9 @@ class DeviceRegistry {
   size_t parked() const;
   // Marks a device revoked: offline for good, never a candidate again.
   void Revoke(const std::string& id);
+  // Forgets the device's Join (its keys and certificate) and completes its long polls: it is
+  // offline until it joins again (after `fleetctl device reset`).
+  void Disconnect(const std::string& id);
   // Completes every long poll with no task, and every later one at once (shutdown).
   void WakeAll();
 

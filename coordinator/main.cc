@@ -37,6 +37,9 @@ struct Settings {
   uint32_t stream_idle_timeout_s = 30;  // see fleet::StreamLimits
   uint32_t upload_timeout_s = 300;
   uint32_t watch_timeout_s = 3600;
+  uint32_t enroll_burst = 100;  // see fleet::EnrollLimits
+  uint32_t enroll_rate_per_minute = 600;
+  uint32_t enroll_audit_interval_s = 60;
   std::string log_level = "info";
   std::string port_file;
 };
@@ -53,6 +56,9 @@ fleet::Status LoadConfigFile(const std::string& path, Settings* s) {
   RETURN_IF_ERROR(m.Get("stream_idle_timeout_s", &s->stream_idle_timeout_s));
   RETURN_IF_ERROR(m.Get("upload_timeout_s", &s->upload_timeout_s));
   RETURN_IF_ERROR(m.Get("watch_timeout_s", &s->watch_timeout_s));
+  RETURN_IF_ERROR(m.Get("enroll_burst", &s->enroll_burst));
+  RETURN_IF_ERROR(m.Get("enroll_rate_per_minute", &s->enroll_rate_per_minute));
+  RETURN_IF_ERROR(m.Get("enroll_audit_interval_s", &s->enroll_audit_interval_s));
   RETURN_IF_ERROR(m.Get("log_level", &s->log_level));
   RETURN_IF_ERROR(m.Get("device_cert_ttl", &s->device_cert_ttl));
   ASSIGN_OR_RETURN(fleet::ConfigMap tls, m.Child("tls"));
@@ -101,6 +107,13 @@ int main(int argc, char** argv) {
                             "longest upload stream (also never past its round's deadline)");
   auto* wt = app.add_option("--watch-timeout-s", cli.watch_timeout_s,
                             "longest job watch stream (fleetctl reconnects)");
+  auto* eb = app.add_option("--enroll-burst", cli.enroll_burst,
+                            "enrollment requests one client address may make at once");
+  auto* er = app.add_option("--enroll-rate-per-minute", cli.enroll_rate_per_minute,
+                            "and then per minute (more are refused with a time to retry)");
+  auto* ea = app.add_option("--enroll-audit-interval-s", cli.enroll_audit_interval_s,
+                            "refused enrollments of one reason and client address within this "
+                            "interval share one audit record with their count");
   auto* ll = app.add_option("--log-level", cli.log_level, "debug|info|warn|error");
   app.add_option("--port-file", cli.port_file,
                  "write the bound port here once serving (for scripts using port 0)");
@@ -157,6 +170,9 @@ int main(int argc, char** argv) {
   if (*si) s.stream_idle_timeout_s = cli.stream_idle_timeout_s;
   if (*ut) s.upload_timeout_s = cli.upload_timeout_s;
   if (*wt) s.watch_timeout_s = cli.watch_timeout_s;
+  if (*eb) s.enroll_burst = cli.enroll_burst;
+  if (*er) s.enroll_rate_per_minute = cli.enroll_rate_per_minute;
+  if (*ea) s.enroll_audit_interval_s = cli.enroll_audit_interval_s;
   if (*ll) s.log_level = cli.log_level;
   if (*ttl) s.device_cert_ttl = cli.device_cert_ttl;
   s.port_file = cli.port_file;
@@ -178,6 +194,11 @@ int main(int argc, char** argv) {
     std::cerr << "fleet-coordinator: stream_idle_timeout_s, upload_timeout_s and "
                  "watch_timeout_s must be at least 1 (a stream without a bound can be held "
                  "forever)\n";
+    return kExitUsage;
+  }
+  if (s.enroll_burst == 0 || s.enroll_rate_per_minute == 0 || s.enroll_audit_interval_s == 0) {
+    std::cerr << "fleet-coordinator: enroll_burst, enroll_rate_per_minute and "
+                 "enroll_audit_interval_s must be at least 1\n";
     return kExitUsage;
   }
   fleet::SetLogLevel(level);
@@ -220,7 +241,8 @@ int main(int argc, char** argv) {
               << "  " << p.server_cert << "   coordinator TLS certificate\n"
               << "  " << p.admin_cert << ", admin.key   client certificate for fleetctl\n"
               << "  " << p.model_key << "   signs every global model\n"
-              << "  " << p.audit_key << "   MACs the audit log: back it up apart from it\n";
+              << "  " << p.audit_key << "   MACs the audit log: back it up apart from it\n"
+              << "  " << p.token_key << "   bootstrap token secrets derive from it\n";
     return kExitOk;
   }
   // Without explicit TLS files the PKI made by `init` is used, with mTLS for devices and admins.
@@ -260,6 +282,7 @@ int main(int argc, char** argv) {
   options.insecure = s.tls.insecure;
   options.device_cert_lifetime_s = *cert_ttl;
   options.clock_offset_s = clock_offset_s;
+  options.enroll_audit_interval = std::chrono::seconds(s.enroll_audit_interval_s);
   auto coordinator = fleet::Coordinator::Create(options);
   if (!coordinator.ok()) {
     FLEET_LOG(Error) << coordinator.status().message();
@@ -271,7 +294,10 @@ int main(int argc, char** argv) {
   limits.watch = std::chrono::seconds(s.watch_timeout_s);
   fleet::DeviceService device_service(coordinator->get(), limits);
   fleet::AdminService admin_service(coordinator->get(), limits);
-  fleet::EnrollmentService enrollment_service(coordinator->get());
+  fleet::EnrollLimits enroll_limits;
+  enroll_limits.burst = s.enroll_burst;
+  enroll_limits.per_minute = s.enroll_rate_per_minute;
+  fleet::EnrollmentService enrollment_service(coordinator->get(), enroll_limits);
 
   int port = 0;
   grpc::ServerBuilder builder;

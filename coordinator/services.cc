@@ -1,5 +1,7 @@
 #include "coordinator/services.h"
 
+#include <sodium.h>
+
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -501,7 +503,8 @@ grpc::Status DeviceService::Renew(grpc::ServerContext* ctx, const v1::RenewReque
   grpc::Status v = CheckVersion(req->protocol_version());
   if (!v.ok()) return v;
   if (grpc::Status a = Allow(*ctx, req->device_id()); !a.ok()) return a;
-  return Reply(c_->Renew(*req), resp);
+  StatusOr<Peer> peer = c_->access().Authenticate(*ctx);
+  return Reply(c_->Renew(*req, peer.ok() ? peer->serial : ""), resp);
 }
 
 grpc::Status DeviceService::Allow(const grpc::ServerContextBase& ctx,
@@ -514,16 +517,106 @@ grpc::Status DeviceService::Allow(const grpc::ServerContextBase& ctx,
   return ToGrpcStatus(s);
 }
 
-grpc::Status EnrollmentService::Enroll(grpc::ServerContext* ctx, const v1::EnrollRequest* req,
-                                       v1::EnrollResponse* resp) {
-  grpc::Status v = CheckVersion(req->protocol_version());
-  if (!v.ok()) return v;
-  StatusOr<v1::EnrollResponse> r = c_->Enroll(*req);
-  if (!r.ok()) {
-    FLEET_LOG(Warn) << "refused enrollment of '" << req->device_id().substr(0, 128) << "' from "
-                    << ctx->peer() << ": " << r.status().message();
+namespace {
+
+// "ipv4:10.1.2.3:5678" -> "10.1.2.3", "ipv6:%5B::1%5D:5678" -> "%5B::1%5D": the peer's address
+// without its scheme and port (each connection has another port).
+std::string PeerHost(const std::string& peer) {
+  const size_t scheme = peer.find(':');
+  std::string p = scheme == std::string::npos ? peer : peer.substr(scheme + 1);
+  const size_t colon = p.rfind(':');
+  if (colon != std::string::npos && colon + 1 < p.size() &&
+      p.find_first_not_of("0123456789", colon + 1) == std::string::npos) {
+    p.resize(colon);
   }
-  return Reply(std::move(r), resp);
+  return p.substr(0, 64);
+}
+
+}  // namespace
+
+EnrollmentService::EnrollmentService(Coordinator* c, EnrollLimits limits)
+    : c_(c),
+      limits_(limits),
+      limiter_(limits.burst, limits.per_minute),
+      workers_(std::make_unique<IngestWorkers>(2)) {}
+
+EnrollmentService::~EnrollmentService() = default;
+
+grpc::ServerUnaryReactor* EnrollmentService::Enroll(grpc::CallbackServerContext* ctx,
+                                                    const grpc::ByteBuffer* request,
+                                                    grpc::ByteBuffer* response) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  const std::string peer = PeerHost(ctx->peer());
+  auto busy = [&](const char* reason, std::chrono::milliseconds wait, const std::string& what) {
+    c_->refusals().Refused(reason, peer, "");
+    ctx->AddTrailingMetadata("fleet-retry-after-ms", std::to_string(wait.count()));
+    const int64_t s = std::max<int64_t>(1, (wait.count() + 999) / 1000);
+    reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                 what + ": retry in " + std::to_string(s) + " s"));
+    return reactor;
+  };
+  std::chrono::milliseconds wait{0};
+  if (!limiter_.Allow(peer, &wait)) {
+    return busy("rate limited", wait, "too many enrollment requests from " + peer);
+  }
+  const size_t bytes = request->Length();
+  if (bytes > limits_.max_request_bytes) {
+    c_->refusals().Refused("request too large", peer, "");
+    FLEET_LOG(Warn) << "refused enrollment request of " << bytes << " bytes from " << ctx->peer();
+    reactor->Finish(grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        "enrollment request of " + std::to_string(bytes) + " bytes exceeds the limit of " +
+            std::to_string(limits_.max_request_bytes) + " (refused unparsed)"));
+    return reactor;
+  }
+  if (queued_.fetch_add(1) >= limits_.max_queued) {
+    queued_.fetch_sub(1);
+    return busy(
+        "enrollment queue full", std::chrono::milliseconds(1000),
+        "the coordinator is busy with " + std::to_string(limits_.max_queued) + " enrollments");
+  }
+  workers_->Post([this, ctx, request, response, reactor, peer] {
+    grpc::Status s = Handle(*request, peer, response);
+    if (!s.ok()) {
+      FLEET_LOG(Warn) << "refused enrollment from " << ctx->peer() << ": " << s.error_message();
+    }
+    queued_.fetch_sub(1);
+    reactor->Finish(s);
+  });
+  return reactor;
+}
+
+grpc::Status EnrollmentService::Handle(const grpc::ByteBuffer& request, const std::string& peer,
+                                       grpc::ByteBuffer* response) {
+  // The bytes and the parsed token are wiped when done (gRPC's own buffers are not ours).
+  std::vector<grpc::Slice> slices;
+  std::string bytes;
+  if (request.Dump(&slices).ok()) {
+    for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  }
+  v1::EnrollRequest req;
+  const bool parsed = req.ParseFromString(bytes);
+  sodium_memzero(bytes.data(), bytes.size());
+  struct Wipe {
+    v1::EnrollRequest* r;
+    ~Wipe() { sodium_memzero(r->mutable_token()->data(), r->token().size()); }
+  } wipe{&req};
+  if (!parsed) {
+    c_->refusals().Refused("malformed request", peer, "");
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "malformed EnrollRequest");
+  }
+  grpc::Status v = CheckVersion(req.protocol_version());
+  if (!v.ok()) return v;
+  StatusOr<v1::EnrollResponse> r = c_->Enroll(req, peer);
+  if (!r.ok()) {
+    FLEET_LOG(Warn) << "refused enrollment of '" << req.device_id().substr(0, 128)
+                    << "': " << r.status().message();
+    return ToGrpcStatus(r.status());
+  }
+  const std::string out = r->SerializeAsString();
+  grpc::Slice slice(out);
+  *response = grpc::ByteBuffer(&slice, 1);
+  return grpc::Status::OK;
 }
 
 grpc::Status AdminService::Allow(const grpc::ServerContext& ctx, std::string* who) {
@@ -616,7 +709,13 @@ grpc::Status AdminService::CreateToken(grpc::ServerContext* ctx,
                                        v1::CreateTokenResponse* resp) {
   std::string who;
   if (grpc::Status a = Allow(*ctx, &who); !a.ok()) return a;
-  auto r = c_->access().CreateToken(req->ttl_s(), req->uses(), req->label(), who);
+  TokenSpec spec;
+  spec.ttl_s = req->ttl_s();
+  spec.uses = req->uses();
+  spec.label = req->label();
+  spec.device_id = req->device_id();
+  spec.id_prefix = req->id_prefix();
+  auto r = c_->access().CreateToken(spec, who);
   if (!r.ok()) return ToGrpcStatus(r.status());
   resp->set_token(r->first);
   *resp->mutable_info() = r->second;
@@ -647,6 +746,13 @@ grpc::Status AdminService::RevokeDevice(grpc::ServerContext* ctx,
   if (!closed.ok()) return ToGrpcStatus(closed.status());
   resp->set_closed_calls(*closed);
   return grpc::Status::OK;
+}
+
+grpc::Status AdminService::ResetDevice(grpc::ServerContext* ctx, const v1::ResetDeviceRequest* req,
+                                       v1::ResetDeviceResponse* resp) {
+  std::string who;
+  if (grpc::Status a = Allow(*ctx, &who); !a.ok()) return a;
+  return Reply(c_->ResetDevice(req->id(), who), resp);
 }
 
 }  // namespace fleet

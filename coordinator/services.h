@@ -8,6 +8,7 @@
 // sending (StreamLimits).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <mutex>
@@ -16,6 +17,7 @@
 
 #include "coordinator/call_timer.h"
 #include "coordinator/coordinator.h"
+#include "coordinator/rate_limiter.h"
 #include "proto/fleet.grpc.pb.h"
 
 namespace fleet {
@@ -77,15 +79,38 @@ class DeviceService final
   std::set<std::string> uploading_;  // devices with an open upload; guarded by uploads_mu_
 };
 
-// Reachable without a client certificate: a bootstrap token buys one.
-class EnrollmentService final : public v1::Enrollment::Service {
+// Bounds of the enrollment service (README "fleet-coordinator": enroll_burst,
+// enroll_rate_per_minute).
+struct EnrollLimits {
+  // Larger requests are refused from their length, before they are parsed (a real one is about
+  // 1 KiB: a P-256 CSR and a token).
+  size_t max_request_bytes = 16 << 10;
+  uint32_t burst = 100;       // requests one peer (IP address) may make at once
+  uint32_t per_minute = 600;  // and then per minute
+  uint32_t max_queued = 64;   // enrollments waiting for or in a worker, from all peers
+};
+
+// Reachable without a client certificate: a bootstrap token buys one. The callback API with raw
+// bytes, so that a request is rate-limited (per peer, RESOURCE_EXHAUSTED with the trailing
+// metadata "fleet-retry-after-ms") and its size checked before anything parses it; accepted
+// requests are parsed and handled on two worker threads of its own (they sign and fsync), with
+// at most `max_queued` waiting.
+class EnrollmentService final
+    : public v1::Enrollment::WithRawCallbackMethod_Enroll<v1::Enrollment::Service> {
  public:
-  explicit EnrollmentService(Coordinator* c) : c_(c) {}
-  grpc::Status Enroll(grpc::ServerContext*, const v1::EnrollRequest*,
-                      v1::EnrollResponse*) override;
+  explicit EnrollmentService(Coordinator* c, EnrollLimits limits = {});
+  ~EnrollmentService() override;
+  grpc::ServerUnaryReactor* Enroll(grpc::CallbackServerContext*, const grpc::ByteBuffer*,
+                                   grpc::ByteBuffer*) override;
 
  private:
+  grpc::Status Handle(const grpc::ByteBuffer& request, const std::string& peer,
+                      grpc::ByteBuffer* response);
   Coordinator* c_;
+  const EnrollLimits limits_;
+  RateLimiter limiter_;
+  std::atomic<uint32_t> queued_{0};
+  std::unique_ptr<IngestWorkers> workers_;
 };
 
 class AdminService final : public v1::Admin::Service {
@@ -109,6 +134,8 @@ class AdminService final : public v1::Admin::Service {
                            v1::TokenInfo*) override;
   grpc::Status RevokeDevice(grpc::ServerContext*, const v1::RevokeDeviceRequest*,
                             v1::RevokeDeviceResponse*) override;
+  grpc::Status ResetDevice(grpc::ServerContext*, const v1::ResetDeviceRequest*,
+                           v1::ResetDeviceResponse*) override;
 
  private:
   // Admin certificate check; *who names the admin.

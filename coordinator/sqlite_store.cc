@@ -13,7 +13,10 @@ namespace {
 // v4: + jobs.last_selected (cooldown state: a JobStatus holding only last_selected).
 // v5: + jobs.revealed (secure sums whose Unmask stage opened: a JobStatus holding only revealed).
 // v6: + audit_head (one row: the audit log's newest record; fleetctl audit verify --db reads it).
-constexpr int kSchemaVersion = 7;
+// v7: + device_certs (each device id's current certificate). Devices that joined before are
+//     marked 'legacy': their certificates were issued unrecorded (see DeviceCertRecord).
+// v8: + revealed_sums (every secure sum whose Unmask stage opened, fleet-wide, by model hash).
+constexpr int kSchemaVersion = 8;
 
 // The v2 schema; a new file is created at v2 and migrated forward like an old one, so every
 // database goes through the same steps.
@@ -83,6 +86,18 @@ CREATE TABLE audit_head (
 );
 )sql"},
     {7, R"sql(
+CREATE TABLE device_certs (
+  device_id TEXT PRIMARY KEY,
+  state TEXT NOT NULL CHECK (state IN ('current', 'reset', 'legacy')),
+  serial TEXT NOT NULL,
+  not_after INTEGER NOT NULL,
+  updated_unix INTEGER NOT NULL
+);
+INSERT INTO device_certs(device_id, state, serial, not_after, updated_unix)
+  SELECT id, 'legacy', '', 0, CAST(strftime('%s', 'now') AS INTEGER) FROM devices
+  WHERE id NOT IN (SELECT device_id FROM revocations);
+)sql"},
+    {8, R"sql(
 CREATE TABLE revealed_sums (
   job_id TEXT NOT NULL,
   round INTEGER NOT NULL,
@@ -94,6 +109,18 @@ CREATE TABLE revealed_sums (
 CREATE INDEX revealed_sums_model ON revealed_sums(model_blake2b);
 )sql"},
 };
+
+const char* CertStateName(DeviceCertRecord::State s) {
+  switch (s) {
+    case DeviceCertRecord::State::kCurrent:
+      return "current";
+    case DeviceCertRecord::State::kReset:
+      return "reset";
+    case DeviceCertRecord::State::kLegacy:
+      return "legacy";
+  }
+  return "current";
+}
 
 class SqliteStore : public JobStore {
  public:
@@ -283,6 +310,50 @@ class SqliteStore : public JobStore {
   StatusOr<std::vector<v1::DeviceRevocation>> LoadRevocations() override {
     return LoadAll<v1::DeviceRevocation>("SELECT record FROM revocations ORDER BY device_id;",
                                          "revocation");
+  }
+
+  Status SaveDeviceCert(const DeviceCertRecord& r) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    Stmt s(db_,
+           "INSERT OR REPLACE INTO device_certs(device_id, state, serial, not_after, "
+           "updated_unix) VALUES(?,?,?,?,?);");
+    if (!s.ok()) return Error("prepare SaveDeviceCert");
+    s.Bind(1, r.device_id);
+    s.Bind(2, std::string(CertStateName(r.state)));
+    s.Bind(3, r.serial);
+    s.Bind(4, r.not_after);
+    s.Bind(5, r.updated_unix);
+    if (sqlite3_step(s.get()) != SQLITE_DONE) return Error("SaveDeviceCert " + r.device_id);
+    return OkStatus();
+  }
+  Status DeleteDeviceCert(const std::string& device_id) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    Stmt s(db_, "DELETE FROM device_certs WHERE device_id=?;");
+    if (!s.ok()) return Error("prepare DeleteDeviceCert");
+    s.Bind(1, device_id);
+    if (sqlite3_step(s.get()) != SQLITE_DONE) return Error("DeleteDeviceCert " + device_id);
+    return OkStatus();
+  }
+  StatusOr<std::vector<DeviceCertRecord>> LoadDeviceCerts() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    Stmt s(db_,
+           "SELECT device_id, state, serial, not_after, updated_unix FROM device_certs "
+           "ORDER BY device_id;");
+    if (!s.ok()) return Error("prepare LoadDeviceCerts");
+    std::vector<DeviceCertRecord> out;
+    while (sqlite3_step(s.get()) == SQLITE_ROW) {
+      DeviceCertRecord r;
+      r.device_id = s.Text(0);
+      const std::string state = s.Text(1);
+      r.state = state == "reset"    ? DeviceCertRecord::State::kReset
+                : state == "legacy" ? DeviceCertRecord::State::kLegacy
+                                    : DeviceCertRecord::State::kCurrent;
+      r.serial = s.Text(2);
+      r.not_after = s.Int(3);
+      r.updated_unix = s.Int(4);
+      out.push_back(std::move(r));
+    }
+    return out;
   }
 
   Status SaveAuditHead(const AuditHead& head) override {

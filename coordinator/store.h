@@ -1,7 +1,8 @@
 // Durable coordinator state behind an interface: jobs (spec, state, progress, restarts),
 // per-round summaries with the checkpoint each produced, devices, bootstrap tokens,
-// revocations and the audit log's head. SqliteStore is the production implementation (WAL,
-// synchronous=FULL, schema versioned with migrations); it is thread-safe.
+// revocations, each device's current certificate and the audit log's head. SqliteStore is the
+// production implementation (WAL, synchronous=FULL, schema versioned with migrations); it is
+// thread-safe.
 #pragma once
 
 #include <memory>
@@ -24,6 +25,19 @@ struct CheckpointRecord {
   std::string blake2b;
   std::string optimizer_file;     // server optimizer moments; empty when it has none
   std::string optimizer_blake2b;
+};
+
+// The certificate a device id may use now (DeviceCertificates). kCurrent: only `serial`, valid
+// until `not_after`. kReset: none (an admin ran `fleetctl device reset`); the id may enroll
+// again. kLegacy: the device joined before certificates were recorded (schema v7); the first
+// certificate it presents becomes current.
+struct DeviceCertRecord {
+  enum class State { kCurrent, kReset, kLegacy };
+  std::string device_id;
+  State state = State::kCurrent;
+  std::string serial;  // lowercase hex; "" unless kCurrent
+  int64_t not_after = 0;
+  int64_t updated_unix = 0;
 };
 
 class JobStore {
@@ -49,6 +63,10 @@ class JobStore {
   virtual StatusOr<std::vector<v1::TokenRecord>> LoadTokens() = 0;
   virtual Status SaveRevocation(const v1::DeviceRevocation& revocation) = 0;
   virtual StatusOr<std::vector<v1::DeviceRevocation>> LoadRevocations() = 0;
+  // One record per device id (inserted or replaced), and its removal.
+  virtual Status SaveDeviceCert(const DeviceCertRecord& record) = 0;
+  virtual Status DeleteDeviceCert(const std::string& device_id) = 0;
+  virtual StatusOr<std::vector<DeviceCertRecord>> LoadDeviceCerts() = 0;
   // The audit log's newest record (AuditLog calls SaveAuditHead after each durable append);
   // nullopt when none was ever recorded.
   virtual Status SaveAuditHead(const AuditHead& head) = 0;

@@ -517,9 +517,18 @@ TEST(FailClosed, TokensThatCannotBeAudited) {
   }
   auto log = OpenAuditTrail(state, store->get());
   ASSERT_TRUE(log.ok()) << log.status().message();
-  AccessControl access(store->get(), log->get(), /*insecure=*/false, [] { return int64_t{1000}; });
-  ASSERT_TRUE(access.Load().ok());
-  auto first = access.CreateToken(3600, 1, "ward-3", "alice");
+  DeviceCertificates certs(store->get());
+  AccessControl access(store->get(), log->get(), &certs, /*insecure=*/false,
+                       [] { return int64_t{1000}; });
+  ASSERT_TRUE(access.Load(state + "/pki/token.key").ok());
+  auto token = [](const std::string& label) {
+    TokenSpec spec;
+    spec.ttl_s = 3600;
+    spec.uses = 1;
+    spec.label = label;
+    return spec;
+  };
+  auto first = access.CreateToken(token("ward-3"), "alice");
   ASSERT_TRUE(first.ok()) << first.status().message();
 
   struct rlimit old {};
@@ -529,7 +538,7 @@ TEST(FailClosed, TokensThatCannotBeAudited) {
   small.rlim_cur = ReadFile(state + "/audit.log").value().size() + 10;
   ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
   auto revoked = access.RevokeToken(first->second.id(), "alice");
-  auto second = access.CreateToken(3600, 1, "ward-4", "alice");
+  auto second = access.CreateToken(token("ward-4"), "alice");
   setrlimit(RLIMIT_FSIZE, &old);
   signal(SIGXFSZ, old_handler);
 

@@ -89,7 +89,7 @@ TEST(SqliteStore, UsesWalAndPassesIntegrityCheck) {
   };
   EXPECT_EQ(one("PRAGMA journal_mode;"), "wal");
   EXPECT_EQ(one("PRAGMA integrity_check;"), "ok");
-  EXPECT_EQ(one("PRAGMA user_version;"), "7");
+  EXPECT_EQ(one("PRAGMA user_version;"), "8");
   EXPECT_EQ(one("PRAGMA synchronous;"), "2");  // FULL (per connection: ours sets it on open)
   // A database from a newer coordinator is refused, not silently rewritten.
   sqlite3_exec(db, "PRAGMA user_version=99;", nullptr, nullptr, nullptr);
@@ -160,7 +160,7 @@ TEST(SqliteStore, MigratesAVersion2Database) {
     ASSERT_TRUE(head.ok());
     EXPECT_FALSE(head->has_value());
   }
-  EXPECT_EQ(QueryOne(path, "PRAGMA user_version;"), "7");
+  EXPECT_EQ(QueryOne(path, "PRAGMA user_version;"), "8");
   EXPECT_EQ(QueryOne(path, "PRAGMA integrity_check;"), "ok");
 }
 
