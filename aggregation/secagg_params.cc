@@ -104,9 +104,25 @@ Status ValidateThreatModel(const SecAggThreatModel& th) {
   return OkStatus();
 }
 
+void SetThreatModel(const SecAggThreatModel& th, v1::SecAggTaskConfig* config) {
+  config->set_corrupt_fraction(th.corrupt_fraction);
+  config->set_dropout_fraction(th.dropout_fraction);
+  config->set_neighbours(th.neighbours);
+  config->set_threshold(th.threshold);
+}
+
+SecAggThreatModel ThreatModelOf(const v1::SecAggTaskConfig& config) {
+  SecAggThreatModel th;
+  th.corrupt_fraction = config.corrupt_fraction();
+  th.dropout_fraction = config.dropout_fraction();
+  th.neighbours = config.neighbours();
+  th.threshold = config.threshold();
+  return th;
+}
+
 StatusOr<SecAggGraphParams> ChooseGraphParams(uint32_t n, const SecAggThreatModel& th) {
   RETURN_IF_ERROR(ValidateThreatModel(th));
-  if (n < 3) {
+  if (n < kSecAggMinClients) {
     return FailedPrecondition("secure aggregation needs at least 3 clients (have " +
                               std::to_string(n) + "): with 2, each could subtract its own update "
                               "from the sum and learn the other's");
