@@ -21,6 +21,7 @@
 #include "common/log.h"
 #include "common/sqlite_util.h"
 #include "proto/fleet.grpc.pb.h"
+#include "proto/health.grpc.pb.h"
 
 namespace {
 
@@ -266,6 +267,42 @@ int RpcError(const grpc::Status& s, const Options& o) {
   }
   std::cerr << "fleetctl: " << s.error_message() << hint << "\n";
   return kExitError;
+}
+
+// `fleetctl health`: grpc.health.v1 Check, which needs no client certificate (server TLS only),
+// so a container health check can run it with just the CA. Exit 0 only for SERVING.
+int Health(const Options& o, const std::string& service) {
+  fleet::ClientTlsOptions tls;
+  tls.insecure = o.insecure;
+  tls.ca_file = o.ca_cert;
+  tls.server_name = o.server_name;
+  tls.cert_file = o.cert;
+  tls.key_file = o.key;
+  auto channel = fleet::MakeChannel(o.coordinator, tls, 1 << 20);
+  if (!channel.ok()) {
+    std::cerr << "fleetctl: " << channel.status().message() << "\n";
+    return kExitUsage;
+  }
+  auto stub = grpc::health::v1::Health::NewStub(*channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(o.timeout_s));
+  grpc::health::v1::HealthCheckRequest req;
+  req.set_service(service);
+  grpc::health::v1::HealthCheckResponse resp;
+  grpc::Status s = stub->Check(&ctx, req, &resp);
+  if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
+    std::cerr << "fleetctl: the coordinator has no service '" << service
+              << "' (fleet.v1.Device, fleet.v1.Admin, fleet.v1.Enrollment, or none for the whole "
+                 "server)\n";
+    return kExitError;
+  }
+  if (!s.ok()) return RpcError(s, o);
+  std::printf(
+      "%s\n",
+      o.output == "json"
+          ? Json(resp).c_str()
+          : grpc::health::v1::HealthCheckResponse::ServingStatus_Name(resp.status()).c_str());
+  return resp.status() == grpc::health::v1::HealthCheckResponse::SERVING ? kExitOk : kExitError;
 }
 
 struct AuditVerifyArgs {
@@ -569,6 +606,15 @@ int main(int argc, char** argv) {
                       "hold this record ...");
   averify->add_option("--expect-head", audit_args.expect_head, "... with this hash (64 hex)");
 
+  auto* health = app.add_subcommand(
+      "health",
+      "ask the coordinator's grpc.health.v1 service whether it serves; needs only "
+      "--ca-cert, no client certificate (exit 0 SERVING, 1 NOT_SERVING or unreachable)");
+  std::string health_service;
+  health->add_option("--service", health_service,
+                     "one service (fleet.v1.Device, fleet.v1.Admin, fleet.v1.Enrollment); "
+                     "default: the whole server");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -582,6 +628,7 @@ int main(int argc, char** argv) {
   }
 
   if (averify->parsed()) return VerifyAudit(audit_args, o);
+  if (health->parsed()) return Health(o, health_service);
   int64_t ttl_s = 0;
   if (tcreate->parsed()) {
     auto parsed = fleet::ParseDurationSeconds(ttl);

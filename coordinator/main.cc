@@ -18,6 +18,7 @@
 #include "common/signals.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/services.h"
+#include "proto/fleet.grpc.pb.h"
 
 namespace {
 
@@ -299,6 +300,11 @@ int main(int argc, char** argv) {
   enroll_limits.per_minute = s.enroll_rate_per_minute;
   fleet::EnrollmentService enrollment_service(coordinator->get(), enroll_limits);
 
+  // grpc.health.v1.Health, gRPC's built-in implementation (Check and Watch): container health
+  // checks, grpc_health_probe and `fleetctl health`. It needs no client
+  // certificate: like Enroll it is reachable over server-authenticated TLS, and it tells only
+  // SERVING or NOT_SERVING.
+  grpc::EnableDefaultHealthCheckService(true);
   int port = 0;
   grpc::ServerBuilder builder;
   builder.AddListeningPort(s.listen, *creds, &port);
@@ -321,6 +327,18 @@ int main(int argc, char** argv) {
     FLEET_LOG(Error) << "cannot listen on " << s.listen << " (address in use or invalid?)";
     return kExitError;
   }
+  // The port opens only once the coordinator is ready to answer (database, audit log, PKI and
+  // job recovery are done above), so every service is SERVING from here until shutdown begins.
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  auto set_serving = [health](bool serving) {
+    if (health == nullptr) return;
+    for (const char* name :
+         {"", fleet::v1::Device::service_full_name(), fleet::v1::Admin::service_full_name(),
+          fleet::v1::Enrollment::service_full_name()}) {
+      health->SetServingStatus(name, serving);
+    }
+  };
+  set_serving(true);
   std::string host = s.listen.substr(0, s.listen.rfind(':'));
   FLEET_LOG(Info) << "listening on " << host << ":" << port << " ("
                   << (s.tls.insecure ? "PLAINTEXT, no identities checked" : "TLS 1.3, mTLS")
@@ -342,6 +360,9 @@ int main(int argc, char** argv) {
     std::unique_lock<std::mutex> lock(mu);
     cv.wait(lock, [&] { return received_signal != 0; });
   }
+  // Draining: probes see NOT_SERVING (and Watch streams are told) before jobs stop and the
+  // server refuses new calls.
+  set_serving(false);
   fleet::NotifyStopping();
   FLEET_LOG(Info) << "signal " << received_signal << ": shutting down";
   (*coordinator)->Shutdown();
