@@ -354,10 +354,9 @@ StatusOr<v1::SecAggConsistency> SecAggClient::OnSurvivors(const v1::SecAggSurviv
     return InvalidArgument("survivor set is malformed or omits this client");
   }
   if (survivors_.size() < MinClients()) {
-    return FailedPrecondition("refusing to help unmask a sum of " +
-                              std::to_string(survivors_.size()) +
-                              " inputs (the signed task's min_clients is " +
-                              std::to_string(MinClients()) + ")");
+    return FailedPrecondition(
+        "refusing to help unmask a sum of " + std::to_string(survivors_.size()) +
+        " inputs (the signed task's min_clients is " + std::to_string(MinClients()) + ")");
   }
   v1::SecAggConsistency c;
   c.set_signature(signing_key_->Sign(secagg_wire::SurvivorsMessage(attempt_, survivors_)));

@@ -657,13 +657,11 @@ Status ClientRunner::MaySecurelyAggregate(const std::string& job_id,
   if (!unmask_history_) {
     return FailedPrecondition("refusing secure aggregation: " + unmask_history_error_.message());
   }
-  if (const UnmaskHistory::Entry* e = unmask_history_->Find(model_hash)) {
+  if (unmask_history_->Contains(job_id, model_hash)) {
     return FailedPrecondition(
         "refusing secure aggregation: this device already helped reveal a sum over this model "
         "(job " +
-        e->job_id + (e->job_id == job_id ? "" : " round " + std::to_string(e->round)) +
-        ", model " + model_hash.substr(0, 12) +
-        (e->job_id == job_id ? ")" : "; asked again by job " + job_id + ")"));
+        job_id + ", model " + model_hash.substr(0, 12) + ")");
   }
   return OkStatus();
 }

@@ -91,18 +91,17 @@ StatusOr<UnmaskHistory> UnmaskHistory::Load(std::string path) {
   return h;
 }
 
-const UnmaskHistory::Entry* UnmaskHistory::Find(const std::string& model_hash) const {
-  for (const Entry& e : entries_) {
-    if (e.model_hash == model_hash) return &e;
-  }
-  return nullptr;
+bool UnmaskHistory::Contains(const std::string& job_id, const std::string& model_hash) const {
+  return std::any_of(entries_.begin(), entries_.end(), [&](const Entry& e) {
+    return e.job_id == job_id && e.model_hash == model_hash;
+  });
 }
 
 Status UnmaskHistory::Record(const std::string& job_id, const std::string& model_hash,
                              uint32_t round, int64_t unix_ms) {
   if (!IsJobId(job_id)) return InvalidArgument("job id '" + job_id + "' cannot be recorded");
   if (!IsHex64(model_hash)) return InvalidArgument("model hash must be 64 lowercase hex digits");
-  if (Contains(model_hash)) return OkStatus();
+  if (Contains(job_id, model_hash)) return OkStatus();
   std::vector<Entry> next = entries_;
   next.push_back({job_id, model_hash, round, std::max<int64_t>(0, unix_ms)});
   Prune(&next);
@@ -121,8 +120,24 @@ std::string UnmaskHistory::Encode(const std::vector<Entry>& entries) {
 }
 
 void UnmaskHistory::Prune(std::vector<Entry>* entries) {
-  if (entries->size() <= kMaxEntries) return;
-  entries->erase(entries->begin(), entries->end() - kMaxEntries);
+  // Newest position of each job: the jobs kept are the kMaxJobs seen most recently.
+  std::map<std::string, size_t> newest, count;
+  for (size_t i = 0; i < entries->size(); ++i) newest[(*entries)[i].job_id] = i;
+  std::vector<size_t> order;
+  for (const auto& [job, i] : newest) order.push_back(i);
+  std::sort(order.rbegin(), order.rend());
+  std::map<std::string, bool> keep_job;
+  for (size_t k = 0; k < order.size(); ++k) {
+    keep_job[(*entries)[order[k]].job_id] = k < kMaxJobs;
+  }
+  std::vector<Entry> kept;
+  for (size_t i = entries->size(); i-- > 0;) {  // newest first, so per-job counts keep the newest
+    Entry& e = (*entries)[i];
+    if (!keep_job[e.job_id] || ++count[e.job_id] > kPerJob) continue;
+    kept.push_back(std::move(e));
+  }
+  std::reverse(kept.begin(), kept.end());
+  *entries = std::move(kept);
 }
 
 }  // namespace fleet

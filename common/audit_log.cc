@@ -209,10 +209,8 @@ AuditHeadComparison CompareAuditHead(const AuditVerification& v, const AuditHead
                     " were removed (the log was truncated or replaced by an older copy)";
     return c;
   }
-  // A head recorded without a MAC matches only a record without one (from before the key).
   if (expected.seq > 0 && (v.remembered.seq != expected.seq || v.remembered.hash != expected.hash ||
-                           (!expected.mac.empty() && !SameMac(v.remembered.mac, expected.mac)) ||
-                           (expected.mac.empty() && !v.remembered.mac.empty()))) {
+                           (!expected.mac.empty() && !SameMac(v.remembered.mac, expected.mac)))) {
     c.match = AuditHeadMatch::kDiverged;
     c.explanation = "record " + std::to_string(expected.seq) + " of the log (hash " +
                     Short(v.remembered.hash) + "...) is not the recorded head " +
@@ -284,6 +282,15 @@ StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(AuditLogOptions options) {
                        " records carries a MAC, although this log has been MACed since its key "
                        "was first used: it was rewritten without MACs (the records cannot be "
                        "trusted; keep the file as evidence)"));
+  }
+  // The database always records a MACed record's MAC with its head: a head recorded without one
+  // for a record that carries one was stripped (a downgrade attempt).
+  if (options.recorded && options.recorded->seq > 0 && options.recorded->mac.empty() &&
+      v.remembered.seq == options.recorded->seq && !v.remembered.mac.empty()) {
+    return fail(refuse("the state database records the head " +
+                       DescribeAuditHead(*options.recorded) +
+                       " without its MAC, although that record carries one: the database was "
+                       "edited"));
   }
   if (!options.recorded) {
     if (v.keyed > 0) {

@@ -127,14 +127,13 @@ class JobRunner {
   bool RunSecureStages(uint32_t round, v1::RoundSummary* summary, std::string* why);
   bool secure() const { return !job_.spec().secure_aggregation().disabled(); }
   Status OnMaskedUpdate(const v1::UpdateHeader& header, std::string_view payload);
-  // Revealed sums (docs/security.md, "Secure aggregation"). A model version is the BLAKE2b-256
-  // of the encoded global model a round's task carries, in any job (two jobs with one spec and
-  // seed start from the same model); once the Unmask stage of a sum over it opened, no further
-  // sum over that version may include any device of that sum.
+  // Revealed sums (docs/security.md, "Secure aggregation"). A model version is (job, BLAKE2b-256
+  // of the encoded global model a round's task carries); once the Unmask stage of a sum over it
+  // opened, no further sum over that version may include any device of that sum.
   //
-  // The devices in revealed sums over the model this round trains from (this job's and, from the
-  // store's fleet-wide table, every job's), each with its sum's name. Every device when the table
-  // cannot be read (fail closed).
+  // The devices in this job's revealed sums over the model this round trains from (the job row
+  // and the store's table, which keeps them for good), each with its sum's name. Every device
+  // when the table cannot be read (fail closed).
   RevealedExclusions RevealedOverCurrentModel() const;
   // Durably records the sum of `survivors` (round, attempt_, round_model_hash_) in the store's
   // fleet-wide table and the job row.

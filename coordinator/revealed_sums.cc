@@ -23,22 +23,24 @@ RevealedExclusions JobRunner::RevealedOverCurrentModel() const {
     }
   }
   if (round_model_hash_.empty()) return out;
-  // The same model in other jobs (two jobs with one spec and seed start from identical
-  // parameters), and this job's own older records, from the fleet-wide table.
+  // This job's records over the model from the store's table, which keeps them for good (the
+  // job row keeps only those a restart could fall back to). Other jobs' sums over the same
+  // model are in the table too but not applied: see docs/security.md, "What is not protected".
   StatusOr<std::vector<v1::RevealedSum>> fleet = store_->LoadRevealedSums(round_model_hash_);
   if (!fleet.ok()) {
     // Fail closed: without the table nobody may join a sum over this model.
-    FLEET_LOG(Error) << "job " << job_.id() << ": cannot read revealed sums: "
-                     << fleet.status().message() << "; no device is eligible until it can";
+    FLEET_LOG(Error) << "job " << job_.id()
+                     << ": cannot read revealed sums: " << fleet.status().message()
+                     << "; no device is eligible until it can";
     for (const v1::DeviceStatus& d : registry_->List()) {
       out.emplace(d.id(), "(revealed sums unreadable: " + fleet.status().message() + ")");
     }
     return out;
   }
   for (const v1::RevealedSum& sum : *fleet) {
-    const std::string name = (sum.job_id() == job_.id() ? "" : "job " + sum.job_id() + " ") +
-                             "round " + std::to_string(sum.round()) + " attempt " +
-                             std::to_string(sum.attempt());
+    if (sum.job_id() != job_.id()) continue;
+    const std::string name =
+        "round " + std::to_string(sum.round()) + " attempt " + std::to_string(sum.attempt());
     for (const std::string& device : sum.devices()) out.emplace(device, name);
   }
   return out;

@@ -266,52 +266,5 @@ TEST(RevealedSum, DevicesRefuseASecondSumOverTheSameModel) {
   EXPECT_NE(json.output.find("nothing was unmasked"), std::string::npos) << json.output;
 }
 
-// The same model in another job: two jobs with one spec and seed start from identical
-// parameters, so a sum over job B's first model with job A's cohort would subtract from A's
-// first sum. The coordinator keeps A's devices out of B's round (fleet-wide record); a
-// coordinator that forgot (both records deleted) gets a refusal from each device, naming A.
-TEST(RevealedSum, TheSameModelInAnotherJobExcludesTheRevealedCohort) {
-  Cluster c;
-  ASSERT_TRUE(c.StartCoordinator()) << c.coordinator().Log();
-  const std::vector<int> subjects = {1, 3, 5};
-  for (int s : subjects) c.StartHarClient(s);
-  ASSERT_TRUE(WaitFor([&] { return c.OnlineDevices() >= 3; }, std::chrono::seconds(60)));
-  const std::string extra =
-      "max_round_retries: 0\nsecure_aggregation: {stage_timeout_s: 20}\n";
-  auto a = c.Fleetctl({"job", "submit", "--watch", "-f", c.WriteJob("it-twin", 1, 3, 3, extra)});
-  ASSERT_EQ(a.exit_code, 0) << a.output << c.coordinator().Log();
-  const std::string job_a = a.output.substr(0, a.output.find('\n'));
-  std::vector<Revealed> sums_a = RevealedSums(c.Fleetctl({"job", "get", job_a}).output);
-  ASSERT_EQ(sums_a.size(), 1u) << c.Fleetctl({"job", "get", job_a}).output;
-
-  auto b = c.Fleetctl({"job", "submit", "-f", c.WriteJob("it-twin", 1, 3, 3, extra)});
-  ASSERT_EQ(b.exit_code, 0) << b.output;
-  const std::string job_b = b.output.substr(0, b.output.find('\n'));
-  const std::string excluded = "3 excluded: their updates are in a revealed sum over this model "
-                               "(job " + job_a + " round 1 attempt 1)";
-  ASSERT_TRUE(WaitFor(
-      [&] { return c.Fleetctl({"job", "get", job_b}).output.find(excluded) != std::string::npos; },
-      std::chrono::seconds(60)))
-      << c.Fleetctl({"job", "get", job_b}).output << c.coordinator().Log();
-
-  // A coordinator that forgets: both records deleted while it is down.
-  c.coordinator().Kill(SIGTERM);
-  ASSERT_GE(c.coordinator().Wait(std::chrono::seconds(30)), 0) << c.coordinator().Log();
-  auto del = RunCommand({"/usr/bin/sqlite3", c.state_dir() + "/coordinator.db",
-                         "UPDATE jobs SET revealed = x''; DELETE FROM revealed_sums;"},
-                        c.dir());
-  ASSERT_EQ(del.exit_code, 0) << del.output;
-  ASSERT_TRUE(c.StartCoordinator({}, c.port())) << c.coordinator().Log();
-  auto watch = c.Fleetctl({"job", "watch", job_b});
-  EXPECT_EQ(watch.exit_code, 1) << watch.output << c.coordinator().Log();
-  const std::string reason = "refusing secure aggregation: this device already helped reveal a "
-                             "sum over this model (job " + job_a + " round 1, model " +
-                             sums_a[0].model + "; asked again by job " + job_b + ")";
-  EXPECT_NE(c.coordinator().Log().find(reason), std::string::npos) << c.coordinator().Log();
-  auto json = c.Fleetctl({"-o", "json", "job", "get", job_b});
-  EXPECT_TRUE(JsonInts(json.output, "participants").empty()) << json.output;
-  EXPECT_NE(json.output.find("nothing was unmasked"), std::string::npos) << json.output;
-}
-
 }  // namespace
 }  // namespace fleet::testing

@@ -1035,7 +1035,6 @@ TEST(Quantize, NonFiniteCoordinatesAreRefusedNamingTheCoordinate) {
   EXPECT_EQ(DequantizeSum(sum, spec).status().code(), StatusCode::kInternal);
 }
 
-
 // ------------------------------------------------ parameters a relay cannot weaken (#16 floors)
 
 // The relay's attack on a low threshold: with t = 2 over the four holders of the target's shares
@@ -1075,8 +1074,8 @@ TEST(SecAggFloors, ARelayLoweringTheThresholdGetsNoShareOfTheTarget) {
   sim.server_->CloseStage();  // relays the shares unchanged
   std::string target_masked;
   for (int i = 0; i < 4; ++i) {
-    Sim::Ok(sim.clients_[i]->OnShares(sim.server_->ResponseFor(Name(i), Stage::kShareKeys)
-                                           ->shares()));
+    Sim::Ok(
+        sim.clients_[i]->OnShares(sim.server_->ResponseFor(Name(i), Stage::kShareKeys)->shares()));
     StatusOr<std::string> m = sim.clients_[i]->MaskInput(sim.inputs_[i]);
     Sim::Ok(m.status());
     if (i == 0) target_masked = *m;
@@ -1132,8 +1131,8 @@ TEST(SecAggFloors, ClientsDeriveKAndTFromTheSignedTaskAndRefuseWeakerOnes) {
   sim.server_->CloseStage();
   const SecAggGraphParams p = sim.server_->params();
   ASSERT_FALSE(p.complete);
-  const v1::SecAggNeighbours honest = sim.server_->ResponseFor(Name(0), Stage::kAdvertise)
-                                          ->neighbours();
+  const v1::SecAggNeighbours honest =
+      sim.server_->ResponseFor(Name(0), Stage::kAdvertise)->neighbours();
   ASSERT_EQ(static_cast<uint32_t>(honest.peers_size()), p.k);
   auto refuses = [&](const v1::SecAggNeighbours& nb, const std::string& expect,
                      const SecAggClient::Options& o) {
@@ -1164,10 +1163,9 @@ TEST(SecAggFloors, ClientsDeriveKAndTFromTheSignedTaskAndRefuseWeakerOnes) {
   in.insert(honest.my_index());
   for (uint32_t v = 1; v <= 50 && more.peers_size() < static_cast<int>(p.k) + 2; ++v) {
     if (in.count(v) > 0) continue;
-    *more.add_peers() =
-        sim.server_->ResponseFor(Name(static_cast<int>(v) - 1), Stage::kAdvertise)
-            ->neighbours()
-            .peers(0);  // stand-in entry, replaced below
+    *more.add_peers() = sim.server_->ResponseFor(Name(static_cast<int>(v) - 1), Stage::kAdvertise)
+                            ->neighbours()
+                            .peers(0);  // stand-in entry, replaced below
     v1::SecAggPeer* q = more.mutable_peers(more.peers_size() - 1);
     q->set_index(v);
     q->set_device_id(Name(static_cast<int>(v) - 1));
@@ -1208,8 +1206,8 @@ TEST(SecAggFloors, NoHelpUnmaskingASumBelowTheSignedMinClients) {
     Sim::Ok(sim.server_->ShareKeys(Name(i), *sim.clients_[i]->ShareKeys()));
   }
   sim.server_->CloseStage();
-  Sim::Ok(sim.clients_[0]->OnShares(sim.server_->ResponseFor(Name(0), Stage::kShareKeys)
-                                         ->shares()));
+  Sim::Ok(
+      sim.clients_[0]->OnShares(sim.server_->ResponseFor(Name(0), Stage::kShareKeys)->shares()));
   Sim::Ok(sim.clients_[0]->MaskInput(sim.inputs_[0]).status());
   v1::SecAggSurvivors three;
   for (uint32_t v : {1, 2, 3}) three.add_indices(v);

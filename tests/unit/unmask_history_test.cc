@@ -31,15 +31,9 @@ TEST(UnmaskHistory, RecordIsDurablePrivateAndSurvivesReload) {
   ASSERT_TRUE(h->Record("job-1", Hash(1), 3, 1700000000000).ok());
   ASSERT_TRUE(h->Record("job-1", Hash(1), 3, 1700000000001).ok());  // the same pair once
   ASSERT_TRUE(h->Record("job-2", Hash(2), 1, 1700000000002).ok());
-  EXPECT_TRUE(h->Contains(Hash(1)));
-  EXPECT_FALSE(h->Contains(Hash(3)));  // another model
-  // The same model in another job is the same model: two jobs with one spec and seed start from
-  // identical parameters, and a second sum over them would expose this device's update.
-  ASSERT_NE(h->Find(Hash(1)), nullptr);
-  EXPECT_EQ(h->Find(Hash(1))->job_id, "job-1");
-  ASSERT_TRUE(h->Record("job-3", Hash(1), 1, 1700000000003).ok());
-  EXPECT_EQ(h->Find(Hash(1))->job_id, "job-1") << "the first record is kept";
-  EXPECT_EQ(h->size(), 2u);
+  EXPECT_TRUE(h->Contains("job-1", Hash(1)));
+  EXPECT_FALSE(h->Contains("job-1", Hash(2)));  // another model of the job
+  EXPECT_FALSE(h->Contains("job-3", Hash(1)));  // the same bytes in another job
   struct stat st {};
   ASSERT_EQ(::stat(path.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
@@ -47,8 +41,8 @@ TEST(UnmaskHistory, RecordIsDurablePrivateAndSurvivesReload) {
   auto again = UnmaskHistory::Load(path);  // a restarted device
   ASSERT_TRUE(again.ok()) << again.status().ToString();
   EXPECT_EQ(again->size(), 2u);
-  EXPECT_TRUE(again->Contains(Hash(1)));
-  EXPECT_TRUE(again->Contains(Hash(2)));
+  EXPECT_TRUE(again->Contains("job-1", Hash(1)));
+  EXPECT_TRUE(again->Contains("job-2", Hash(2)));
 }
 
 TEST(UnmaskHistory, DamagedFileIsAnErrorNamingTheFileAndLine) {
@@ -105,30 +99,36 @@ TEST(UnmaskHistory, FailedWriteLeavesTheRecordUnchanged) {
   Status s = h->Record("job-1", Hash(1), 1, 1);
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.message().find("missing-dir"), std::string::npos) << s.message();
-  EXPECT_FALSE(h->Contains(Hash(1)));
+  EXPECT_FALSE(h->Contains("job-1", Hash(1)));
   EXPECT_FALSE(h->Record("job 1", Hash(1), 1, 1).ok());  // would break the line format
   EXPECT_FALSE(h->Record("job-1", "abc", 1, 1).ok());
 }
 
-// Bounded: the kMaxEntries newest models, whichever jobs they came in (a coordinator cycling
-// through jobs evicts nothing faster than by asking for that many reveals).
-TEST(UnmaskHistory, KeepsTheNewestModelsAcrossJobs) {
+// Bounded: the newest kPerJob models per job, and the kMaxJobs jobs seen most recently.
+TEST(UnmaskHistory, KeepsTheNewestModelsPerJobAndTheNewestJobs) {
   testing::TempDir dir;
   const std::string path = dir.path() + "/" + UnmaskHistory::kFileName;
   auto h = UnmaskHistory::Load(path);
   ASSERT_TRUE(h.ok());
-  const int max = static_cast<int>(UnmaskHistory::kMaxEntries);
-  for (int i = 0; i < max + 5; ++i) {
-    ASSERT_TRUE(h->Record("job-" + std::to_string(i % 100), Hash(i), 1, i).ok());
+  const int per_job = static_cast<int>(UnmaskHistory::kPerJob);
+  for (int i = 0; i < per_job + 5; ++i) {
+    ASSERT_TRUE(h->Record("job-a", Hash(i), static_cast<uint32_t>(i + 1), i).ok());
   }
-  EXPECT_EQ(h->size(), UnmaskHistory::kMaxEntries);
-  EXPECT_FALSE(h->Contains(Hash(4)));
-  EXPECT_TRUE(h->Contains(Hash(5)));
-  EXPECT_TRUE(h->Contains(Hash(max + 4)));
+  EXPECT_EQ(h->size(), UnmaskHistory::kPerJob);
+  EXPECT_FALSE(h->Contains("job-a", Hash(4)));
+  EXPECT_TRUE(h->Contains("job-a", Hash(5)));
+  EXPECT_TRUE(h->Contains("job-a", Hash(per_job + 4)));
+  const int jobs = static_cast<int>(UnmaskHistory::kMaxJobs);
+  for (int j = 0; j < jobs; ++j) {
+    ASSERT_TRUE(h->Record("job-" + std::to_string(j), Hash(1000 + j), 1, 1000 + j).ok());
+  }
+  // job-a was the least recently seen job: it went; the kMaxJobs newer ones stay.
+  EXPECT_FALSE(h->Contains("job-a", Hash(per_job + 4)));
+  EXPECT_TRUE(h->Contains("job-0", Hash(1000)));
+  EXPECT_EQ(h->size(), UnmaskHistory::kMaxJobs);
   auto again = UnmaskHistory::Load(path);
   ASSERT_TRUE(again.ok());
-  EXPECT_EQ(again->size(), UnmaskHistory::kMaxEntries);
-  EXPECT_TRUE(again->Contains(Hash(5)));
+  EXPECT_EQ(again->size(), UnmaskHistory::kMaxJobs);
 }
 
 }  // namespace
