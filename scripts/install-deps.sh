@@ -13,7 +13,6 @@ PACKAGES=(
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libsqlite3-dev sqlite3
   libsystemd-dev systemd dpkg-dev
   libmosquitto-dev mosquitto
-  clang libclang-rt-14-dev llvm
 )
 
 missing=()
