@@ -389,8 +389,16 @@ StatusOr<v1::SecAggUnmaskResponse> SecAggClient::OnUnmaskRequest(
                               " neighbours signed the survivor set, threshold is " +
                               std::to_string(threshold_) + ": refusing to unmask");
   }
-  std::set<uint32_t> self_of(req.self_mask_of().begin(), req.self_mask_of().end());
+  auto twice = [](uint32_t v) {
+    return InvalidArgument("the unmask request names client " + std::to_string(v) +
+                           " twice: refusing a malformed request");
+  };
+  std::set<uint32_t> self_of, pairwise;
+  for (uint32_t v : req.self_mask_of()) {
+    if (!self_of.insert(v).second) return twice(v);
+  }
   for (uint32_t v : req.pairwise_of()) {
+    if (!pairwise.insert(v).second) return twice(v);
     if (self_of.count(v) > 0) {
       return InvalidArgument("asked for both the self-mask share and the mask-key share of client " +
                              std::to_string(v) + ": refusing (that would unmask its input)");

@@ -18,6 +18,7 @@
 #include "common/signals.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/services.h"
+#include "coordinator/settings.h"
 #include "proto/fleet.grpc.pb.h"
 
 namespace {
@@ -26,48 +27,7 @@ constexpr int kExitOk = 0;
 constexpr int kExitError = 1;
 constexpr int kExitUsage = 2;
 
-struct Settings {
-  std::string listen = "127.0.0.1:7443";
-  std::string device_cert_ttl = "7d";
-  std::string state_dir = "./fleet-state";
-  fleet::ServerTlsOptions tls;
-  uint32_t heartbeat_interval_ms = 1000;
-  uint32_t offline_after_ms = 4000;
-  uint32_t max_message_mb = 64;
-  uint32_t grpc_memory_mb = 256;  // gRPC resource quota; 0: unlimited
-  uint32_t stream_idle_timeout_s = 30;  // see fleet::StreamLimits
-  uint32_t upload_timeout_s = 300;
-  uint32_t watch_timeout_s = 3600;
-  uint32_t enroll_burst = 100;  // see fleet::EnrollLimits
-  uint32_t enroll_rate_per_minute = 600;
-  uint32_t enroll_audit_interval_s = 60;
-  std::string log_level = "info";
-  std::string port_file;
-};
-
-fleet::Status LoadConfigFile(const std::string& path, Settings* s) {
-  ASSIGN_OR_RETURN(YAML::Node root, fleet::LoadYamlFile(path));
-  ASSIGN_OR_RETURN(fleet::ConfigMap m, fleet::ConfigMap::Create(root, path));
-  RETURN_IF_ERROR(m.Get("listen", &s->listen));
-  RETURN_IF_ERROR(m.Get("state_dir", &s->state_dir));
-  RETURN_IF_ERROR(m.Get("heartbeat_interval_ms", &s->heartbeat_interval_ms));
-  RETURN_IF_ERROR(m.Get("offline_after_ms", &s->offline_after_ms));
-  RETURN_IF_ERROR(m.Get("max_message_mb", &s->max_message_mb));
-  RETURN_IF_ERROR(m.Get("grpc_memory_mb", &s->grpc_memory_mb));
-  RETURN_IF_ERROR(m.Get("stream_idle_timeout_s", &s->stream_idle_timeout_s));
-  RETURN_IF_ERROR(m.Get("upload_timeout_s", &s->upload_timeout_s));
-  RETURN_IF_ERROR(m.Get("watch_timeout_s", &s->watch_timeout_s));
-  RETURN_IF_ERROR(m.Get("enroll_burst", &s->enroll_burst));
-  RETURN_IF_ERROR(m.Get("enroll_rate_per_minute", &s->enroll_rate_per_minute));
-  RETURN_IF_ERROR(m.Get("enroll_audit_interval_s", &s->enroll_audit_interval_s));
-  RETURN_IF_ERROR(m.Get("log_level", &s->log_level));
-  RETURN_IF_ERROR(m.Get("device_cert_ttl", &s->device_cert_ttl));
-  ASSIGN_OR_RETURN(fleet::ConfigMap tls, m.Child("tls"));
-  RETURN_IF_ERROR(tls.Get("cert", &s->tls.cert_file));
-  RETURN_IF_ERROR(tls.Get("key", &s->tls.key_file));
-  RETURN_IF_ERROR(tls.Finish());
-  return m.Finish();
-}
+using Settings = fleet::CoordinatorSettings;
 
 }  // namespace
 
@@ -154,7 +114,7 @@ int main(int argc, char** argv) {
 
   Settings s;
   if (!config_path.empty()) {
-    fleet::Status st = LoadConfigFile(config_path, &s);
+    fleet::Status st = fleet::LoadCoordinatorConfig(config_path, &s);
     if (!st.ok()) {
       std::cerr << "fleet-coordinator: " << st.message() << "\n";
       return kExitUsage;
