@@ -657,11 +657,12 @@ Status ClientRunner::MaySecurelyAggregate(const std::string& job_id,
   if (!unmask_history_) {
     return FailedPrecondition("refusing secure aggregation: " + unmask_history_error_.message());
   }
-  if (unmask_history_->Contains(job_id, model_hash)) {
+  if (std::optional<std::string> earlier = unmask_history_->JobThatRevealed(model_hash)) {
     return FailedPrecondition(
         "refusing secure aggregation: this device already helped reveal a sum over this model "
         "(job " +
-        job_id + ", model " + model_hash.substr(0, 12) + ")");
+        *earlier + (*earlier == job_id ? "" : ", asked again by job " + job_id) + ", model " +
+        model_hash.substr(0, 12) + ")");
   }
   return OkStatus();
 }

@@ -97,6 +97,13 @@ bool UnmaskHistory::Contains(const std::string& job_id, const std::string& model
   });
 }
 
+std::optional<std::string> UnmaskHistory::JobThatRevealed(const std::string& model_hash) const {
+  for (const Entry& e : entries_) {
+    if (e.model_hash == model_hash) return e.job_id;
+  }
+  return std::nullopt;
+}
+
 Status UnmaskHistory::Record(const std::string& job_id, const std::string& model_hash,
                              uint32_t round, int64_t unix_ms) {
   if (!IsJobId(job_id)) return InvalidArgument("job id '" + job_id + "' cannot be recorded");

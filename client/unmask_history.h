@@ -2,7 +2,7 @@
 // unmask shares it sent. The difference of two sums over nearly the same inputs exposes single
 // devices' updates, and this device's update over one model is nearly the same each time it
 // trains, so once it helped reveal a sum over a model it refuses to take part in another secure
-// aggregation over that model, whatever the coordinator asks (docs/security.md, "Secure
+// aggregation over that model, in any job, whatever the coordinator asks (docs/security.md, "Secure
 // aggregation"). The coordinator keeps the same rule on its side; this record is what holds
 // when it does not.
 //
@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -38,6 +39,10 @@ class UnmaskHistory {
   static StatusOr<UnmaskHistory> Load(std::string path);
 
   bool Contains(const std::string& job_id, const std::string& model_hash) const;
+  // The job of the first recorded sum over this model in any job, if any: a second job over the
+  // same model (the same spec and seed, or one started from another's model) is no different
+  // from a retry.
+  std::optional<std::string> JobThatRevealed(const std::string& model_hash) const;
   // Adds the pair and makes it durable before returning. On error nothing changes: the caller
   // must not send its shares.
   Status Record(const std::string& job_id, const std::string& model_hash, uint32_t round,

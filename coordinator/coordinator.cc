@@ -379,6 +379,27 @@ Status Coordinator::OnMetrics(const v1::MetricsReport& report) {
 StatusOr<v1::JobStatus> Coordinator::SubmitJob(const v1::JobSpec& spec, const std::string& by) {
   Status valid = ValidateJobSpec(spec);
   if (!valid.ok()) return InvalidArgument("invalid job spec: " + valid.message());
+  if (!spec.secure_aggregation().disabled()) {
+    // Two secure sums over the same model with overlapping cohorts expose single devices'
+    // updates (their difference), and a job with the same model and seed as an earlier one
+    // starts from the very model that job revealed a sum over. Refused here, where the fix (a
+    // new seed) is one key away; later rounds are guarded by the fleet-wide revealed_sums table.
+    ASSIGN_OR_RETURN(std::string initial, InitialModelHash(spec));
+    StatusOr<std::vector<v1::RevealedSum>> revealed = store_->LoadRevealedSums(initial);
+    if (!revealed.ok()) {
+      return Unavailable("job not created: cannot read the revealed secure sums (" +
+                         revealed.status().message() + ")");
+    }
+    if (!revealed->empty()) {
+      return FailedPrecondition(
+          "job " + revealed->front().job_id() +
+          " already revealed a secure sum over the model this job would start from (same model "
+          "and seed " +
+          std::to_string(spec.seed()) +
+          "): a second sum over it would let the coordinator subtract single devices' updates; "
+          "set `seed:` in the spec to a value no earlier job of this model used");
+    }
+  }
   v1::JobStatus job;
   job.set_id("job-" + crypto::RandomHex(6));
   *job.mutable_spec() = spec;

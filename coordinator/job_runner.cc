@@ -22,6 +22,12 @@ bool Terminal(v1::JobStatus::State s) {
 
 }  // namespace
 
+StatusOr<std::string> InitialModelHash(const v1::JobSpec& spec) {
+  ASSIGN_OR_RETURN(ModelLayout layout, LayoutFor(spec.model()));
+  std::vector<float> params = InitialParameters(layout, spec.seed());
+  return Blake2bHex(EncodeParameters(layout, params.data()));
+}
+
 StatusOr<std::unique_ptr<JobRunner>> JobRunner::Create(v1::JobStatus job,
                                                        DeviceRegistry* registry, JobStore* store,
                                                        RunnerOptions options,

@@ -51,6 +51,10 @@ struct RunnerOptions {
   std::function<uint32_t(const std::string& dataset)> competing_jobs;
 };
 
+// Hex BLAKE2b-256 of the encoded model a job with this spec starts from (its seed's initial
+// parameters): the model version of its first round.
+StatusOr<std::string> InitialModelHash(const v1::JobSpec& spec);
+
 class JobRunner {
  public:
   static StatusOr<std::unique_ptr<JobRunner>> Create(v1::JobStatus job, DeviceRegistry* registry,

@@ -1,8 +1,9 @@
 // JobRunner's record of revealed secure sums (docs/security.md, "Secure aggregation"): the
 // difference of two sums over nearly the same inputs exposes single devices' updates, so once a
 // sum over a model version may be known to the coordinator, no further sum over that version
-// includes any of its devices. Retries over the same model run with a disjoint cohort; the job
-// waits (PENDING) while too few devices remain. Plain jobs never record anything here.
+// includes any of its devices, in this job or any other. Retries over the same model run with a
+// disjoint cohort; the job waits (PENDING) while too few devices remain. Plain jobs never record
+// anything here.
 #include <algorithm>
 
 #include "common/clock.h"
@@ -23,9 +24,10 @@ RevealedExclusions JobRunner::RevealedOverCurrentModel() const {
     }
   }
   if (round_model_hash_.empty()) return out;
-  // This job's records over the model from the store's table, which keeps them for good (the
-  // job row keeps only those a restart could fall back to). Other jobs' sums over the same
-  // model are in the table too but not applied: see docs/security.md, "What is not protected".
+  // Every job's records over the model from the store's table, which keeps them for good (the
+  // job row keeps only those a restart could fall back to): a sum another job revealed over the
+  // same model counts as much as this job's own. Submission already refuses a secure job whose
+  // initial model was revealed over (Coordinator::SubmitJob); this covers the rest.
   StatusOr<std::vector<v1::RevealedSum>> fleet = store_->LoadRevealedSums(round_model_hash_);
   if (!fleet.ok()) {
     // Fail closed: without the table nobody may join a sum over this model.
@@ -38,9 +40,9 @@ RevealedExclusions JobRunner::RevealedOverCurrentModel() const {
     return out;
   }
   for (const v1::RevealedSum& sum : *fleet) {
-    if (sum.job_id() != job_.id()) continue;
-    const std::string name =
-        "round " + std::to_string(sum.round()) + " attempt " + std::to_string(sum.attempt());
+    const std::string name = (sum.job_id() == job_.id() ? "" : "job " + sum.job_id() + " ") +
+                             "round " + std::to_string(sum.round()) + " attempt " +
+                             std::to_string(sum.attempt());
     for (const std::string& device : sum.devices()) out.emplace(device, name);
   }
   return out;

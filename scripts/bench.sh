@@ -216,7 +216,8 @@ JOB
     echo "bench: wrote $out"
     ;;
   quality)
-    # Each dataset: one fleet, the same job run once per strategy, and the same model trained
+    # Each dataset: one fleet, the same job run once per strategy (each secure one from its own
+    # seed's initial model), and the same model trained
     # centrally on the pooled training data as the reference. UCI HAR: one client per subject
     # (16 train, 5 held out). UCI Occupancy: one client per day; datatest.txt and datatest2.txt
     # held by evaluators, and each final model also scored on each file separately.
@@ -237,11 +238,14 @@ JOB
     tool=$build/bench/quality_tool
     # run_strategies DATASET JOB_YAML ROUNDS: every strategy on the running fleet.
     run_strategies() {
-      local dataset=$1 job=$2 r=$3 entry name extra secure id start end
+      local dataset=$1 job=$2 r=$3 entry name extra secure id start end seed=0
       for entry in "fedavg|" "fedprox|, mu: 0.01" "fedadam|, server_learning_rate: 0.01" \
                    "fedyogi|, server_learning_rate: 0.01" "median|"; do
         name=${entry%%|*} extra=${entry#*|}
-        secure=""
+        # Each secure job starts from its own seed's model: the coordinator refuses a second
+        # secure job over a model a sum was already revealed over (docs/security.md).
+        seed=$((seed + 1))
+        secure="seed: $seed"
         [ "$name" = median ] && secure="secure_aggregation: {enabled: false}"
         sed "s/^rounds: .*/rounds: $r/" "$job" >"$run/job-$name.yaml"
         "$py" - "$run/job-$name.yaml" "$name$extra" "$secure" <<'PY'

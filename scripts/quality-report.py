@@ -161,7 +161,9 @@ def render(result, docs):
         "`scripts/bench.sh quality` runs; rerun that to reproduce. Jobs are seeded; which clients",
         "have joined when a round starts varies, so reruns differ by about a point. Every strategy",
         "runs the same job on the same fleet (real coordinator and clients on loopback, mTLS); all",
-        "but `median` use secure aggregation. The centralized reference trains the same model with",
+        "but `median` use secure aggregation, each from its own seed's initial model (a second",
+        "secure job over a model a sum was revealed over is refused). The centralized reference",
+        "trains the same model with",
         "the same optimizer on the pooled training data (`bench/quality_tool.cc`).",
         "",
     ]

@@ -266,5 +266,71 @@ TEST(RevealedSum, DevicesRefuseASecondSumOverTheSameModel) {
   EXPECT_NE(json.output.find("nothing was unmasked"), std::string::npos) << json.output;
 }
 
+// Another job over the same model is no different from a retry: two jobs with the same model and
+// seed start from the same parameters, so the second's first sum minus the first's would expose
+// single updates. The coordinator refuses such a job at submission, naming the earlier job and
+// the fix (another seed); one that "forgets" (its revealed_sums table emptied with the sqlite3
+// CLI) still gets nothing, because the devices refuse from their own records, in any job.
+TEST(RevealedSum, AnotherJobOverTheSameModelIsRefusedByCoordinatorAndDevices) {
+  Cluster c;
+  ASSERT_TRUE(c.StartCoordinator()) << c.coordinator().Log();
+  const std::vector<int> subjects = {1, 3, 5};
+  std::vector<Process*> devices;
+  for (int s : subjects) devices.push_back(&c.StartHarClient(s));
+  ASSERT_TRUE(WaitFor([&] { return c.OnlineDevices() >= 3; }, std::chrono::seconds(60)));
+  const std::string extra = "max_round_retries: 0\nsecure_aggregation: {stage_timeout_s: 20}\n";
+  auto first = c.Fleetctl({"job", "submit", "-f", c.WriteJob("it-same-a", 1, 3, 3, extra)});
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  const std::string a = first.output.substr(0, first.output.find('\n'));
+  auto watch_a = c.Fleetctl({"job", "watch", a});
+  ASSERT_EQ(watch_a.exit_code, 0) << watch_a.output << c.coordinator().Log();
+  std::smatch m;
+  const std::string log_a = c.coordinator().Log();
+  ASSERT_TRUE(std::regex_search(
+      log_a, m, std::regex("unmasking the sum of 3 devices over model ([0-9a-f]{12})")))
+      << log_a;
+  const std::string model = m[1];
+
+  // The same model and seed under another name: refused before the job exists.
+  auto second = c.Fleetctl({"job", "submit", "-f", c.WriteJob("it-same-b", 1, 3, 3, extra)});
+  EXPECT_NE(second.exit_code, 0) << second.output;
+  EXPECT_NE(second.output.find("job " + a +
+                               " already revealed a secure sum over the model this "
+                               "job would start from (same model and seed 1)"),
+            std::string::npos)
+      << second.output;
+  EXPECT_NE(second.output.find("set `seed:`"), std::string::npos) << second.output;
+  auto list = c.Fleetctl({"job", "list"});
+  EXPECT_EQ(list.output.find("it-same-b"), std::string::npos) << list.output;
+  // Another seed is another model: accepted and run by the same devices.
+  auto seeded =
+      c.Fleetctl({"job", "submit", "-f", c.WriteJob("it-same-c", 1, 3, 3, extra + "seed: 7\n")});
+  ASSERT_EQ(seeded.exit_code, 0) << seeded.output;
+  auto watch_c = c.Fleetctl({"job", "watch", seeded.output.substr(0, seeded.output.find('\n'))});
+  EXPECT_EQ(watch_c.exit_code, 0) << watch_c.output << c.coordinator().Log();
+
+  // A coordinator that forgets what it revealed: the devices still refuse.
+  auto del =
+      RunCommand({"/usr/bin/sqlite3", "-cmd", ".timeout 10000", c.state_dir() + "/coordinator.db",
+                  "DELETE FROM revealed_sums; SELECT count(*) FROM revealed_sums;"},
+                 c.dir());
+  ASSERT_EQ(del.exit_code, 0) << del.output;
+  auto forgot = c.Fleetctl({"job", "submit", "-f", c.WriteJob("it-same-d", 1, 3, 3, extra)});
+  ASSERT_EQ(forgot.exit_code, 0) << forgot.output;
+  const std::string d = forgot.output.substr(0, forgot.output.find('\n'));
+  auto watch_d = c.Fleetctl({"job", "watch", d});
+  EXPECT_EQ(watch_d.exit_code, 1) << watch_d.output << c.coordinator().Log();
+  const std::string reason =
+      "refusing secure aggregation: this device already helped reveal a sum over this model "
+      "(job " +
+      a + ", asked again by job " + d + ", model " + model + ")";
+  for (size_t i = 0; i < subjects.size(); ++i) {
+    EXPECT_NE(devices[i]->Log().find(reason), std::string::npos) << devices[i]->Log();
+  }
+  auto json = c.Fleetctl({"-o", "json", "job", "get", d});
+  EXPECT_NE(json.output.find("\"state\": \"FAILED\""), std::string::npos) << json.output;
+  EXPECT_TRUE(JsonInts(json.output, "participants").empty()) << json.output;
+}
+
 }  // namespace
 }  // namespace fleet::testing

@@ -33,7 +33,10 @@ TEST(UnmaskHistory, RecordIsDurablePrivateAndSurvivesReload) {
   ASSERT_TRUE(h->Record("job-2", Hash(2), 1, 1700000000002).ok());
   EXPECT_TRUE(h->Contains("job-1", Hash(1)));
   EXPECT_FALSE(h->Contains("job-1", Hash(2)));  // another model of the job
-  EXPECT_FALSE(h->Contains("job-3", Hash(1)));  // the same bytes in another job
+  EXPECT_FALSE(h->Contains("job-3", Hash(1)));  // the same bytes in another job ...
+  EXPECT_EQ(h->JobThatRevealed(Hash(1)), std::optional<std::string>("job-1"));  // ... still count
+  EXPECT_EQ(h->JobThatRevealed(Hash(2)), std::optional<std::string>("job-2"));
+  EXPECT_EQ(h->JobThatRevealed(Hash(3)), std::nullopt);
   struct stat st {};
   ASSERT_EQ(::stat(path.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
