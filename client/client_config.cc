@@ -36,6 +36,7 @@ StatusOr<ClientConfig> ParseClientConfig(const std::string& text, const std::str
   RETURN_IF_ERROR(m.Get("max_message_mb", &c.max_message_mb));
   RETURN_IF_ERROR(m.Get("poll_wait_ms", &c.poll_wait_ms));
   RETURN_IF_ERROR(m.Get("chunk_kb", &c.chunk_kb));
+  RETURN_IF_ERROR(m.Get("allow_plain_rounds", &c.allow_plain_rounds));
   if (c.torch_threads == 0 || c.torch_threads > 64) {
     return InvalidArgument(m.Where("torch_threads") + ": must be in 1..64");
   }

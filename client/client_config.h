@@ -28,6 +28,10 @@ struct ClientConfig {
   uint32_t max_message_mb = 64;
   uint32_t poll_wait_ms = 5000;      // FetchTask long-poll
   uint32_t chunk_kb = 1024;          // PushUpdate chunk size
+  // Off (the default): a TRAIN task without secure aggregation is declined, so a coordinator (or
+  // an admin's spec key) cannot get this device's update in the clear by switching SecAgg off.
+  // On: plain jobs are served (robust strategies such as median and krum need them); warned.
+  bool allow_plain_rounds = false;
   std::vector<DatasetSpec> datasets;
   std::map<std::string, std::string> labels;  // reported at Join; jobs select on them
   EligibilitySources eligibility;             // what heartbeats report (see eligibility.h)

@@ -39,6 +39,10 @@ StatusOr<std::unique_ptr<ClientRunner>> ClientRunner::Create(ClientConfig config
     config.coordinator = "127.0.0.1:7443";
   }
   std::unique_ptr<ClientRunner> r(new ClientRunner(std::move(config), std::move(hooks)));
+  if (r->config_.allow_plain_rounds) {
+    FLEET_LOG(Warn) << "allow_plain_rounds: this device trains in jobs with secure aggregation "
+                       "off, and sends those updates to the coordinator in the clear";
+  }
   if (r->config_.tls.insecure) {
     FLEET_LOG(Warn) << "--insecure: no device certificate, models are accepted UNSIGNED, and "
                        "secure-aggregation neighbours' keys are taken on the coordinator's word "
@@ -563,6 +567,12 @@ Status ClientRunner::HandleTask(const v1::Task& task, const v1::SignedTask& sign
   if (task.kind() == v1::Task::TRAIN) {
     if (d.train.rows == 0) return decline(FailedPrecondition("no training data"));
     if (task.has_secagg()) return TrainSecurely(task, *layout, *params, d, header, decline);
+    if (!config_.allow_plain_rounds) {
+      return decline(FailedPrecondition(
+          "refusing a plain training round: job " + task.job_id() +
+          " has secure aggregation off, and this device sends its update only masked (its "
+          "config's allow_plain_rounds: true would allow it)"));
+    }
     StatusOr<TrainResult> r = Train(task, *layout, *params, d);
     if (!r.ok()) return decline(r.status());
     header.set_num_examples(r->num_examples);

@@ -22,10 +22,12 @@ fleet_start() {
 }
 
 # fleet_client TAG DEVICE_ID: writes $run/client-TAG.yaml (the `datasets:` block from stdin) and
-# starts a fleet-client with it.
+# starts a fleet-client with it. FLEET_ALLOW_PLAIN_ROUNDS=1: the devices also train in jobs with
+# secure aggregation off (`allow_plain_rounds: true`; they refuse them by default).
 fleet_client() {
   { printf 'device_id: %s\nbootstrap: %s\nstate_dir: %s\n' "$2" "$run/bootstrap.yaml" \
       "$run/device-$1"
+    [ "${FLEET_ALLOW_PLAIN_ROUNDS:-0}" = 1 ] && echo "allow_plain_rounds: true"
     cat; } >"$run/client-$1.yaml"
   "$build/client/fleet-client" --config "$run/client-$1.yaml" >"$run/client-$1.log" 2>&1 &
   pids+=($!)

@@ -201,11 +201,10 @@ std::string Cluster::HarClientConfig(int subject, bool train, const std::string&
       << "bootstrap: " << bootstrap() << "\n"
       << "state_dir: " << dir_ << "/device-" << subject << "\n"
       << "poll_wait_ms: 1000\n"
-      << "datasets:\n"
+      << (allow_plain_rounds_ ? "allow_plain_rounds: true\n" : "") << "datasets:\n"
       << "  - name: uci-har\n"
       << "    role: " << (train ? "train" : "evaluate") << "\n"
-      << (train ? "    validation_fraction: 0.2\n" : "")
-      << "    label_offset: -1\n"
+      << (train ? "    validation_fraction: 0.2\n" : "") << "    label_offset: -1\n"
       << "    files:\n"
       << "      - path: " << FLEET_HAR_DIR << "/subject-" << subject << ".txt\n"
       << "        format: whitespace\n"

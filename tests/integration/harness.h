@@ -202,6 +202,10 @@ class Cluster {
   void set_client_config_extra(int subject, std::string yaml) {
     client_config_extra_[subject] = std::move(yaml);
   }
+  // Devices refuse TRAIN tasks of jobs with secure aggregation off unless their config says
+  // `allow_plain_rounds: true`. Most tests run plain jobs to test orchestration, so the
+  // harness's clients say so explicitly; tests of the default turn it off before starting them.
+  void set_allow_plain_rounds(bool allow) { allow_plain_rounds_ = allow; }
   // Writes a job spec derived from configs/jobs/har-mlp.yaml with the given overrides.
   std::string WriteJob(const std::string& name, int rounds, int min_clients, int target,
                        const std::string& extra = "");
@@ -223,6 +227,7 @@ class Cluster {
   Process coordinator_;
   std::vector<std::string> coordinator_wrapper_;
   std::map<int, std::string> client_config_extra_;
+  bool allow_plain_rounds_ = true;
   std::vector<std::unique_ptr<Process>> clients_;
 };
 

@@ -218,5 +218,61 @@ TEST(SecureJob, OptingOutIsExplicitAndShown) {
   EXPECT_NE(table.output.find("secure agg:    OFF"), std::string::npos) << table.output;
 }
 
+// A device's own default: it sends its update only masked. A coordinator (or an admin's spec key)
+// that switches secure aggregation off gets a decline naming the reason from each device, not
+// their updates; a device whose config allows plain rounds trains in the same job.
+TEST(SecureJob, DevicesRefusePlainRoundsUnlessTheirConfigAllowsThem) {
+  Cluster c;
+  ASSERT_TRUE(c.StartCoordinator()) << c.coordinator().Log();
+  c.set_allow_plain_rounds(false);
+  std::vector<Process*> refusing;
+  for (int s : {1, 3}) refusing.push_back(&c.StartHarClient(s));
+  ASSERT_TRUE(WaitFor([&] { return c.OnlineDevices() >= 2; }, std::chrono::seconds(60)));
+  auto submit = c.Fleetctl({"job", "submit", "-f",
+                            c.WriteJob("it-plain-refused", 1, 2, 2,
+                                       "max_round_retries: 0\n"
+                                       "secure_aggregation: {enabled: false}\n")});
+  ASSERT_EQ(submit.exit_code, 0) << submit.output;
+  const std::string id = submit.output.substr(0, submit.output.find('\n'));
+  auto watch = c.Fleetctl({"job", "watch", id});
+  EXPECT_EQ(watch.exit_code, 1) << watch.output << c.coordinator().Log();
+  const std::string reason = "refusing a plain training round: job " + id +
+                             " has secure aggregation off, and this device sends its update "
+                             "only masked (its config's allow_plain_rounds: true would allow it)";
+  for (size_t i = 0; i < refusing.size(); ++i) {
+    EXPECT_NE(refusing[i]->Log().find(reason), std::string::npos) << refusing[i]->Log();
+    EXPECT_EQ(refusing[i]->Log().find("allow_plain_rounds: this device trains"), std::string::npos);
+  }
+  EXPECT_NE(c.coordinator().Log().find("could not train: " + reason), std::string::npos)
+      << c.coordinator().Log();
+  auto json = c.Fleetctl({"-o", "json", "job", "get", id});
+  EXPECT_NE(json.output.find("\"state\": \"FAILED\""), std::string::npos) << json.output;
+  EXPECT_TRUE(JsonInts(json.output, "participants").empty()) << json.output;
+
+  // Devices that opt in (warned at start) train in a plain job.
+  c.set_allow_plain_rounds(true);
+  std::vector<Process*> allowing;
+  for (int s : {5, 6}) {
+    c.set_client_config_extra(s, "labels: {plain: allowed}\n");
+    allowing.push_back(&c.StartHarClient(s));
+  }
+  ASSERT_TRUE(WaitFor([&] { return c.OnlineDevices() >= 4; }, std::chrono::seconds(60)));
+  for (Process* p : allowing) {
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          return p->Log().find(
+                     "allow_plain_rounds: this device trains in jobs with secure "
+                     "aggregation off") != std::string::npos;
+        },
+        std::chrono::seconds(10)))
+        << p->Log();
+  }
+  auto plain = c.Fleetctl({"job", "submit", "--watch", "-f",
+                           c.WriteJob("it-plain-allowed", 1, 2, 2,
+                                      "selection: {labels: {plain: allowed}}\n"
+                                      "secure_aggregation: {enabled: false}\n")});
+  EXPECT_EQ(plain.exit_code, 0) << plain.output << c.coordinator().Log();
+}
+
 }  // namespace
 }  // namespace fleet::testing

@@ -283,6 +283,25 @@ TEST(ClientConfig, LabelsAndEligibilitySourcesAreChecked) {
   }
 }
 
+TEST(ClientConfig, PlainRoundsAreRefusedUnlessAllowedExplicitly) {
+  testing::TempDir dir;
+  auto def = LoadClientConfig(dir.Write("def.yaml", "device_id: d\n"));
+  ASSERT_TRUE(def.ok()) << def.status().ToString();
+  EXPECT_FALSE(def->allow_plain_rounds);
+  for (const char* name : {"har-subject.yaml", "occupancy.yaml"}) {  // the shipped examples too
+    auto c = LoadClientConfig(std::string(FLEET_SOURCE_DIR) + "/configs/clients/" + name);
+    ASSERT_TRUE(c.ok()) << name << ": " << c.status().ToString();
+    EXPECT_FALSE(c->allow_plain_rounds) << name;
+  }
+  auto on = LoadClientConfig(dir.Write("on.yaml", "device_id: d\nallow_plain_rounds: true\n"));
+  ASSERT_TRUE(on.ok()) << on.status().ToString();
+  EXPECT_TRUE(on->allow_plain_rounds);
+  auto bad = LoadClientConfig(dir.Write("bad.yaml", "device_id: d\nallow_plain_rounds: maybe\n"));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("allow_plain_rounds"), std::string::npos)
+      << bad.status().message();
+}
+
 TEST(ClientConfig, RejectsUnknownNestedKey) {
   testing::TempDir dir;
   std::string path = dir.Write("c.yaml", R"(device_id: d1
