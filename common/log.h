@@ -1,4 +1,5 @@
-// Minimal thread-safe logging to stderr: one line per message, UTC timestamp, level, component.
+// Minimal thread-safe logging to stderr: one line per message (control characters escaped), UTC
+// timestamp, level, component.
 // Never log keys, raw sensor data or model parameters; log shapes, counts and reasons.
 #pragma once
 
@@ -13,7 +14,12 @@ void SetLogLevel(LogLevel level);
 bool ParseLogLevel(const std::string& name, LogLevel* level);
 void SetLogComponent(const std::string& component);  // e.g. "coordinator", "client/dev-3"
 bool LogEnabled(LogLevel level);
+// Writes one line. Control characters in `message` (C0, DEL and the C1 range U+0080..U+009F)
+// and backslashes are escaped (\n, \r, \t, \\, \xHH, \u00HH), so text another party sent
+// (a device's decline reason, a label) can neither start a forged log line nor drive a terminal.
 void LogLine(LogLevel level, const std::string& message);
+// The escaping LogLine applies.
+std::string EscapeForLog(const std::string& text);
 
 namespace internal {
 class LogMessage {

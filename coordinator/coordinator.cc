@@ -295,10 +295,44 @@ void Coordinator::WaitForChange(uint64_t* version, std::chrono::milliseconds tim
   *version = version_;
 }
 
+namespace {
+// Text a device reports that the coordinator stores and shows (fleetctl device list, logs):
+// bounded, and free of control characters (C0, DEL, C1) that could forge lines or drive an
+// admin's terminal. Proto3 parsing already guarantees UTF-8.
+Status CheckDeviceText(const std::string& what, const std::string& value, size_t max,
+                       bool may_be_empty = true) {
+  if (value.empty() && !may_be_empty) return InvalidArgument(what + " is empty");
+  if (value.size() > max) {
+    return InvalidArgument(what + " is " + std::to_string(value.size()) + " bytes (max " +
+                           std::to_string(max) + ")");
+  }
+  if (EscapeForLog(value) != value || value.find('\\') != std::string::npos) {
+    return InvalidArgument(what + " contains control characters or backslashes: '" +
+                           EscapeForLog(value.substr(0, 64)) + "'");
+  }
+  return OkStatus();
+}
+
+Status CheckJoinText(const v1::JoinRequest& request) {
+  RETURN_IF_ERROR(CheckDeviceText("software_version", request.software_version(), 128));
+  if (request.datasets_size() > 64) return InvalidArgument("too many datasets (max 64)");
+  for (const v1::DatasetInfo& d : request.datasets()) {
+    RETURN_IF_ERROR(CheckDeviceText("dataset name", d.name(), 128, /*may_be_empty=*/false));
+  }
+  if (request.labels_size() > 64) return InvalidArgument("too many labels (max 64)");
+  for (const auto& [key, value] : request.labels()) {
+    RETURN_IF_ERROR(CheckDeviceText("label key", key, 64, /*may_be_empty=*/false));
+    RETURN_IF_ERROR(CheckDeviceText("label '" + key + "'", value, 256));
+  }
+  return OkStatus();
+}
+}  // namespace
+
 Status Coordinator::Join(const v1::JoinRequest& request, const std::string& certificate_pem) {
   const std::string& id = request.device_id();
   RETURN_IF_ERROR(ValidateDeviceId(id));
-  if (request.datasets_size() > 64) return InvalidArgument("too many datasets (max 64)");
+  Status text = CheckJoinText(request);
+  if (!text.ok()) return InvalidArgument("Join of device '" + id + "': " + text.message());
   if (!request.signing_public_key().empty() && request.signing_public_key().size() != 32) {
     return InvalidArgument("signing_public_key must be 32 bytes (Ed25519)");
   }

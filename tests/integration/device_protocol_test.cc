@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <ctime>
+#include <functional>
 #include <future>
 
 #include "aggregation/quantize.h"
@@ -413,6 +414,104 @@ TEST(DeviceProtocol, SecureRoundRefusesASecondWaitingCallFromADevice) {
   ASSERT_EQ(status.rounds_size(), 1);
   EXPECT_TRUE(status.rounds(0).secure());
   EXPECT_EQ(status.rounds(0).participants(), 4u);
+}
+
+// Text a device sends is stored and shown to admins (device list, logs): control characters and
+// oversized fields are refused at Join with a message naming the field, and a decline reason,
+// which is only logged, stays on its one log line.
+TEST(DeviceProtocol, DeviceTextCannotForgeLogLinesOrDriveATerminal) {
+  Cluster c;
+  ASSERT_TRUE(c.StartCoordinator()) << c.coordinator().Log();
+  FakeDevices f(c);
+  auto join = [&](const std::string& id, const std::function<void(v1::JoinRequest*)>& edit) {
+    v1::JoinRequest req;
+    req.set_protocol_version(kProtocolVersion);
+    req.set_device_id(id);
+    req.set_software_version("fleet-client 1.0");
+    auto* d = req.add_datasets();
+    d->set_name("numbers");
+    d->set_train_examples(10);
+    edit(&req);
+    v1::JoinResponse resp;
+    grpc::ClientContext ctx;
+    return f.device(id)->Join(&ctx, req, &resp);
+  };
+  struct Case {
+    std::string id, error;
+    std::function<void(v1::JoinRequest*)> edit;
+  };
+  const std::vector<Case> cases = {
+      {"t-osc", "label 'site' contains control characters or backslashes: '\\x1b]0;pwned\\x07'",
+       [](v1::JoinRequest* r) { (*r->mutable_labels())["site"] = "\x1b]0;pwned\x07"; }},
+      {"t-newline", "label key contains control characters",
+       [](v1::JoinRequest* r) { (*r->mutable_labels())["a\nb"] = "x"; }},
+      {"t-c1", "software_version contains control characters",
+       [](v1::JoinRequest* r) {
+         r->set_software_version(
+             "1.0 \xc2\x9b"
+             "2J");
+       }},
+      {"t-long", "label 'site' is 257 bytes (max 256)",
+       [](v1::JoinRequest* r) { (*r->mutable_labels())["site"] = std::string(257, 'x'); }},
+      {"t-many", "too many labels (max 64)",
+       [](v1::JoinRequest* r) {
+         for (int i = 0; i < 65; ++i) (*r->mutable_labels())["k" + std::to_string(i)] = "v";
+       }},
+      {"t-dataset", "dataset name is empty",
+       [](v1::JoinRequest* r) { r->mutable_datasets(0)->set_name(""); }},
+  };
+  for (const Case& k : cases) {
+    grpc::Status s = join(k.id, k.edit);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << k.id;
+    EXPECT_NE(s.error_message().find("Join of device '" + k.id + "': " + k.error),
+              std::string::npos)
+        << s.error_message();
+  }
+  auto list = c.Fleetctl({"device", "list"});
+  for (const Case& k : cases) EXPECT_EQ(list.output.find(k.id), std::string::npos) << list.output;
+  // Nothing refused made it into the log raw.
+  EXPECT_EQ(c.coordinator().Log().find('\x1b'), std::string::npos);
+
+  // A decline reason with a newline and a fake log line in it.
+  for (const char* id : {"d-1", "d-2", "d-3"}) {
+    ASSERT_TRUE(
+        join(id, [](v1::JoinRequest* r) { (*r->mutable_labels())["site"] = "ward-3"; }).ok());
+  }
+  list = c.Fleetctl({"device", "list"});
+  EXPECT_NE(list.output.find("d-1"), std::string::npos) << list.output;
+  grpc::ClientContext ctx;
+  v1::SubmitJobRequest req;
+  *req.mutable_spec() = NumbersJob();
+  v1::JobStatus job;
+  ASSERT_TRUE(f.admin()->SubmitJob(&ctx, req, &job).ok());
+  v1::Task task = f.Fetch("d-1");
+  ASSERT_EQ(task.kind(), v1::Task::TRAIN);
+  {
+    grpc::ClientContext push_ctx;
+    v1::PushUpdateResponse resp;
+    auto w = f.device("d-1")->PushUpdate(&push_ctx, &resp);
+    v1::UpdateChunk chunk;
+    auto* h = chunk.mutable_header();
+    h->set_protocol_version(kProtocolVersion);
+    h->set_device_id("d-1");
+    h->set_job_id(task.job_id());
+    h->set_round(task.round());
+    h->set_error("no data\n2026-01-01T00:00:00.000Z ERROR coordinator: forged \x1b[31mline");
+    ASSERT_TRUE(w->Write(chunk));
+    w->WritesDone();
+    ASSERT_TRUE(w->Finish().ok());
+  }
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return c.coordinator().Log().find(
+                   "could not train: no data\\n2026-01-01T00:00:00.000Z "
+                   "ERROR coordinator: forged \\x1b[31mline") != std::string::npos;
+      },
+      std::chrono::seconds(10)))
+      << c.coordinator().Log();
+  const std::string log = c.coordinator().Log();
+  EXPECT_EQ(log.find("\n2026-01-01T00:00:00.000Z"), std::string::npos) << log;
+  EXPECT_EQ(log.find('\x1b'), std::string::npos);
 }
 
 }  // namespace
