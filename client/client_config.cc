@@ -4,7 +4,8 @@
 
 namespace fleet {
 
-StatusOr<ClientConfig> LoadClientConfig(const std::string& path) {
+StatusOr<ClientConfig> LoadClientConfig(const std::string& path,
+                                        const std::string& state_dir_override) {
   ASSIGN_OR_RETURN(YAML::Node root, LoadYamlFile(path));
   ASSIGN_OR_RETURN(ConfigMap m, ConfigMap::Create(root, path));
   ClientConfig c;
@@ -24,6 +25,7 @@ StatusOr<ClientConfig> LoadClientConfig(const std::string& path) {
   RETURN_IF_ERROR(m.Get("state_dir", &c.state_dir));
   RETURN_IF_ERROR(m.Get("bootstrap", &c.bootstrap));
   if (!c.state_dir.empty() && c.state_dir[0] != '/') c.state_dir = base_dir + "/" + c.state_dir;
+  if (!state_dir_override.empty()) c.state_dir = state_dir_override;
   if (!c.bootstrap.empty() && c.bootstrap[0] != '/') c.bootstrap = base_dir + "/" + c.bootstrap;
   RETURN_IF_ERROR(m.Get("torch_threads", &c.torch_threads));
   RETURN_IF_ERROR(m.Get("max_message_mb", &c.max_message_mb));
