@@ -56,8 +56,21 @@ if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
   $SUDO update-binfmts --enable qemu-aarch64
 fi
 
+# The cross linker follows the root's library symlinks on this machine, so absolute ones (the
+# alternatives behind libblas.so.3 and liblapack.so.3, some -dev links) would point at this
+# machine's files: make them relative, resolved inside the root.
+relative_links() {
+  local link target
+  find "$1/usr/lib/aarch64-linux-gnu" -maxdepth 2 -type l -lname '/*' | while read -r link; do
+    target=$(chroot "$1" readlink -f "${link#"$1"}") || continue
+    [ -e "$1$target" ] || continue
+    $SUDO ln -sfn "$(realpath -s --relative-to="$(dirname "$link")" "$1$target")" "$link"
+  done
+}
+
 want=$(printf '%s\n' "${ARM64_PACKAGES[@]}")
 if [ -f "$sysroot/.fleetfl-packages" ] && [ "$(cat "$sysroot/.fleetfl-packages")" = "$want" ]; then
+  relative_links "$sysroot"
   echo "install-cross-deps: host tools and arm64 root $sysroot present"
   exit 0
 fi
@@ -77,6 +90,7 @@ $SUDO mmdebstrap --quiet --mode=root --variant=minbase --architectures=arm64 \
   --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
   --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
   bookworm "$sysroot.tmp" "$sources"
+relative_links "$sysroot.tmp"
 printf '%s\n' "$want" | $SUDO tee "$sysroot.tmp/.fleetfl-packages" >/dev/null
 $SUDO rm -rf --one-file-system "$sysroot"
 $SUDO mv "$sysroot.tmp" "$sysroot"
