@@ -6,12 +6,14 @@
 
 namespace fleet {
 
-StatusOr<ClientConfig> LoadClientConfig(const std::string& path) {
+StatusOr<ClientConfig> LoadClientConfig(const std::string& path,
+                                        const std::string& state_dir_override) {
   ASSIGN_OR_RETURN(std::string text, ReadFile(path));
-  return ParseClientConfig(text, path);
+  return ParseClientConfig(text, path, state_dir_override);
 }
 
-StatusOr<ClientConfig> ParseClientConfig(const std::string& text, const std::string& path) {
+StatusOr<ClientConfig> ParseClientConfig(const std::string& text, const std::string& path,
+                                         const std::string& state_dir_override) {
   ASSIGN_OR_RETURN(YAML::Node root, ParseYaml(text, path));
   ASSIGN_OR_RETURN(ConfigMap m, ConfigMap::Create(root, path));
   ClientConfig c;
@@ -31,6 +33,7 @@ StatusOr<ClientConfig> ParseClientConfig(const std::string& text, const std::str
   RETURN_IF_ERROR(m.Get("state_dir", &c.state_dir));
   RETURN_IF_ERROR(m.Get("bootstrap", &c.bootstrap));
   if (!c.state_dir.empty() && c.state_dir[0] != '/') c.state_dir = base_dir + "/" + c.state_dir;
+  if (!state_dir_override.empty()) c.state_dir = state_dir_override;
   if (!c.bootstrap.empty() && c.bootstrap[0] != '/') c.bootstrap = base_dir + "/" + c.bootstrap;
   RETURN_IF_ERROR(m.Get("torch_threads", &c.torch_threads));
   RETURN_IF_ERROR(m.Get("max_message_mb", &c.max_message_mb));

@@ -48,9 +48,13 @@ struct ClientConfig {
   int64_t clock_offset_s = 0;  // test-only: shifts the clock of certificate decisions
 };
 
-// Relative data paths resolve against the config file's directory.
-StatusOr<ClientConfig> LoadClientConfig(const std::string& path);
+// Relative data paths resolve against the config file's directory. `state_dir_override` (the
+// --state-dir flag) replaces the file's state_dir before anything that defaults into it (the
+// control loop's sample buffer) is resolved.
+StatusOr<ClientConfig> LoadClientConfig(const std::string& path,
+                                        const std::string& state_dir_override = "");
 // The same for config text read from `path` (which only names it and places relative paths).
-StatusOr<ClientConfig> ParseClientConfig(const std::string& text, const std::string& path);
+StatusOr<ClientConfig> ParseClientConfig(const std::string& text, const std::string& path,
+                                         const std::string& state_dir_override = "");
 
 }  // namespace fleet

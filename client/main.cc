@@ -75,7 +75,7 @@ int main(int argc, char** argv) {
   }
   fleet::SetLogLevel(level);
 
-  auto config = fleet::LoadClientConfig(config_path);
+  auto config = fleet::LoadClientConfig(config_path, state_dir);
   if (!config.ok()) {
     std::cerr << "fleet-client: " << config.status().message() << "\n";
     return kExitUsage;

@@ -19,6 +19,10 @@
 #                             and while local training runs (SCHED_IDLE), against bare ATen calls;
 #                             MQTT-in -> command-out p99 through a real mosquitto broker and the
 #                             control loop, against the broker's echo round trip; peak RSS.
+#   scripts/bench.sh memory   fleet-client's resident memory on the HAR MLP (VmRSS sampled every
+#                             100 ms, and VmHWM): enrolled and idle, while training 5 rounds with
+#                             the control loop inferring on readings replayed at 50 Hz, then
+#                             inferring only; for torch_threads 1 and 4.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD_DIR:-$root/build}
@@ -331,5 +335,90 @@ PY
     mv "$out.tmp" "$out"
     echo "bench: wrote $out"
     ;;
-  *) echo "usage: scripts/bench.sh round|secagg|quality|scale|inference" >&2; exit 2 ;;
+  memory)
+    out="$root/bench/results/memory.json"
+    "$root/scripts/prepare-har.sh" "$build/data/har" >/dev/null
+    scratch=$(mktemp -d)
+    pids=()
+    trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$scratch"' EXIT
+    "$build/coordinator/fleet-coordinator" init --state-dir "$scratch/coord" >/dev/null
+    "$build/coordinator/fleet-coordinator" --listen 127.0.0.1:0 --port-file "$scratch/port" \
+      --state-dir "$scratch/coord" >"$scratch/coord.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 100); do [ -s "$scratch/port" ] && break; sleep 0.1; done
+    addr=127.0.0.1:$(cat "$scratch/port")
+    ctl=("$build/cli/fleetctl" --coordinator "$addr" --ca-cert "$scratch/coord/pki/ca.pem"
+         --cert "$scratch/coord/pki/admin.pem" --key "$scratch/coord/pki/admin.key")
+    # The wearable's 561 features as scalar fields f0..f560, replayed from subject 1's rows.
+    fields=$(seq 0 560 | sed 's/.*/      - {name: f&, min: -1, max: 1}/')
+    { seq 0 560 | sed 's/^/f/' | paste -sd,; cut -d' ' -f3- "$build/data/har/subject-1.txt" | tr ' ' ,; } \
+      > "$scratch/readings.csv"
+    sed -e 's/^rounds: .*/rounds: 5/' -e 's/^min_clients: .*/min_clients: 1/' \
+      -e 's/^target_clients: .*/target_clients: 1/' "$root/configs/jobs/har-mlp.yaml" \
+      > "$scratch/job.yaml"
+    printf 'secure_aggregation: {enabled: false}\n' >> "$scratch/job.yaml"
+    # rss PID SECONDS: the largest VmRSS (MB) sampled every 100 ms for that long.
+    rss() {
+      local max=0 v
+      for _ in $(seq $(( $2 * 10 ))); do
+        v=$(awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || true)
+        [ "${v:-0}" -gt "$max" ] && max=$v
+        sleep 0.1
+      done
+      echo $(( max / 1024 ))
+    }
+    results=""
+    for threads in 1 4; do
+      {
+        printf 'device_id: memory-%s\nstate_dir: %s\ntorch_threads: %s\npoll_wait_ms: 1000\n' \
+          "$threads" "$scratch/device-$threads" "$threads"
+        printf 'datasets:\n  - {name: uci-har, role: train, validation_fraction: 0.2, '
+        printf 'label_offset: -1,\n     files: [{path: %s, format: whitespace, subject: 0, ' \
+          "$build/data/har/subject-1.txt"
+        printf 'label: 1, features: rest}]}\n'
+        printf 'control:\n  model_dataset: uci-har\n'
+        printf '  outputs: [walking, upstairs, downstairs, sitting, standing, laying]\n'
+        printf '  replay: {path: %s, rate_hz: 50, loop: true}\n' "$scratch/readings.csv"
+        printf '  schema:\n    max_payload_bytes: 16384\n    fields:\n%s\n' "$fields"
+        printf '  deadline_ms: 20\n'
+        printf '  default_action: {topic: care/m/alert, command: {status: model_unavailable}}\n'
+        printf '  rules:\n    - {name: possible_fall, when: laying > 0.9, for_windows: 3, '
+        printf 'release_when: laying < 0.5,\n       publish: {topic: care/m/alert, '
+        printf 'command: {alert: possible_fall}}}\n'
+      } > "$scratch/client-$threads.yaml"
+      printf 'coordinator: %s\nca_cert_file: %s\ntoken: %s\n' "$addr" "$scratch/coord/pki/ca.pem" \
+        "$("${ctl[@]}" token create --uses 1 --ttl 1h 2>/dev/null)" \
+        > "$scratch/bootstrap-$threads.yaml"
+      OPENBLAS_NUM_THREADS=1 "$build/client/fleet-client" --config "$scratch/client-$threads.yaml" \
+        --bootstrap "$scratch/bootstrap-$threads.yaml" >"$scratch/client-$threads.log" 2>&1 &
+      pid=$!
+      pids+=($pid)
+      for _ in $(seq 300); do
+        "${ctl[@]}" device list 2>/dev/null | grep -q "^memory-$threads  *online" && break
+        sleep 0.2
+      done
+      idle=$(rss "$pid" 3)
+      job=$("${ctl[@]}" job submit -f "$scratch/job.yaml")
+      "${ctl[@]}" job watch "$job" >/dev/null 2>&1 &
+      watch=$!
+      train=0
+      while kill -0 "$watch" 2>/dev/null; do
+        v=$(rss "$pid" 1)
+        [ "$v" -gt "$train" ] && train=$v
+      done
+      wait "$watch" || { echo "memory: job $job failed" >&2; cat "$scratch/client-$threads.log" >&2; exit 1; }
+      infer=$(rss "$pid" 5)
+      hwm=$(( $(awk '/VmHWM/ {print $2}' "/proc/$pid/status") / 1024 ))
+      kill "$pid"
+      line=$(printf '{"torch_threads": %s, "rss_idle_mb": %s, "rss_training_and_inferring_mb": %s, "rss_inferring_mb": %s, "peak_rss_mb": %s}' \
+        "$threads" "$idle" "$train" "$infer" "$hwm")
+      echo "memory: $line" >&2
+      results="$results${results:+, }$line"
+    done
+    printf '{"benchmark": "memory", "machine": "%s cores", "goal_peak_rss_mb": 200, "results": [%s]}\n' \
+      "$(nproc)" "$results" > "$out.tmp"
+    mv "$out.tmp" "$out"
+    echo "bench: wrote $out"
+    ;;
+  *) echo "usage: scripts/bench.sh round|secagg|quality|scale|inference|memory" >&2; exit 2 ;;
 esac

@@ -320,6 +320,30 @@ datasets:
       << c.status().message();
 }
 
+// The packaged unit and the container run `fleet-client --state-dir DIR` with a config that
+// names none (and lives on a read-only /etc): the sample buffer must default into DIR.
+TEST(ClientConfig, StateDirFlagIsWhereTheSampleBufferDefaultsTo) {
+  testing::TempDir dir;
+  const std::string path = dir.Write("c.yaml", R"(datasets: []
+control:
+  model_dataset: d
+  outputs: [a, b]
+  replay: {path: r.csv}
+  schema: {fields: [{name: x}]}
+  default_action: {topic: t, command: {status: none}}
+)");
+  dir.Write("r.csv", "x\n1\n");
+  auto c = LoadClientConfig(path, "/var/lib/fleetfl-client");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->state_dir, "/var/lib/fleetfl-client");
+  ASSERT_TRUE(c->control && c->control->buffer);
+  EXPECT_EQ(c->control->buffer->path, "/var/lib/fleetfl-client/samples.db");
+  // Without the flag: the config file's directory, as before.
+  auto plain = LoadClientConfig(path);
+  ASSERT_TRUE(plain.ok()) << plain.status().message();
+  EXPECT_EQ(plain->control->buffer->path, dir.path() + "/samples.db");
+}
+
 TEST(ClientConfig, RejectsBadRoleAndBadDeviceIdAndDefaultsIdToHostname) {
   testing::TempDir dir;
   // No device_id and no datasets: the packaged config, valid on any machine before its sensors
