@@ -7,6 +7,7 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <fstream>
 #include <future>
 #include <nlohmann/json.hpp>
@@ -417,8 +418,20 @@ TEST(EnrollmentLimits, APeerOverTheRateLimitIsToldWhenToRetryAndRecovers) {
   }
   EXPECT_TRUE(audited) << Audit(c);
 
-  // The bucket is empty again: a real device runs into the limit, waits as told and enrolls.
+  // A real device runs into the limit, waits as told and enrolls. Until it starts enrolling
+  // (its start-up time varies with the machine's load) the bucket is kept empty.
+  std::atomic<bool> starting{true};
+  std::thread drain([&] {
+    while (starting) {
+      Enroll(c, "sensor-1", bad);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  });
   Process& client = c.StartHarClient(5);
+  WaitFor([&] { return client.Log().find("enrolling with") != std::string::npos; },
+          std::chrono::seconds(60));
+  starting = false;
+  drain.join();
   EXPECT_TRUE(WaitFor(
       [&] { return client.Log().find("too many enrollment requests") != std::string::npos; },
       std::chrono::seconds(10)))
