@@ -1,7 +1,5 @@
 #include "coordinator/services.h"
 
-#include <sodium.h>
-
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -503,8 +501,7 @@ grpc::Status DeviceService::Renew(grpc::ServerContext* ctx, const v1::RenewReque
   grpc::Status v = CheckVersion(req->protocol_version());
   if (!v.ok()) return v;
   if (grpc::Status a = Allow(*ctx, req->device_id()); !a.ok()) return a;
-  StatusOr<Peer> peer = c_->access().Authenticate(*ctx);
-  return Reply(c_->Renew(*req, peer.ok() ? peer->serial : ""), resp);
+  return Reply(c_->Renew(*req, PeerCertificatePem(*ctx)), resp);
 }
 
 grpc::Status DeviceService::Allow(const grpc::ServerContextBase& ctx,
@@ -588,20 +585,14 @@ grpc::ServerUnaryReactor* EnrollmentService::Enroll(grpc::CallbackServerContext*
 
 grpc::Status EnrollmentService::Handle(const grpc::ByteBuffer& request, const std::string& peer,
                                        grpc::ByteBuffer* response) {
-  // The bytes and the parsed token are wiped when done (gRPC's own buffers are not ours).
+  // Nothing secret arrives (protocol v3: a token proof, not the token).
   std::vector<grpc::Slice> slices;
   std::string bytes;
   if (request.Dump(&slices).ok()) {
     for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
   }
   v1::EnrollRequest req;
-  const bool parsed = req.ParseFromString(bytes);
-  sodium_memzero(bytes.data(), bytes.size());
-  struct Wipe {
-    v1::EnrollRequest* r;
-    ~Wipe() { sodium_memzero(r->mutable_token()->data(), r->token().size()); }
-  } wipe{&req};
-  if (!parsed) {
+  if (!req.ParseFromString(bytes)) {
     c_->refusals().Refused("malformed request", peer, "");
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "malformed EnrollRequest");
   }
@@ -715,7 +706,7 @@ grpc::Status AdminService::CreateToken(grpc::ServerContext* ctx,
   spec.label = req->label();
   spec.device_id = req->device_id();
   spec.id_prefix = req->id_prefix();
-  auto r = c_->access().CreateToken(spec, who);
+  auto r = c_->CreateToken(spec, who);
   if (!r.ok()) return ToGrpcStatus(r.status());
   resp->set_token(r->first);
   *resp->mutable_info() = r->second;
@@ -726,7 +717,9 @@ grpc::Status AdminService::ListTokens(grpc::ServerContext* ctx, const v1::ListTo
                                       v1::ListTokensResponse* resp) {
   std::string who;
   if (grpc::Status a = Allow(*ctx, &who); !a.ok()) return a;
-  for (auto& t : c_->access().ListTokens()) *resp->add_tokens() = std::move(t);
+  StatusOr<std::vector<v1::TokenInfo>> tokens = c_->ListTokens();
+  if (!tokens.ok()) return ToGrpcStatus(tokens.status());
+  for (auto& t : *tokens) *resp->add_tokens() = std::move(t);
   return grpc::Status::OK;
 }
 
@@ -734,7 +727,7 @@ grpc::Status AdminService::RevokeToken(grpc::ServerContext* ctx, const v1::Revok
                                        v1::TokenInfo* resp) {
   std::string who;
   if (grpc::Status a = Allow(*ctx, &who); !a.ok()) return a;
-  return Reply(c_->access().RevokeToken(req->id(), who), resp);
+  return Reply(c_->RevokeToken(req->id(), who), resp);
 }
 
 grpc::Status AdminService::RevokeDevice(grpc::ServerContext* ctx,

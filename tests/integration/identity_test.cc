@@ -77,11 +77,8 @@ grpc::Status Enroll(Cluster& c, const std::string& id, const std::string& token,
                     ClientTlsOptions* tls = nullptr, grpc::ClientContext* ctx_out = nullptr) {
   auto stub = v1::Enrollment::NewStub(*MakeChannel(c.address(), ServerOnly(c), 4 << 20));
   const std::string key = *crypto::GenerateP256Key();
-  v1::EnrollRequest req;
-  req.set_protocol_version(kProtocolVersion);
-  req.set_device_id(id);
-  req.set_token(token);
-  req.set_csr_pem(
+  v1::EnrollRequest req = MakeEnrollRequest(
+      id, token,
       *crypto::MakeCsr(key, id, crypto::ToString(crypto::SigningKey::Generate().public_key())));
   grpc::ClientContext local;
   grpc::ClientContext& ctx = ctx_out ? *ctx_out : local;
@@ -103,11 +100,9 @@ grpc::Status Renew(Cluster& c, const ClientTlsOptions& tls, const std::string& i
   auto stub = v1::Device::NewStub(*MakeChannel(c.address(), tls, 4 << 20));
   const std::string key = *crypto::GenerateP256Key();
   const crypto::SigningKey throwaway = crypto::SigningKey::Generate();
-  v1::RenewRequest req;
-  req.set_protocol_version(kProtocolVersion);
-  req.set_device_id(id);
-  req.set_csr_pem(
-      *crypto::MakeCsr(key, id, crypto::ToString((secagg ? *secagg : throwaway).public_key())));
+  v1::RenewRequest req = MakeRenewRequest(
+      id, *crypto::MakeCsr(key, id, crypto::ToString((secagg ? *secagg : throwaway).public_key())),
+      tls);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   v1::EnrollResponse resp;
@@ -332,31 +327,27 @@ TEST(EnrollmentLimits, OversizedAndGarbageRequestsAreRefusedWithoutSpendingToken
   Cluster c;
   ASSERT_TRUE(c.StartCoordinator()) << c.coordinator().Log();
   const std::string token = NewToken(c);
-  auto request = [&](const std::string& token_field, const std::string& csr) {
-    v1::EnrollRequest req;
-    req.set_protocol_version(kProtocolVersion);
-    req.set_device_id("sensor-1");
-    req.set_token(token_field);
-    req.set_csr_pem(csr);
+  auto request = [&](const std::string& padding, const std::string& csr) {
+    v1::EnrollRequest req = MakeEnrollRequest("sensor-1", token, csr);
+    req.set_token_id(req.token_id() + padding);
     return req.SerializeAsString();
   };
   const std::string csr =
       *crypto::MakeCsr(*crypto::GenerateP256Key(), "sensor-1",
                        crypto::ToString(crypto::SigningKey::Generate().public_key()));
-  v1::EnrollRequest old_version;
+  v1::EnrollRequest old_version = MakeEnrollRequest("sensor-1", token, csr);
   old_version.set_protocol_version(kProtocolVersion - 1);
-  old_version.set_token(token);
   struct Case {
     std::string bytes;
     StatusCode code;
     std::string says;
   };
   const std::vector<Case> cases = {
-      {request(token + std::string(20000, 'a'), csr), StatusCode::INVALID_ARGUMENT,
+      {request(std::string(20000, 'a'), csr), StatusCode::INVALID_ARGUMENT,
        "exceeds the limit of 16384 (refused unparsed)"},
-      {request(token, std::string(1 << 20, 'Q')), StatusCode::INVALID_ARGUMENT,
+      {request("", std::string(1 << 20, 'Q')), StatusCode::INVALID_ARGUMENT,
        "exceeds the limit of 16384"},
-      {request(token, csr + std::string(16385, ' ')), StatusCode::INVALID_ARGUMENT,
+      {request("", csr + std::string(16385, ' ')), StatusCode::INVALID_ARGUMENT,
        "exceeds the limit of 16384"},
       {std::string(16385, '\x01'), StatusCode::INVALID_ARGUMENT, "exceeds the limit"},
       {std::string("\xff\xff\xff\xff\xff", 5), StatusCode::INVALID_ARGUMENT,
@@ -446,12 +437,16 @@ TEST(EnrollmentLimits, RefusedEnrollmentsAreCoalescedInTheAuditLog) {
   ASSERT_TRUE(c.StartCoordinator({"--enroll-audit-interval-s", "2"})) << c.coordinator().Log();
   // One channel, so that the 30 requests fit well inside one interval.
   auto stub = v1::Enrollment::NewStub(*MakeChannel(c.address(), ServerOnly(c), 4 << 20));
-  v1::EnrollRequest req;
-  req.set_protocol_version(kProtocolVersion);
-  req.set_token("fleet1_0123456789abcdef_" + std::string(64, 'a'));
-  const auto start = std::chrono::steady_clock::now();
+  std::vector<v1::EnrollRequest> requests;
   for (int i = 0; i < 30; ++i) {
-    req.set_device_id("sensor-" + std::to_string(i));
+    const std::string id = "sensor-" + std::to_string(i);
+    requests.push_back(MakeEnrollRequest(
+        id, "fleet1_0123456789abcdef_" + std::string(64, 'a'),
+        *crypto::MakeCsr(*crypto::GenerateP256Key(), id,
+                         crypto::ToString(crypto::SigningKey::Generate().public_key()))));
+  }
+  const auto start = std::chrono::steady_clock::now();
+  for (const v1::EnrollRequest& req : requests) {
     grpc::ClientContext ctx;
     v1::EnrollResponse resp;
     ASSERT_EQ(stub->Enroll(&ctx, req, &resp).error_code(), StatusCode::UNAUTHENTICATED);
