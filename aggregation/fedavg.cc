@@ -103,8 +103,10 @@ Status ValidateStrategy(const StrategyParams& p) {
     return InvalidArgument("unknown strategy '" + p.name + "' (supported: " + StrategyNames() +
                            ")");
   }
-  if (!(p.server_learning_rate >= 0 && p.server_learning_rate <= 10)) {
-    return InvalidArgument("strategy.server_learning_rate must be in [0, 10] (0: the default)");
+  if (p.server_learning_rate && !(*p.server_learning_rate > 0 && *p.server_learning_rate <= 10)) {
+    return InvalidArgument(
+        "strategy.server_learning_rate must be in (0, 10] (leave it out for "
+        "the default)");
   }
   if (!(p.beta1 >= 0 && p.beta1 < 1) || !(p.beta2 >= 0 && p.beta2 < 1)) {
     return InvalidArgument("strategy.beta1 and beta2 must be in [0, 1)");
@@ -114,6 +116,16 @@ Status ValidateStrategy(const StrategyParams& p) {
     return InvalidArgument("strategy.trim_fraction must be in [0, 0.5)");
   }
   if (p.byzantine > 1000) return InvalidArgument("strategy.byzantine must be <= 1000");
+  if (p.krum_select && *p.krum_select == 0) {
+    return InvalidArgument("strategy.krum_select must be >= 1 (leave it out for the default)");
+  }
+  if (p.name == "krum" && p.krum_select && *p.krum_select != 1) {
+    return InvalidArgument("strategy krum selects exactly 1 update; krum_select " +
+                           std::to_string(*p.krum_select) + " is for multikrum");
+  }
+  if (p.krum_select && p.name != "krum" && p.name != "multikrum") {
+    return InvalidArgument("strategy.krum_select is for krum and multikrum only");
+  }
   return OkStatus();
 }
 
@@ -122,8 +134,7 @@ ServerOptimizerParams ServerOptimizerFor(const StrategyParams& p) {
   if (p.name == "fedadam") o.kind = "adam";
   if (p.name == "fedyogi") o.kind = "yogi";
   if (p.name == "fedadagrad") o.kind = "adagrad";
-  o.learning_rate = p.server_learning_rate > 0 ? p.server_learning_rate
-                                               : (o.kind == "sgd" ? 1.0 : 0.01);
+  o.learning_rate = p.server_learning_rate.value_or(o.kind == "sgd" ? 1.0 : 0.01);
   o.beta1 = p.beta1;
   o.beta2 = p.beta2;
   o.tau = p.tau;
@@ -138,10 +149,10 @@ StatusOr<std::unique_ptr<Strategy>> MakeStrategy(const StrategyParams& p) {
   } else if (p.name == "trimmed_mean") {
     s = std::make_unique<TrimmedMean>(p.trim_fraction);
   } else if (p.name == "krum") {
-    s = std::make_unique<Krum>(p.byzantine, p.krum_select ? p.krum_select : 1);
+    s = std::make_unique<Krum>(p.byzantine, 1);
   } else if (p.name == "multikrum") {
     // m = 0: all but the f worst-placed, as recommended by Blanchard et al.
-    s = std::make_unique<Krum>(p.byzantine, p.krum_select);
+    s = std::make_unique<Krum>(p.byzantine, p.krum_select.value_or(0));
   } else {
     s = std::make_unique<FedAvg>();
   }

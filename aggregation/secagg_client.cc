@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "aggregation/quantize.h"
+#include "aggregation/secagg_params.h"
 #include "aggregation/secagg_wire.h"
 #include "crypto/prg.h"
 #include "crypto/shamir.h"
@@ -184,13 +185,36 @@ Status SecAggClient::OnNeighbours(const v1::SecAggNeighbours& nb) {
       holders > num_clients_) {
     return InvalidArgument("neighbour list is malformed (index or size out of range)");
   }
-  if (threshold_ < 2 || threshold_ > holders) {
-    return InvalidArgument("threshold " + std::to_string(threshold_) + " is unsafe or unusable "
-                           "for " + std::to_string(holders) + " holders");
+  // The floor is the job's min_clients from the signed task, never a number only the server
+  // states.
+  const uint32_t min_clients = MinClients();
+  if (num_clients_ < min_clients) {
+    return InvalidArgument("only " + std::to_string(num_clients_) +
+                           " clients in the round, the signed task's min_clients is " +
+                           std::to_string(min_clients));
   }
-  if (num_clients_ < options_.config.min_survivors()) {
-    return InvalidArgument("only " + std::to_string(num_clients_) + " clients in the round, "
-                           "min_survivors is " + std::to_string(options_.config.min_survivors()));
+  // (k, t) as the coordinator derives them, from the n it names and the threat model of the
+  // signed task. A lower threshold, or more or fewer neighbours than the graph gives, would let
+  // a relay that shows two groups of holders different survivor sets collect both shares of one
+  // client from them (docs/security.md, "Parameters").
+  StatusOr<SecAggGraphParams> want =
+      ChooseGraphParams(num_clients_, ThreatModelOf(options_.config));
+  if (!want.ok()) {
+    return Status(want.status().code(),
+                  "refusing the round: the signed threat model admits no parameters for the " +
+                      std::to_string(num_clients_) +
+                      " clients the coordinator names: " + want.status().message());
+  }
+  if (static_cast<uint32_t>(nb.peers_size()) != want->k) {
+    return InvalidArgument("the coordinator sent " + std::to_string(nb.peers_size()) +
+                           " neighbours, but the signed threat model gives " + want->ToString() +
+                           ": refusing the round");
+  }
+  if (threshold_ < want->t || threshold_ > holders) {
+    return InvalidArgument("threshold " + std::to_string(threshold_) +
+                           " is below what the signed threat model gives (" + want->ToString() +
+                           ") or above the " + std::to_string(holders) +
+                           " holders: refusing the round");
   }
   for (const auto& p : nb.peers()) {
     if (p.index() == 0 || p.index() > num_clients_ || p.index() == my_index_ ||
@@ -329,10 +353,10 @@ StatusOr<v1::SecAggConsistency> SecAggClient::OnSurvivors(const v1::SecAggSurviv
       !std::binary_search(survivors_.begin(), survivors_.end(), my_index_)) {
     return InvalidArgument("survivor set is malformed or omits this client");
   }
-  if (survivors_.size() < options_.config.min_survivors()) {
-    return FailedPrecondition("refusing to help unmask a sum of " +
-                              std::to_string(survivors_.size()) + " inputs (min_survivors " +
-                              std::to_string(options_.config.min_survivors()) + ")");
+  if (survivors_.size() < MinClients()) {
+    return FailedPrecondition(
+        "refusing to help unmask a sum of " + std::to_string(survivors_.size()) +
+        " inputs (the signed task's min_clients is " + std::to_string(MinClients()) + ")");
   }
   v1::SecAggConsistency c;
   c.set_signature(signing_key_->Sign(secagg_wire::SurvivorsMessage(attempt_, survivors_)));
@@ -365,8 +389,16 @@ StatusOr<v1::SecAggUnmaskResponse> SecAggClient::OnUnmaskRequest(
                               " neighbours signed the survivor set, threshold is " +
                               std::to_string(threshold_) + ": refusing to unmask");
   }
-  std::set<uint32_t> self_of(req.self_mask_of().begin(), req.self_mask_of().end());
+  auto twice = [](uint32_t v) {
+    return InvalidArgument("the unmask request names client " + std::to_string(v) +
+                           " twice: refusing a malformed request");
+  };
+  std::set<uint32_t> self_of, pairwise;
+  for (uint32_t v : req.self_mask_of()) {
+    if (!self_of.insert(v).second) return twice(v);
+  }
   for (uint32_t v : req.pairwise_of()) {
+    if (!pairwise.insert(v).second) return twice(v);
     if (self_of.count(v) > 0) {
       return InvalidArgument("asked for both the self-mask share and the mask-key share of client " +
                              std::to_string(v) + ": refusing (that would unmask its input)");

@@ -4,11 +4,14 @@
 // checks everything the server relays before using it: each neighbour's certificate (chains to
 // the device's pinned fleet CA, valid now, a device certificate for the neighbour's id that
 // certifies exactly the signing key it advertised), the signature on its keys, that no two parties
-// share an id or a key, share authenticity, the survivor set and, at Unmasking, that the server
-// never asks for both shares of one client and never contradicts the signed survivors.
+// share an id or a key, that the threshold and its neighbour count are what it derives itself
+// from the n it is told and the signed task's threat model (never below the task's min_clients),
+// share authenticity, the survivor set and, at Unmasking, that the server never asks for both
+// shares of one client and never contradicts the signed survivors.
 // Not thread-safe; steps must come in protocol order (a step out of order is an error).
 #pragma once
 
+#include <algorithm>
 #include <deque>
 #include <functional>
 #include <map>
@@ -16,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "aggregation/secagg_params.h"
 #include "aggregation/secagg_wire.h"
 #include "common/status.h"
 #include "crypto/keys.h"
@@ -98,6 +102,10 @@ class SecAggClient {
   // The neighbour set names every device and every key once (this client's own included).
   Status CheckDistinct() const;
   std::string PeerName(uint32_t index, const std::string& device_id) const;
+  // The signed task's min_clients, and never below kSecAggMinClients.
+  uint32_t MinClients() const {
+    return std::max(options_.config.min_survivors(), kSecAggMinClients);
+  }
   secagg_wire::Party Me() const { return {my_index_, options_.device_id}; }
 
   const Options options_;

@@ -14,21 +14,57 @@ double LogChoose(double a, double b) {
 // Hypergeometric: population N with K marked, m draws without replacement.
 class Hypergeometric {
  public:
-  Hypergeometric(uint32_t N, uint32_t K, uint32_t m) : N_(N), K_(K), m_(m) {}
+  Hypergeometric(uint32_t N, uint32_t K, uint32_t m)
+      : N_(N), K_(K), m_(m), log_total_(LogChoose(N, m)) {}
   uint32_t lo() const { return m_ > N_ - K_ ? m_ - (N_ - K_) : 0; }
   uint32_t hi() const { return std::min(K_, m_); }
+  uint32_t Mode() const {
+    const double mode = std::floor((m_ + 1.0) * (K_ + 1.0) / (N_ + 2.0));
+    return std::clamp(static_cast<uint32_t>(mode), lo(), hi());
+  }
   double Pmf(uint32_t x) const {
     if (x < lo() || x > hi()) return 0;
-    return std::exp(LogChoose(K_, x) + LogChoose(N_ - K_, m_ - x) - LogChoose(N_, m_));
+    return std::exp(LogChoose(K_, x) + LogChoose(N_ - K_, m_ - x) - log_total_);
   }
-  double AtLeast(uint32_t x) const {  // P[X >= x]
-    double p = 0;
-    for (uint32_t i = std::max(x, lo()); i <= hi(); ++i) p += Pmf(i);
-    return p;
+  // Pmf(x - 1) and Pmf(x + 1) from p = Pmf(x), x inside the support: the ratio of neighbouring
+  // terms, for passes over a tail.
+  double Previous(uint32_t x, double p) const {
+    const double N = N_, K = K_, m = m_, X = x;
+    return p * X * (N - K - m + X) / ((K - X + 1) * (m - X + 1));
+  }
+  double Next(uint32_t x, double p) const {
+    const double N = N_, K = K_, m = m_, X = x;
+    return p * (K - X) * (m - X) / ((X + 1) * (N - K - m + X + 1));
+  }
+  // The pmf rises to its mode and falls after it. The far tails are below `tiny` long before
+  // the support ends; these give where: the largest x of the upper tail with Pmf(x) >= tiny
+  // (or the mode), and the smallest x of the lower tail likewise, by bisection.
+  uint32_t UpperEnd(double tiny) const {
+    uint32_t a = Mode(), b = hi();  // Pmf(a) >= tiny is assumed; find the last such x
+    while (a < b) {
+      const uint32_t mid = a + (b - a + 1) / 2;
+      if (Pmf(mid) >= tiny)
+        a = mid;
+      else
+        b = mid - 1;
+    }
+    return a;
+  }
+  uint32_t LowerEnd(double tiny) const {
+    uint32_t a = lo(), b = Mode();
+    while (a < b) {
+      const uint32_t mid = a + (b - a) / 2;
+      if (Pmf(mid) >= tiny)
+        b = mid;
+      else
+        a = mid + 1;
+    }
+    return a;
   }
 
  private:
   uint32_t N_, K_, m_;
+  double log_total_;  // log C(N, m)
 };
 
 uint32_t Corrupt(uint32_t n, const SecAggThreatModel& th) {
@@ -50,22 +86,41 @@ bool StaysConnected(uint32_t n, uint32_t k, uint32_t bad) {
   return log_p < std::log(EpsSecurity(n));
 }
 
-// Smallest t with P[#corrupt neighbours >= t] <= eps: fewer than t corrupt holders w.h.p.
+// Tail terms below eps * kNegligible, however many, cannot move a sum compared with eps: a pass
+// over a tail starts where its terms reach that size (a bisection), not at the end of the
+// support. With the one-pass sums below that makes a threshold O(sqrt(k) + log k) instead of
+// O(k^2) (summing the tail afresh for every t), and the search over k from seconds to
+// milliseconds for thousands of clients at high corrupt and dropout rates.
+constexpr double kNegligible = 0x1p-80;
+
+// Smallest t with P[#corrupt neighbours >= t] <= eps: fewer than t corrupt holders w.h.p. The
+// tail P[X >= t] grows as t comes down from the top of the support: one pass from there.
 uint32_t SecureThreshold(uint32_t n, uint32_t k, uint32_t corrupt) {
   Hypergeometric x(n - 1, std::min(corrupt, n - 1), k);
-  uint32_t t = 1;
-  while (t <= k && x.AtLeast(t) > EpsSecurity(n)) ++t;
-  return t;
+  const double eps = EpsSecurity(n);
+  const uint32_t bottom = std::max<uint32_t>(x.lo(), 1);
+  uint32_t i = x.UpperEnd(eps * kNegligible);
+  if (i < bottom) return 1;
+  double p = x.Pmf(i), tail = 0;  // P[X = i], P[X >= i]
+  for (;;) {
+    tail += p;
+    if (tail > eps) return i + 1;
+    if (i == bottom) return 1;
+    p = x.Previous(i, p);
+    --i;
+  }
 }
 
 // Largest t with P[#surviving neighbours < t] <= eps: t live holders w.h.p.
 uint32_t LiveThreshold(uint32_t n, uint32_t k, uint32_t dropouts) {
   Hypergeometric y(n - 1, n - 1 - std::min(dropouts, n - 1), k);
-  uint32_t t = 0;
-  double below = 0;  // P[Y < t + 1]
+  // Below the support every term is 0; below LowerEnd, negligible.
+  uint32_t t = std::min(y.LowerEnd(EpsCorrectness(n) * kNegligible), k);
+  double p = y.Pmf(t), below = 0;  // P[Y = t], P[Y < t + 1]
   while (t < k) {
-    below += y.Pmf(t);
+    below += p;
     if (below > EpsCorrectness(n)) break;
+    p = y.Next(t, p);
     ++t;
   }
   return std::max<uint32_t>(t, y.lo());
@@ -104,9 +159,25 @@ Status ValidateThreatModel(const SecAggThreatModel& th) {
   return OkStatus();
 }
 
+void SetThreatModel(const SecAggThreatModel& th, v1::SecAggTaskConfig* config) {
+  config->set_corrupt_fraction(th.corrupt_fraction);
+  config->set_dropout_fraction(th.dropout_fraction);
+  config->set_neighbours(th.neighbours);
+  config->set_threshold(th.threshold);
+}
+
+SecAggThreatModel ThreatModelOf(const v1::SecAggTaskConfig& config) {
+  SecAggThreatModel th;
+  th.corrupt_fraction = config.corrupt_fraction();
+  th.dropout_fraction = config.dropout_fraction();
+  th.neighbours = config.neighbours();
+  th.threshold = config.threshold();
+  return th;
+}
+
 StatusOr<SecAggGraphParams> ChooseGraphParams(uint32_t n, const SecAggThreatModel& th) {
   RETURN_IF_ERROR(ValidateThreatModel(th));
-  if (n < 3) {
+  if (n < kSecAggMinClients) {
     return FailedPrecondition("secure aggregation needs at least 3 clients (have " +
                               std::to_string(n) + "): with 2, each could subtract its own update "
                               "from the sum and learn the other's");
@@ -143,7 +214,7 @@ StatusOr<SecAggGraphParams> ChooseGraphParams(uint32_t n, const SecAggThreatMode
         if (th.threshold < t) continue;  // needs a larger k for the requested threshold
         t = th.threshold;
       }
-      if (t <= LiveThreshold(n, k, dropouts) && t <= k + 1) {
+      if (t <= k + 1 && t <= LiveThreshold(n, k, dropouts)) {
         p.k = k;
         p.t = t;
         return p;

@@ -16,6 +16,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "proto/secagg.pb.h"
 
 namespace fleet {
 
@@ -35,6 +36,8 @@ struct SecAggGraphParams {
 };
 
 constexpr double kSecAggSecurityBits = 40;
+// With two clients each could subtract its own update from the sum and learn the other's.
+constexpr uint32_t kSecAggMinClients = 3;
 constexpr double kSecAggCorrectnessBits = 30;
 
 // The parameters for n clients, or an error that says which requirement fails (e.g. a
@@ -43,5 +46,10 @@ StatusOr<SecAggGraphParams> ChooseGraphParams(uint32_t n, const SecAggThreatMode
 
 // Validates the fractions and overrides without a client count (job submission time).
 Status ValidateThreatModel(const SecAggThreatModel& threat);
+
+// The threat model as the signed task carries it (SecAggTaskConfig fields 9-12), both ways: the
+// coordinator writes the job's, each client reads it back and derives (k, t) itself.
+void SetThreatModel(const SecAggThreatModel& threat, v1::SecAggTaskConfig* config);
+SecAggThreatModel ThreatModelOf(const v1::SecAggTaskConfig& config);
 
 }  // namespace fleet

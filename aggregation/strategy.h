@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -63,10 +64,13 @@ class Strategy {
 //   median, trimmed_mean, krum, multikrum (robust aggregation; see aggregation/robust.h).
 struct StrategyParams {
   std::string name = "fedavg";
-  double server_learning_rate = 0;  // 0: 1.0 for fedavg/fedprox/robust, 0.01 for adaptive
+  // Unset: 1.0 for fedavg/fedprox/robust, 0.01 for the adaptive ones. Set: (0, 10].
+  std::optional<double> server_learning_rate;
   double beta1 = 0.9, beta2 = 0.99, tau = 1e-3;
   double trim_fraction = 0.1;
-  uint32_t byzantine = 1, krum_select = 0;  // krum_select 0: 1 for krum, n - f for multikrum
+  uint32_t byzantine = 1;
+  // Unset: 1 for krum, n - f for multikrum. Set: >= 1 (krum: exactly 1).
+  std::optional<uint32_t> krum_select;
 };
 
 // Every strategy name, for error messages.

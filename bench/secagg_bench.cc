@@ -109,6 +109,10 @@ RoundStats InProcessRound(Fleet& fleet, size_t d, double drop, uint32_t neighbou
   std::string nonce(32, '\0');
   randombytes_buf(nonce.data(), nonce.size());
   cfg.set_attempt_nonce(nonce);
+  SecAggThreatModel threat;
+  threat.dropout_fraction = drop;
+  threat.neighbours = neighbours;
+  SetThreatModel(threat, &cfg);  // the clients derive (k, t) from it, as the server does
   for (int i = 0; i < n; ++i) {
     devices[Name(i)] = {fleet.keys[i]->public_key(), fleet.certs[i]};
     SecAggClient::Options o{"bench", 1, Name(i), cfg, d};
@@ -121,8 +125,7 @@ RoundStats InProcessRound(Fleet& fleet, size_t d, double drop, uint32_t neighbou
   opt.round = 1;
   opt.attempt_nonce = nonce;
   opt.vector_length = d;
-  opt.threat.dropout_fraction = drop;
-  opt.threat.neighbours = neighbours;
+  opt.threat = threat;
   auto server = std::move(SecAggServer::Create(opt, devices)).value();
   using S = SecAggServer::Stage;
   size_t bytes = 0;

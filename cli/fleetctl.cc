@@ -21,6 +21,7 @@
 #include "common/log.h"
 #include "common/sqlite_util.h"
 #include "proto/fleet.grpc.pb.h"
+#include "proto/health.grpc.pb.h"
 
 namespace {
 
@@ -156,10 +157,14 @@ void PrintJobDetail(const JobStatus& j) {
               s.train().learning_rate(), s.train().local_epochs(), s.train().batch_size());
   const auto& st = s.strategy();
   std::string strategy = st.name();
-  if (st.server_learning_rate() > 0) strategy += ", server lr " + Num(st.server_learning_rate());
+  if (st.has_server_learning_rate()) strategy += ", server lr " + Num(st.server_learning_rate());
   if (st.proximal_mu() > 0) strategy += ", mu " + Num(st.proximal_mu());
-  if (st.trim_fraction() > 0) strategy += ", trim " + Num(st.trim_fraction());
-  if (st.byzantine() > 0) strategy += ", byzantine " + std::to_string(st.byzantine());
+  if (st.has_beta1()) strategy += ", beta1 " + Num(st.beta1());
+  if (st.has_beta2()) strategy += ", beta2 " + Num(st.beta2());
+  if (st.has_tau()) strategy += ", tau " + Num(st.tau());
+  if (st.has_trim_fraction()) strategy += ", trim " + Num(st.trim_fraction());
+  if (st.has_byzantine()) strategy += ", byzantine " + std::to_string(st.byzantine());
+  if (st.has_krum_select()) strategy += ", select " + std::to_string(st.krum_select());
   std::printf("strategy:      %s\nclients:       min %u, target %u\nrounds:        %u/%u\n",
               strategy.c_str(), s.min_clients(), s.target_clients(), j.current_round(),
               s.rounds());
@@ -262,6 +267,42 @@ int RpcError(const grpc::Status& s, const Options& o) {
   }
   std::cerr << "fleetctl: " << s.error_message() << hint << "\n";
   return kExitError;
+}
+
+// `fleetctl health`: grpc.health.v1 Check, which needs no client certificate (server TLS only),
+// so a container health check can run it with just the CA. Exit 0 only for SERVING.
+int Health(const Options& o, const std::string& service) {
+  fleet::ClientTlsOptions tls;
+  tls.insecure = o.insecure;
+  tls.ca_file = o.ca_cert;
+  tls.server_name = o.server_name;
+  tls.cert_file = o.cert;
+  tls.key_file = o.key;
+  auto channel = fleet::MakeChannel(o.coordinator, tls, 1 << 20);
+  if (!channel.ok()) {
+    std::cerr << "fleetctl: " << channel.status().message() << "\n";
+    return kExitUsage;
+  }
+  auto stub = grpc::health::v1::Health::NewStub(*channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(o.timeout_s));
+  grpc::health::v1::HealthCheckRequest req;
+  req.set_service(service);
+  grpc::health::v1::HealthCheckResponse resp;
+  grpc::Status s = stub->Check(&ctx, req, &resp);
+  if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
+    std::cerr << "fleetctl: the coordinator has no service '" << service
+              << "' (fleet.v1.Device, fleet.v1.Admin, fleet.v1.Enrollment, or none for the whole "
+                 "server)\n";
+    return kExitError;
+  }
+  if (!s.ok()) return RpcError(s, o);
+  std::printf(
+      "%s\n",
+      o.output == "json"
+          ? Json(resp).c_str()
+          : grpc::health::v1::HealthCheckResponse::ServingStatus_Name(resp.status()).c_str());
+  return resp.status() == grpc::health::v1::HealthCheckResponse::SERVING ? kExitOk : kExitError;
 }
 
 struct AuditVerifyArgs {
@@ -565,6 +606,15 @@ int main(int argc, char** argv) {
                       "hold this record ...");
   averify->add_option("--expect-head", audit_args.expect_head, "... with this hash (64 hex)");
 
+  auto* health = app.add_subcommand(
+      "health",
+      "ask the coordinator's grpc.health.v1 service whether it serves; needs only "
+      "--ca-cert, no client certificate (exit 0 SERVING, 1 NOT_SERVING or unreachable)");
+  std::string health_service;
+  health->add_option("--service", health_service,
+                     "one service (fleet.v1.Device, fleet.v1.Admin, fleet.v1.Enrollment); "
+                     "default: the whole server");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -578,6 +628,7 @@ int main(int argc, char** argv) {
   }
 
   if (averify->parsed()) return VerifyAudit(audit_args, o);
+  if (health->parsed()) return Health(o, health_service);
   int64_t ttl_s = 0;
   if (tcreate->parsed()) {
     auto parsed = fleet::ParseDurationSeconds(ttl);

@@ -2,10 +2,17 @@
 
 #include <unistd.h>
 
+#include "common/file_util.h"
+
 namespace fleet {
 
 StatusOr<ClientConfig> LoadClientConfig(const std::string& path) {
-  ASSIGN_OR_RETURN(YAML::Node root, LoadYamlFile(path));
+  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  return ParseClientConfig(text, path);
+}
+
+StatusOr<ClientConfig> ParseClientConfig(const std::string& text, const std::string& path) {
+  ASSIGN_OR_RETURN(YAML::Node root, ParseYaml(text, path));
   ASSIGN_OR_RETURN(ConfigMap m, ConfigMap::Create(root, path));
   ClientConfig c;
   std::string base_dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));

@@ -46,5 +46,7 @@ struct ClientConfig {
 
 // Relative data paths resolve against the config file's directory.
 StatusOr<ClientConfig> LoadClientConfig(const std::string& path);
+// The same for config text read from `path` (which only names it and places relative paths).
+StatusOr<ClientConfig> ParseClientConfig(const std::string& text, const std::string& path);
 
 }  // namespace fleet

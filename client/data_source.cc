@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <string_view>
@@ -54,11 +55,26 @@ bool ParseFloat(std::string_view s, float* out) {
   return res.ec == std::errc() && res.ptr == s.data() + s.size() && std::isfinite(*out);
 }
 
+// A subject id: an integer (also written like "3.0") below 2^53 in magnitude, where every
+// integer a double holds is exact.
+bool ParseSubject(std::string_view s, int64_t* out) {
+  double d = 0;
+  if (s.empty()) return false;
+  auto res = std::from_chars(s.data(), s.data() + s.size(), d);
+  if (res.ec != std::errc() || res.ptr != s.data() + s.size() || d != std::floor(d) ||
+      !(std::fabs(d) < 9007199254740992.0)) {
+    return false;
+  }
+  *out = static_cast<int64_t>(d);
+  return true;
+}
+
 StatusOr<int> ResolveColumn(const std::string& sel, const std::vector<std::string>& names,
                             size_t ncols, const std::string& path) {
   if (IsIndex(sel)) {
-    size_t idx = std::stoul(sel);
-    if (idx >= ncols) {
+    size_t idx = 0;
+    auto res = std::from_chars(sel.data(), sel.data() + sel.size(), idx);
+    if (res.ec != std::errc() || idx >= ncols) {
       return InvalidArgument(path + ": column index " + sel + " is out of range (file has " +
                              std::to_string(ncols) + " columns)");
     }
@@ -75,8 +91,9 @@ StatusOr<int> ResolveColumn(const std::string& sel, const std::vector<std::strin
   return static_cast<int>(it - names.begin());
 }
 
-Status LoadFile(const DataFileSpec& f, const DatasetSpec& spec, Dataset* ds, size_t* skipped) {
-  ASSIGN_OR_RETURN(std::string text, ReadFile(f.path));
+// Appends the rows of `text`, the contents of file `f`, to *ds.
+Status AppendRows(const DataFileSpec& f, std::string_view text, const DatasetSpec& spec,
+                  Dataset* ds, size_t* skipped) {
   std::vector<std::string_view> fields;
   std::vector<std::string> names;
   size_t pos = 0, line_no = 0;
@@ -84,7 +101,7 @@ Status LoadFile(const DataFileSpec& f, const DatasetSpec& spec, Dataset* ds, siz
     while (pos < text.size()) {
       size_t end = text.find('\n', pos);
       if (end == std::string::npos) end = text.size();
-      *line = std::string_view(text).substr(pos, end - pos);
+      *line = text.substr(pos, end - pos);
       pos = end + 1;
       ++line_no;
       if (!Trim(*line).empty()) return true;
@@ -149,7 +166,8 @@ Status LoadFile(const DataFileSpec& f, const DatasetSpec& spec, Dataset* ds, siz
     first_row = false;
     std::string where = f.path + ":" + std::to_string(line_no);
     std::string problem;
-    float label = 0, subject = 0;
+    float label = 0;
+    int64_t subj = 0;
     if (fields.size() != ncols) {
       problem = where + ": expected " + std::to_string(ncols) + " fields, found " +
                 std::to_string(fields.size());
@@ -164,9 +182,12 @@ Status LoadFile(const DataFileSpec& f, const DatasetSpec& spec, Dataset* ds, siz
         problem = where + ": label " + col_name(label_col) + ": '" +
                   std::string(fields[label_col].substr(0, 40)) + "' is not a number";
       }
-      if (problem.empty() && subject_col >= 0 &&
-          (!ParseFloat(fields[subject_col], &subject) || subject != std::floor(subject))) {
-        problem = where + ": subject " + col_name(subject_col) + " is not an integer";
+      if (problem.empty() &&
+          !(std::fabs(label + spec.label_offset) <= std::numeric_limits<float>::max())) {
+        problem = where + ": label plus label_offset is beyond the float range";
+      }
+      if (problem.empty() && subject_col >= 0 && !ParseSubject(fields[subject_col], &subj)) {
+        problem = where + ": subject " + col_name(subject_col) + " is not an integer (below 2^53)";
       }
     }
     if (!problem.empty()) {
@@ -174,13 +195,12 @@ Status LoadFile(const DataFileSpec& f, const DatasetSpec& spec, Dataset* ds, siz
       ++*skipped;
       continue;
     }
-    auto subj = static_cast<int64_t>(subject);
     if (!spec.subjects.empty() &&
         std::find(spec.subjects.begin(), spec.subjects.end(), subj) == spec.subjects.end()) {
       continue;
     }
     ds->features.insert(ds->features.end(), row.begin(), row.end());
-    ds->labels.push_back(label + static_cast<float>(spec.label_offset));
+    ds->labels.push_back(static_cast<float>(label + spec.label_offset));
     if (subject_col >= 0) ds->subjects.push_back(subj);
     ds->rows++;
   } while (next_line(&line));
@@ -238,8 +258,11 @@ StatusOr<DatasetSpec> ParseDatasetSpec(ConfigMap m, const std::string& base_dir)
   RETURN_IF_ERROR(m.Get("label_offset", &spec.label_offset));
   RETURN_IF_ERROR(m.Get("subjects", &subjects));
   for (const auto& s : subjects) {
-    if (!IsIndex(s)) return m.TypeError("subjects", "list of non-negative integers");
-    spec.subjects.push_back(std::stoll(s));
+    int64_t id = 0;
+    if (!IsIndex(s) || std::from_chars(s.data(), s.data() + s.size(), id).ec != std::errc()) {
+      return m.TypeError("subjects", "list of non-negative integers (of at most 2^63 - 1)");
+    }
+    spec.subjects.push_back(id);
   }
   RETURN_IF_ERROR(m.Get("on_bad_row", &on_bad_row));
   if (on_bad_row != "error" && on_bad_row != "skip") {
@@ -266,10 +289,10 @@ StatusOr<DatasetSpec> ParseDatasetSpec(ConfigMap m, const std::string& base_dir)
   return spec;
 }
 
-StatusOr<Dataset> LoadDataset(const DatasetSpec& spec) {
-  Dataset ds;
-  size_t skipped = 0;
-  for (const auto& f : spec.files) RETURN_IF_ERROR(LoadFile(f, spec, &ds, &skipped));
+namespace {
+
+// Logs the skipped rows and applies what holds for the dataset as a whole.
+StatusOr<Dataset> FinishDataset(const DatasetSpec& spec, Dataset ds, size_t skipped) {
   if (skipped > 0) {
     FLEET_LOG(Warn) << "dataset " << spec.name << ": skipped " << skipped
                     << " malformed rows (on_bad_row: skip)";
@@ -287,11 +310,43 @@ StatusOr<Dataset> LoadDataset(const DatasetSpec& spec) {
     for (size_t r = 0; r < ds.rows; ++r) {
       for (size_t c = 0; c < ds.cols; ++c) {
         float& x = ds.features[r * ds.cols + c];
-        x = static_cast<float>((x - spec.normalize_mean[c]) / spec.normalize_std[c]);
+        const double v = (x - spec.normalize_mean[c]) / spec.normalize_std[c];
+        if (!(std::fabs(v) <= std::numeric_limits<float>::max())) {
+          return InvalidArgument("dataset '" + spec.name + "': feature " + std::to_string(c) +
+                                 " of row " + std::to_string(r + 1) +
+                                 " is beyond the float range once normalized (std " +
+                                 std::to_string(spec.normalize_std[c]) + ")");
+        }
+        x = static_cast<float>(v);
       }
     }
   }
   return ds;
+}
+
+}  // namespace
+
+StatusOr<Dataset> LoadDataset(const DatasetSpec& spec) {
+  Dataset ds;
+  size_t skipped = 0;
+  for (const auto& f : spec.files) {
+    ASSIGN_OR_RETURN(std::string text, ReadFile(f.path));
+    RETURN_IF_ERROR(AppendRows(f, text, spec, &ds, &skipped));
+  }
+  return FinishDataset(spec, std::move(ds), skipped);
+}
+
+StatusOr<Dataset> ParseDataset(const DatasetSpec& spec, const std::vector<std::string>& texts) {
+  if (texts.size() != spec.files.size()) {
+    return InvalidArgument("dataset '" + spec.name + "': " + std::to_string(texts.size()) +
+                           " file contents for " + std::to_string(spec.files.size()) + " files");
+  }
+  Dataset ds;
+  size_t skipped = 0;
+  for (size_t i = 0; i < spec.files.size(); ++i) {
+    RETURN_IF_ERROR(AppendRows(spec.files[i], texts[i], spec, &ds, &skipped));
+  }
+  return FinishDataset(spec, std::move(ds), skipped);
 }
 
 void SplitValidation(const Dataset& all, double fraction, uint64_t seed, Dataset* train,

@@ -52,6 +52,9 @@ struct DatasetSpec {
 StatusOr<DatasetSpec> ParseDatasetSpec(ConfigMap m, const std::string& base_dir);
 
 StatusOr<Dataset> LoadDataset(const DatasetSpec& spec);
+// The same over file contents already read: texts[i] is the contents of spec.files[i] (whose
+// path only names it in errors).
+StatusOr<Dataset> ParseDataset(const DatasetSpec& spec, const std::vector<std::string>& texts);
 
 // Deterministically moves `fraction` of the rows (shuffled by `seed`) into *val.
 void SplitValidation(const Dataset& all, double fraction, uint64_t seed, Dataset* train,

@@ -235,13 +235,17 @@ StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(AuditLogOptions options) {
   auto refuse = [&](const std::string& what) {
     return FailedPrecondition("audit log " + path + ": " + what + hint);
   };
-  int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+  // O_NOFOLLOW: a symlink planted at the name is refused, never chmodded or appended to.
+  int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) return Unavailable("cannot open audit log " + path + ": " + std::strerror(errno));
   auto fail = [&](Status s) {
     ::close(fd);
     return s;
   };
   struct stat st {};
+  if (::fstat(fd, &st) == 0 && !S_ISREG(st.st_mode)) {
+    return fail(FailedPrecondition("audit log " + path + " is not a regular file"));
+  }
   if (::fstat(fd, &st) == 0 && (st.st_mode & 077) != 0) {
     if (::fchmod(fd, 0600) != 0) return fail(Internal("cannot chmod 0600 " + path));
     FLEET_LOG(Warn) << "audit log " << path << " was readable by others; tightened to 0600";
@@ -273,6 +277,21 @@ StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(AuditLogOptions options) {
     }
   }
   bool record_now = false;
+  if (v.records > 0 && v.keyed == 0 && !options.allow_unkeyed_history) {
+    return fail(refuse("none of its " + std::to_string(v.records) +
+                       " records carries a MAC, although this log has been MACed since its key "
+                       "was first used: it was rewritten without MACs (the records cannot be "
+                       "trusted; keep the file as evidence)"));
+  }
+  // The database always records a MACed record's MAC with its head: a head recorded without one
+  // for a record that carries one was stripped (a downgrade attempt).
+  if (options.recorded && options.recorded->seq > 0 && options.recorded->mac.empty() &&
+      v.remembered.seq == options.recorded->seq && !v.remembered.mac.empty()) {
+    return fail(refuse("the state database records the head " +
+                       DescribeAuditHead(*options.recorded) +
+                       " without its MAC, although that record carries one: the database was "
+                       "edited"));
+  }
   if (!options.recorded) {
     if (v.keyed > 0) {
       return fail(refuse("its " + std::to_string(v.records) +

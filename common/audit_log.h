@@ -113,6 +113,11 @@ struct AuditLogOptions {
   std::function<Status(const AuditHead&)> record_head;
   // What an operator can do to start a new chain; ends every refusal of Open.
   std::string reset_hint;
+  // Whether records without MACs may be pinned as history from before the key (the first start
+  // with a key). Once a log has been opened with its key this is false (the coordinator keeps a
+  // marker beside the key), so a log rewritten without MACs and a head recorded without one (a
+  // "downgrade") are refused rather than pinned.
+  bool allow_unkeyed_history = true;
 };
 
 // Thread-safe.

@@ -102,6 +102,7 @@ StatusOr<std::string> ConfigMap::Scalar(const std::string& key, const std::strin
   used_.insert(key);
   const YAML::Node v = node_[key];
   if (!v.IsScalar()) return TypeError(key, expected);
+  if (!IsValidUtf8(v.Scalar())) return InvalidArgument(Where(key) + ": not valid UTF-8");
   return v.Scalar();
 }
 
@@ -158,6 +159,10 @@ Status ConfigMap::Get(const std::string& key, float* out) {
   if (!Has(key)) { used_.insert(key); return OkStatus(); }
   double v = 0;
   RETURN_IF_ERROR(Get(key, &v));
+  // Converting a double beyond float's range is undefined behaviour, not infinity.
+  if (std::fabs(v) > std::numeric_limits<float>::max()) {
+    return TypeError(key, "number within the float range (|x| <= 3.4e38)");
+  }
   *out = static_cast<float>(v);
   return OkStatus();
 }
@@ -202,6 +207,7 @@ Status ConfigMap::Get(const std::string& key, std::vector<std::string>* out) {
   std::vector<std::string> result;
   for (const auto& item : v) {
     if (!item.IsScalar()) return TypeError(key, "list of strings");
+    if (!IsValidUtf8(item.Scalar())) return InvalidArgument(Where(key) + ": not valid UTF-8");
     result.push_back(item.Scalar());
   }
   *out = std::move(result);
@@ -217,6 +223,9 @@ Status ConfigMap::Get(const std::string& key, std::map<std::string, std::string>
   for (const auto& kv : v) {
     if (!kv.first.IsScalar() || !kv.second.IsScalar()) {
       return TypeError(key, "mapping of strings (key: value)");
+    }
+    if (!IsValidUtf8(kv.first.Scalar()) || !IsValidUtf8(kv.second.Scalar())) {
+      return InvalidArgument(Where(key) + ": not valid UTF-8");
     }
     result[kv.first.Scalar()] = kv.second.Scalar();
   }
@@ -288,7 +297,44 @@ StatusOr<int64_t> ParseDurationSeconds(const std::string& text) {
     }
   }
   if (n <= 0) return InvalidArgument("duration '" + text + "' must be positive");
+  if (n > kMaxDurationSeconds / unit) {
+    return InvalidArgument("duration '" + text + "' is longer than 100 years");
+  }
   return n * unit;
+}
+
+bool IsValidUtf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    size_t len;
+    uint32_t cp;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xe0) == 0xc0) {
+      len = 2;
+      cp = c & 0x1f;
+    } else if ((c & 0xf0) == 0xe0) {
+      len = 3;
+      cp = c & 0x0f;
+    } else if ((c & 0xf8) == 0xf0) {
+      len = 4;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (s.size() - i < len) return false;
+    for (size_t k = 1; k < len; ++k) {
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    static constexpr uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+    i += len;
+  }
+  return true;
 }
 
 Status ValidateDeviceId(const std::string& id) {

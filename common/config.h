@@ -8,6 +8,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/status.h"
@@ -76,10 +77,19 @@ class ConfigMap {
 
 namespace fleet {
 
-// "90s", "15m", "24h", "7d" (or plain seconds) -> seconds; InvalidArgument naming the input.
+// "90s", "15m", "24h", "7d" (or plain seconds) -> seconds, at most kMaxDurationSeconds;
+// InvalidArgument naming the input.
 StatusOr<int64_t> ParseDurationSeconds(const std::string& text);
 
 // Device ids: 1..128 of [A-Za-z0-9._-].
 Status ValidateDeviceId(const std::string& id);
+
+// Well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF). Config strings
+// end up in protobuf `string` fields and JSON, which take nothing else.
+bool IsValidUtf8(std::string_view s);
+
+// The longest duration ParseDurationSeconds accepts: 100 years (36525 days). Anything a config
+// means is far shorter, and milliseconds of it still fit an int64 with room to add timestamps.
+constexpr int64_t kMaxDurationSeconds = int64_t{36525} * 86400;
 
 }  // namespace fleet

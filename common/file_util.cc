@@ -171,12 +171,15 @@ Status MakePrivateDir(const std::string& path) {
 }
 
 Status MakePrivateFile(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  // O_NOFOLLOW: a symlink planted at the name is refused, never chmodded or written through.
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) return ErrnoError("cannot open", path);
   struct stat st {};
   Status s;
   if (::fstat(fd, &st) != 0) {
     s = ErrnoError("cannot stat", path);
+  } else if (!S_ISREG(st.st_mode)) {
+    s = FailedPrecondition(path + " is not a regular file");
   } else if ((st.st_mode & 07777) != 0600) {
     // A new file has 0600 minus the umask; an old one may be looser.
     if (::fchmod(fd, 0600) != 0) {

@@ -4,6 +4,8 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include <vector>
+
 #include "common/file_util.h"
 #include "common/log.h"
 
@@ -159,6 +161,14 @@ Status FromGrpcStatus(const grpc::Status& status) {
     default: break;
   }
   return Status(code, status.error_message());
+}
+
+bool ParseByteBuffer(const grpc::ByteBuffer& buffer, google::protobuf::Message* out) {
+  std::vector<grpc::Slice> slices;
+  if (!buffer.Dump(&slices).ok()) return false;
+  std::string bytes;
+  for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  return out->ParseFromString(bytes);
 }
 
 }  // namespace fleet

@@ -2,6 +2,7 @@
 // TLS is the default; plaintext requires an explicit insecure flag and logs a warning.
 #pragma once
 
+#include <google/protobuf/message.h>
 #include <grpcpp/grpcpp.h>
 
 #include <memory>
@@ -55,5 +56,9 @@ StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& address,
 
 grpc::Status ToGrpcStatus(const Status& status);
 Status FromGrpcStatus(const grpc::Status& status);
+
+// Parses a request a generic (ByteBuffer) handler received, slice by slice as gRPC delivered it:
+// false for bytes that are not a `out` message. The one place such requests are parsed by hand.
+bool ParseByteBuffer(const grpc::ByteBuffer& buffer, google::protobuf::Message* out);
 
 }  // namespace fleet

@@ -112,29 +112,35 @@ SecAggThreatModel ThreatModelOf(const v1::SecureAggregationSpec& sa) {
   return th;
 }
 
+// Sets `set(value)` only when the key is present: a value the user wrote is kept as written
+// (zero included), an absent one stays unset and takes the default (StrategyParamsOf).
+template <typename T, typename Setter>
+static Status GetPresent(ConfigMap& m, const std::string& key, Setter set) {
+  if (!m.Has(key)) return OkStatus();
+  T value{};
+  RETURN_IF_ERROR(m.Get(key, &value));
+  set(value);
+  return OkStatus();
+}
+
 static Status ParseStrategy(ConfigMap m, v1::StrategySpec* out) {
   std::string name = "fedavg";
-  float lr = 0, beta1 = 0, beta2 = 0, tau = 0, mu = 0, trim = 0;
-  uint32_t byzantine = 0, select = 0;
+  float mu = 0;
   RETURN_IF_ERROR(m.Get("name", &name));
-  RETURN_IF_ERROR(m.Get("server_learning_rate", &lr));
-  RETURN_IF_ERROR(m.Get("beta1", &beta1));
-  RETURN_IF_ERROR(m.Get("beta2", &beta2));
-  RETURN_IF_ERROR(m.Get("tau", &tau));
+  RETURN_IF_ERROR(GetPresent<float>(m, "server_learning_rate",
+                                    [&](float v) { out->set_server_learning_rate(v); }));
+  RETURN_IF_ERROR(GetPresent<float>(m, "beta1", [&](float v) { out->set_beta1(v); }));
+  RETURN_IF_ERROR(GetPresent<float>(m, "beta2", [&](float v) { out->set_beta2(v); }));
+  RETURN_IF_ERROR(GetPresent<float>(m, "tau", [&](float v) { out->set_tau(v); }));
   RETURN_IF_ERROR(m.Get("mu", &mu));
-  RETURN_IF_ERROR(m.Get("trim_fraction", &trim));
-  RETURN_IF_ERROR(m.Get("byzantine", &byzantine));
-  RETURN_IF_ERROR(m.Get("krum_select", &select));
+  RETURN_IF_ERROR(
+      GetPresent<float>(m, "trim_fraction", [&](float v) { out->set_trim_fraction(v); }));
+  RETURN_IF_ERROR(GetPresent<uint32_t>(m, "byzantine", [&](uint32_t v) { out->set_byzantine(v); }));
+  RETURN_IF_ERROR(
+      GetPresent<uint32_t>(m, "krum_select", [&](uint32_t v) { out->set_krum_select(v); }));
   RETURN_IF_ERROR(m.Finish());
   out->set_name(name);
-  out->set_server_learning_rate(lr);
-  out->set_beta1(beta1);
-  out->set_beta2(beta2);
-  out->set_tau(tau);
   out->set_proximal_mu(mu);
-  out->set_trim_fraction(trim);
-  out->set_byzantine(byzantine);
-  out->set_krum_select(select);
   return OkStatus();
 }
 
@@ -250,14 +256,14 @@ StatusOr<v1::JobSpec> ParseJobSpecYaml(const std::string& text, const std::strin
 StrategyParams StrategyParamsOf(const v1::StrategySpec& s) {
   StrategyParams p;
   p.name = s.name().empty() ? "fedavg" : s.name();
-  p.server_learning_rate = s.server_learning_rate();
-  if (s.beta1() > 0) p.beta1 = s.beta1();
-  if (s.beta2() > 0) p.beta2 = s.beta2();
-  if (s.tau() > 0) p.tau = s.tau();
-  if (s.trim_fraction() > 0) p.trim_fraction = s.trim_fraction();
-  if (s.byzantine() > 0) p.byzantine = s.byzantine();
-  p.krum_select = s.krum_select();
-  if (p.name == "krum") p.krum_select = 1;
+  // Presence, not value, decides: `beta1: 0` is beta1 = 0, not the default.
+  if (s.has_server_learning_rate()) p.server_learning_rate = s.server_learning_rate();
+  if (s.has_beta1()) p.beta1 = s.beta1();
+  if (s.has_beta2()) p.beta2 = s.beta2();
+  if (s.has_tau()) p.tau = s.tau();
+  if (s.has_trim_fraction()) p.trim_fraction = s.trim_fraction();
+  if (s.has_byzantine()) p.byzantine = s.byzantine();
+  if (s.has_krum_select()) p.krum_select = s.krum_select();
   return p;
 }
 
@@ -276,6 +282,25 @@ static Status ValidateStrategySpec(const v1::JobSpec& spec) {
         "(on unless disabled) shows the coordinator only their sum: set secure_aggregation: "
         "{enabled: false} to use it, or pick fedavg, fedprox, fedadam, fedyogi or fedadagrad");
   }
+  // A setting the chosen strategy does not use is refused, not ignored.
+  const bool adaptive = p.name == "fedadam" || p.name == "fedyogi" || p.name == "fedadagrad";
+  const bool krum = p.name == "krum" || p.name == "multikrum";
+  const struct {
+    bool set, used;
+    const char *key, *users;
+  } settings[] = {
+      {st.has_beta1(), adaptive, "beta1", "fedadam, fedyogi and fedadagrad"},
+      {st.has_beta2(), adaptive, "beta2", "fedadam, fedyogi and fedadagrad"},
+      {st.has_tau(), adaptive, "tau", "fedadam, fedyogi and fedadagrad"},
+      {st.has_trim_fraction(), p.name == "trimmed_mean", "trim_fraction", "trimmed_mean"},
+      {st.has_byzantine(), krum, "byzantine", "krum and multikrum"},
+  };
+  for (const auto& s : settings) {
+    if (s.set && !s.used) {
+      return InvalidArgument("strategy." + std::string(s.key) + " is for " + s.users +
+                             " only (strategy '" + p.name + "' does not use it)");
+    }
+  }
   const bool fedprox = p.name == "fedprox";
   if (fedprox != (st.proximal_mu() > 0)) {
     return InvalidArgument(fedprox ? "strategy fedprox needs mu > 0 (the proximal weight)"
@@ -293,7 +318,7 @@ static Status ValidateStrategySpec(const v1::JobSpec& spec) {
                            std::to_string(p.byzantine) + " needs min_clients >= " +
                            std::to_string(2 * p.byzantine + 3) + " (2f + 3)");
   }
-  if (p.name == "multikrum" && p.krum_select > spec.min_clients()) {
+  if (p.name == "multikrum" && p.krum_select && *p.krum_select > spec.min_clients()) {
     return InvalidArgument("strategy.krum_select must be <= min_clients");
   }
   return OkStatus();

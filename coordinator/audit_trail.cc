@@ -54,7 +54,19 @@ StatusOr<std::unique_ptr<AuditLog>> OpenAuditTrail(const std::string& state_dir,
   o.recorded = recorded;
   o.record_head = [store](const AuditHead& head) { return store->SaveAuditHead(head); };
   o.reset_hint = ResetHint(state_dir);
+  // pki/audit-keyed: written once the log was opened with its key. Beside the key (not in the
+  // log's directory), so whoever can rewrite the log and the database cannot make a MACed log
+  // look like one from before the key.
+  const std::string marker = pki.dir + "/audit-keyed";
+  o.allow_unkeyed_history = !FileExists(marker);
   ASSIGN_OR_RETURN(std::unique_ptr<AuditLog> log, AuditLog::Open(std::move(o)));
+  if (!FileExists(marker)) {
+    RETURN_IF_ERROR(WriteFileAtomically(
+        marker,
+        "the audit log of this state directory carries MACs made with audit.key from here on; "
+        "a log without them is refused\n",
+        0600));
+  }
   const AuditHead head = log->head();
   FLEET_LOG(Info) << "audit log " << log_path << ": " << head.seq << " records, "
                   << log->opened().keyed << " MACed, intact; head seq " << head.seq << " hash "

@@ -201,6 +201,8 @@ DeviceRegistry::TaskBytes JobRunner::MakeTask(v1::Task::Kind kind, uint32_t roun
     c->set_stage_timeout_ms(sa.stage_timeout_s() * 1000);
     c->set_round_deadline_ms(job_.spec().round_deadline_s() * 1000);
     c->set_attempt_nonce(attempt_nonce);
+    // Signed with the task: devices derive (k, t) from it and refuse weaker parameters.
+    SetThreatModel(ThreatModelOf(sa), c);
   }
   // Serialized once, signed over exactly these bytes (one BLAKE2b pass per task, not per
   // device), and sent as they are to every device of the round.

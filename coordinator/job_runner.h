@@ -131,9 +131,12 @@ class JobRunner {
   // of the encoded global model a round's task carries); once the Unmask stage of a sum over it
   // opened, no further sum over that version may include any device of that sum.
   //
-  // The devices in revealed sums over the model this round trains from, each with its sum's name.
+  // The devices in this job's revealed sums over the model this round trains from (the job row
+  // and the store's table, which keeps them for good), each with its sum's name. Every device
+  // when the table cannot be read (fail closed).
   RevealedExclusions RevealedOverCurrentModel() const;
-  // Durably records the sum of `survivors` (round, attempt_, round_model_hash_) in the job row.
+  // Durably records the sum of `survivors` (round, attempt_, round_model_hash_) in the store's
+  // fleet-wide table and the job row.
   // Called before the first unmask request of the attempt leaves; on error none may leave.
   Status RecordRevealed(uint32_t round, std::vector<std::string> survivors);
   // The attempt ended without a committed round: if its sum was revealed, records the failure as

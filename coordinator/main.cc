@@ -19,6 +19,8 @@
 #include "coordinator/ca_service.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/services.h"
+#include "coordinator/settings.h"
+#include "proto/fleet.grpc.pb.h"
 
 namespace {
 
@@ -26,52 +28,7 @@ constexpr int kExitOk = 0;
 constexpr int kExitError = 1;
 constexpr int kExitUsage = 2;
 
-struct Settings {
-  std::string listen = "127.0.0.1:7443";
-  std::string device_cert_ttl = "7d";
-  std::string state_dir = "./fleet-state";
-  fleet::ServerTlsOptions tls;
-  uint32_t heartbeat_interval_ms = 1000;
-  uint32_t offline_after_ms = 4000;
-  uint32_t max_message_mb = 64;
-  uint32_t grpc_memory_mb = 256;  // gRPC resource quota; 0: unlimited
-  uint32_t stream_idle_timeout_s = 30;  // see fleet::StreamLimits
-  uint32_t upload_timeout_s = 300;
-  uint32_t watch_timeout_s = 3600;
-  uint32_t enroll_burst = 100;  // see fleet::EnrollLimits
-  uint32_t enroll_rate_per_minute = 600;
-  uint32_t enroll_audit_interval_s = 60;
-  std::string log_level = "info";
-  std::string port_file;
-  std::string ca_endpoint;  // a separate CA (`ca serve`); empty: the CA key is in state_dir/pki
-  std::string ca_server_name;
-};
-
-fleet::Status LoadConfigFile(const std::string& path, Settings* s) {
-  ASSIGN_OR_RETURN(YAML::Node root, fleet::LoadYamlFile(path));
-  ASSIGN_OR_RETURN(fleet::ConfigMap m, fleet::ConfigMap::Create(root, path));
-  RETURN_IF_ERROR(m.Get("listen", &s->listen));
-  RETURN_IF_ERROR(m.Get("state_dir", &s->state_dir));
-  RETURN_IF_ERROR(m.Get("heartbeat_interval_ms", &s->heartbeat_interval_ms));
-  RETURN_IF_ERROR(m.Get("offline_after_ms", &s->offline_after_ms));
-  RETURN_IF_ERROR(m.Get("max_message_mb", &s->max_message_mb));
-  RETURN_IF_ERROR(m.Get("grpc_memory_mb", &s->grpc_memory_mb));
-  RETURN_IF_ERROR(m.Get("stream_idle_timeout_s", &s->stream_idle_timeout_s));
-  RETURN_IF_ERROR(m.Get("upload_timeout_s", &s->upload_timeout_s));
-  RETURN_IF_ERROR(m.Get("watch_timeout_s", &s->watch_timeout_s));
-  RETURN_IF_ERROR(m.Get("enroll_burst", &s->enroll_burst));
-  RETURN_IF_ERROR(m.Get("enroll_rate_per_minute", &s->enroll_rate_per_minute));
-  RETURN_IF_ERROR(m.Get("enroll_audit_interval_s", &s->enroll_audit_interval_s));
-  RETURN_IF_ERROR(m.Get("log_level", &s->log_level));
-  RETURN_IF_ERROR(m.Get("device_cert_ttl", &s->device_cert_ttl));
-  RETURN_IF_ERROR(m.Get("ca_endpoint", &s->ca_endpoint));
-  RETURN_IF_ERROR(m.Get("ca_server_name", &s->ca_server_name));
-  ASSIGN_OR_RETURN(fleet::ConfigMap tls, m.Child("tls"));
-  RETURN_IF_ERROR(tls.Get("cert", &s->tls.cert_file));
-  RETURN_IF_ERROR(tls.Get("key", &s->tls.key_file));
-  RETURN_IF_ERROR(tls.Finish());
-  return m.Finish();
-}
+using Settings = fleet::CoordinatorSettings;
 
 }  // namespace
 
@@ -244,7 +201,7 @@ int main(int argc, char** argv) {
 
   Settings s;
   if (!config_path.empty()) {
-    fleet::Status st = LoadConfigFile(config_path, &s);
+    fleet::Status st = fleet::LoadCoordinatorConfig(config_path, &s);
     if (!st.ok()) {
       std::cerr << "fleet-coordinator: " << st.message() << "\n";
       return kExitUsage;
@@ -478,6 +435,11 @@ int main(int argc, char** argv) {
   enroll_limits.per_minute = s.enroll_rate_per_minute;
   fleet::EnrollmentService enrollment_service(coordinator->get(), enroll_limits);
 
+  // grpc.health.v1.Health, gRPC's built-in implementation (Check and Watch): container health
+  // checks, grpc_health_probe and `fleetctl health`. It needs no client
+  // certificate: like Enroll it is reachable over server-authenticated TLS, and it tells only
+  // SERVING or NOT_SERVING.
+  grpc::EnableDefaultHealthCheckService(true);
   int port = 0;
   grpc::ServerBuilder builder;
   builder.AddListeningPort(s.listen, *creds, &port);
@@ -500,6 +462,18 @@ int main(int argc, char** argv) {
     FLEET_LOG(Error) << "cannot listen on " << s.listen << " (address in use or invalid?)";
     return kExitError;
   }
+  // The port opens only once the coordinator is ready to answer (database, audit log, PKI and
+  // job recovery are done above), so every service is SERVING from here until shutdown begins.
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  auto set_serving = [health](bool serving) {
+    if (health == nullptr) return;
+    for (const char* name :
+         {"", fleet::v1::Device::service_full_name(), fleet::v1::Admin::service_full_name(),
+          fleet::v1::Enrollment::service_full_name()}) {
+      health->SetServingStatus(name, serving);
+    }
+  };
+  set_serving(true);
   std::string host = s.listen.substr(0, s.listen.rfind(':'));
   FLEET_LOG(Info) << "listening on " << host << ":" << port << " ("
                   << (s.tls.insecure ? "PLAINTEXT, no identities checked" : "TLS 1.3, mTLS")
@@ -521,6 +495,9 @@ int main(int argc, char** argv) {
     std::unique_lock<std::mutex> lock(mu);
     cv.wait(lock, [&] { return received_signal != 0; });
   }
+  // Draining: probes see NOT_SERVING (and Watch streams are told) before jobs stop and the
+  // server refuses new calls.
+  set_serving(false);
   fleet::NotifyStopping();
   FLEET_LOG(Info) << "signal " << received_signal << ": shutting down";
   (*coordinator)->Shutdown();

@@ -13,12 +13,35 @@ namespace fleet {
 
 RevealedExclusions JobRunner::RevealedOverCurrentModel() const {
   RevealedExclusions out;
-  std::lock_guard<std::mutex> lock(mu_);
-  for (const v1::RevealedSum& sum : job_.revealed()) {
-    if (sum.model_blake2b() != round_model_hash_) continue;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const v1::RevealedSum& sum : job_.revealed()) {
+      if (sum.model_blake2b() != round_model_hash_) continue;
+      const std::string name =
+          "round " + std::to_string(sum.round()) + " attempt " + std::to_string(sum.attempt());
+      for (const std::string& device : sum.devices()) out.emplace(device, name);  // first wins
+    }
+  }
+  if (round_model_hash_.empty()) return out;
+  // This job's records over the model from the store's table, which keeps them for good (the
+  // job row keeps only those a restart could fall back to). Other jobs' sums over the same
+  // model are in the table too but not applied: see docs/security.md, "What is not protected".
+  StatusOr<std::vector<v1::RevealedSum>> fleet = store_->LoadRevealedSums(round_model_hash_);
+  if (!fleet.ok()) {
+    // Fail closed: without the table nobody may join a sum over this model.
+    FLEET_LOG(Error) << "job " << job_.id()
+                     << ": cannot read revealed sums: " << fleet.status().message()
+                     << "; no device is eligible until it can";
+    for (const v1::DeviceStatus& d : registry_->List()) {
+      out.emplace(d.id(), "(revealed sums unreadable: " + fleet.status().message() + ")");
+    }
+    return out;
+  }
+  for (const v1::RevealedSum& sum : *fleet) {
+    if (sum.job_id() != job_.id()) continue;
     const std::string name =
         "round " + std::to_string(sum.round()) + " attempt " + std::to_string(sum.attempt());
-    for (const std::string& device : sum.devices()) out.emplace(device, name);  // first sum wins
+    for (const std::string& device : sum.devices()) out.emplace(device, name);
   }
   return out;
 }
@@ -30,8 +53,13 @@ Status JobRunner::RecordRevealed(uint32_t round, std::vector<std::string> surviv
   sum.set_model_blake2b(round_model_hash_);
   for (std::string& id : survivors) sum.add_devices(std::move(id));
   sum.set_unix_ms(UnixMillis());
-  // The job row with the record, fsynced (synchronous=FULL) before anything is unmasked; the
-  // in-memory job changes only once that holds.
+  // The fleet-wide record first (kept for good: the model may come back in another job), then
+  // the job row with it, each fsynced (synchronous=FULL) before anything is unmasked; the
+  // in-memory job changes only once both hold. A fleet row without the job row (the second
+  // write failed) only keeps its devices out of later sums over this model.
+  v1::RevealedSum fleet = sum;
+  fleet.set_job_id(job_.id());
+  RETURN_IF_ERROR(store_->SaveRevealedSum(fleet));
   v1::JobStatus next = Snapshot();
   *next.add_revealed() = sum;
   next.set_updated_unix_ms(sum.unix_ms());

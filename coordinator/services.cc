@@ -90,14 +90,6 @@ const DeviceRegistry::TaskBytes& NoTask() {
   return none;
 }
 
-bool ParseRequest(const grpc::ByteBuffer& buffer, google::protobuf::Message* out) {
-  std::vector<grpc::Slice> slices;
-  if (!buffer.Dump(&slices).ok()) return false;
-  std::string bytes;
-  for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  return out->ParseFromString(bytes);
-}
-
 }  // namespace
 
 // One parked FetchTask, answered once by the registry.
@@ -124,7 +116,7 @@ grpc::Status DeviceService::StartFetch(grpc::CallbackServerContext* ctx,
                                        const grpc::ByteBuffer& request, FetchReactor* reactor,
                                        grpc::ByteBuffer* response) {
   v1::FetchTaskRequest req;
-  if (!ParseRequest(request, &req)) {
+  if (!ParseByteBuffer(request, &req)) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "malformed FetchTaskRequest");
   }
   grpc::Status v = CheckVersion(req.protocol_version());

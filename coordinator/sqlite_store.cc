@@ -15,7 +15,8 @@ namespace {
 // v6: + audit_head (one row: the audit log's newest record; fleetctl audit verify --db reads it).
 // v7: + device_certs (each device id's current certificate). Devices that joined before are
 //     marked 'legacy': their certificates were issued unrecorded (see DeviceCertRecord).
-constexpr int kSchemaVersion = 7;
+// v8: + revealed_sums (every secure sum whose Unmask stage opened, fleet-wide, by model hash).
+constexpr int kSchemaVersion = 8;
 
 // The v2 schema; a new file is created at v2 and migrated forward like an old one, so every
 // database goes through the same steps.
@@ -95,6 +96,17 @@ CREATE TABLE device_certs (
 INSERT INTO device_certs(device_id, state, serial, not_after, updated_unix)
   SELECT id, 'legacy', '', 0, CAST(strftime('%s', 'now') AS INTEGER) FROM devices
   WHERE id NOT IN (SELECT device_id FROM revocations);
+)sql"},
+    {8, R"sql(
+CREATE TABLE revealed_sums (
+  job_id TEXT NOT NULL,
+  round INTEGER NOT NULL,
+  attempt INTEGER NOT NULL,
+  model_blake2b TEXT NOT NULL,
+  record BLOB NOT NULL,
+  PRIMARY KEY (job_id, round, attempt)
+);
+CREATE INDEX revealed_sums_model ON revealed_sums(model_blake2b);
 )sql"},
 };
 
@@ -353,6 +365,40 @@ class SqliteStore : public JobStore {
     s.Bind(3, head.mac);
     if (sqlite3_step(s.get()) != SQLITE_DONE) return Error("SaveAuditHead");
     return OkStatus();
+  }
+  Status SaveRevealedSum(const v1::RevealedSum& sum) override {
+    if (sum.job_id().empty() || sum.model_blake2b().empty()) {
+      return InvalidArgument("a revealed sum needs its job id and model hash");
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    Stmt s(db_,
+           "INSERT OR REPLACE INTO revealed_sums(job_id, round, attempt, model_blake2b, record) "
+           "VALUES(?,?,?,?,?);");
+    if (!s.ok()) return Error("prepare SaveRevealedSum");
+    s.Bind(1, sum.job_id());
+    s.Bind(2, static_cast<int64_t>(sum.round()));
+    s.Bind(3, static_cast<int64_t>(sum.attempt()));
+    s.Bind(4, sum.model_blake2b());
+    s.BindBlob(5, sum.SerializeAsString());
+    if (sqlite3_step(s.get()) != SQLITE_DONE) return Error("SaveRevealedSum " + sum.job_id());
+    return OkStatus();
+  }
+  StatusOr<std::vector<v1::RevealedSum>> LoadRevealedSums(
+      const std::string& model_blake2b) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    Stmt s(db_, "SELECT record FROM revealed_sums WHERE model_blake2b=? ORDER BY rowid;");
+    if (!s.ok()) return Error("prepare LoadRevealedSums");
+    s.Bind(1, model_blake2b);
+    std::vector<v1::RevealedSum> out;
+    while (sqlite3_step(s.get()) == SQLITE_ROW) {
+      v1::RevealedSum sum;
+      if (!sum.ParseFromString(s.Text(0))) {
+        return DataLoss("state database: unreadable revealed-sum record for model " +
+                        model_blake2b.substr(0, 12));
+      }
+      out.push_back(std::move(sum));
+    }
+    return out;
   }
   StatusOr<std::optional<AuditHead>> LoadAuditHead() override {
     std::lock_guard<std::mutex> lock(mu_);

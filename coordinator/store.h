@@ -71,6 +71,13 @@ class JobStore {
   // nullopt when none was ever recorded.
   virtual Status SaveAuditHead(const AuditHead& head) = 0;
   virtual StatusOr<std::optional<AuditHead>> LoadAuditHead() = 0;
+  // Every secure sum whose unmasking began, fleet-wide and kept for good (one row per attempt):
+  // a model can come back in another job (one started from it), and a second sum over it with
+  // an overlapping cohort would expose single updates. `sum.job_id()` must be set.
+  virtual Status SaveRevealedSum(const v1::RevealedSum& sum) = 0;
+  // The sums revealed over the model with this hex BLAKE2b-256, in any job, oldest first.
+  virtual StatusOr<std::vector<v1::RevealedSum>> LoadRevealedSums(
+      const std::string& model_blake2b) = 0;
 };
 
 // Opens (creating if needed) the SQLite file at `path`, in WAL mode, at the current schema.

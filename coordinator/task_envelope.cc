@@ -24,7 +24,8 @@ std::string SealTask(const v1::Task& task, const crypto::SigningKey* key) {
   const size_t body_size = task.ByteSizeLong();
   std::string out;
   out.reserve(body_size + 96);
-  AppendBytesFieldHeader(&out, v1::SignedTask::kTaskFieldNumber, body_size);
+  // proto3 leaves an empty bytes field out: so does the envelope of an all-default task.
+  if (body_size > 0) AppendBytesFieldHeader(&out, v1::SignedTask::kTaskFieldNumber, body_size);
   const size_t body_start = out.size();
   task.AppendToString(&out);
   if (key == nullptr) return out;

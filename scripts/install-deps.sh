@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs every Debian 12 package fleetfl needs to build, test, demo and benchmark.
 # Idempotent: when everything is already installed it only checks, and returns in about a second.
+#   scripts/install-deps.sh        build, test, demo, bench
+#   scripts/install-deps.sh fuzz   also clang, its sanitizer runtimes and llvm (scripts/fuzz.sh)
 set -euo pipefail
 
 PACKAGES=(
@@ -13,8 +15,13 @@ PACKAGES=(
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libsqlite3-dev sqlite3
   libsystemd-dev systemd dpkg-dev
   libmosquitto-dev mosquitto
-  clang libclang-rt-14-dev llvm
 )
+for group in "$@"; do
+  case "$group" in
+    fuzz) PACKAGES+=(clang libclang-rt-14-dev llvm) ;;  # libFuzzer, ASan/UBSan for clang, llvm-symbolizer
+    *) echo "install-deps: unknown package group '$group' (known: fuzz)" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${PACKAGES[@]}"; do

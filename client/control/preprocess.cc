@@ -2,10 +2,18 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace fleet::control {
 
 namespace {
+
+// A double as the nearest float within float's finite range: readings are floats, but their
+// normalized values, squares and sums may not be, and converting those is undefined behaviour.
+float ToFloat(double v) {
+  constexpr double kMax = std::numeric_limits<float>::max();
+  return static_cast<float>(std::clamp(v, -kMax, kMax));
+}
 
 StatusOr<WindowFeature> FeatureByName(const std::string& s) {
   if (s == "raw") return WindowFeature::kRaw;
@@ -111,9 +119,9 @@ bool Preprocessor::Push(const Reading& r, float* row, float* label, std::vector<
       if (spec_.missing == MissingPolicy::kForwardFill && !std::isnan(last_[i])) {
         v[i] = last_[i];
       } else if (count_[i] > 0) {
-        v[i] = static_cast<float>(sum_[i] / static_cast<double>(count_[i]));
+        v[i] = ToFloat(sum_[i] / static_cast<double>(count_[i]));
       } else if (!spec_.normalize_mean.empty()) {
-        v[i] = static_cast<float>(spec_.normalize_mean[i]);  // nothing seen yet: the prior
+        v[i] = ToFloat(spec_.normalize_mean[i]);  // nothing seen yet: the prior
       } else {
         v[i] = 0;
       }
@@ -126,11 +134,10 @@ bool Preprocessor::Push(const Reading& r, float* row, float* label, std::vector<
   if (raw != nullptr) *raw = v;
   for (size_t i = 0; i < fields_; ++i) {
     if (!spec_.clip_min.empty()) {
-      v[i] = std::clamp(v[i], static_cast<float>(spec_.clip_min[i]),
-                        static_cast<float>(spec_.clip_max[i]));
+      v[i] = std::clamp(v[i], ToFloat(spec_.clip_min[i]), ToFloat(spec_.clip_max[i]));
     }
     if (!spec_.normalize_mean.empty()) {
-      v[i] = static_cast<float>((v[i] - spec_.normalize_mean[i]) / spec_.normalize_std[i]);
+      v[i] = ToFloat((v[i] - spec_.normalize_mean[i]) / spec_.normalize_std[i]);
     }
   }
   window_.push_back(std::move(v));
@@ -166,7 +173,7 @@ bool Preprocessor::Push(const Reading& r, float* row, float* label, std::vector<
         case WindowFeature::kEnergy: value = sq / n; break;
         case WindowFeature::kRaw: break;
       }
-      *out++ = static_cast<float>(value);
+      *out++ = ToFloat(value);
     }
   }
   *label = label_;

@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cerrno>
+#include <cmath>
 #include <sstream>
 
 namespace fleet::control {
@@ -26,29 +28,64 @@ std::optional<size_t> SignalNames::Find(const std::string& name) const {
 
 namespace {
 
-// YAML scalars become JSON numbers or booleans when they read as such, else strings.
-nlohmann::json ToJson(const YAML::Node& n) {
+// A command object is small: at most this many YAML nodes (an alias counts each time it is used,
+// so a few nested anchors cannot expand into billions) and this deep.
+constexpr size_t kMaxCommandNodes = 1024;
+constexpr int kMaxCommandDepth = 16;
+
+// YAML scalars become JSON numbers or booleans when they read as such, else strings (which must
+// be UTF-8, as JSON's are). Mapping keys must be strings.
+Status ToJson(const YAML::Node& n, int depth, size_t* nodes, nlohmann::json* out) {
+  if (++*nodes > kMaxCommandNodes || depth > kMaxCommandDepth) {
+    return InvalidArgument("is larger than " + std::to_string(kMaxCommandNodes) +
+                           " values or nested deeper than " + std::to_string(kMaxCommandDepth));
+  }
   if (n.IsMap()) {
-    nlohmann::json o = nlohmann::json::object();
-    for (const auto& kv : n) o[kv.first.as<std::string>()] = ToJson(kv.second);
-    return o;
+    *out = nlohmann::json::object();
+    for (const auto& kv : n) {
+      if (!kv.first.IsScalar()) return InvalidArgument("has a key that is not a string");
+      const std::string& key = kv.first.Scalar();
+      if (!IsValidUtf8(key)) return InvalidArgument("has a key that is not valid UTF-8");
+      RETURN_IF_ERROR(ToJson(kv.second, depth + 1, nodes, &(*out)[key]));
+    }
+    return OkStatus();
   }
   if (n.IsSequence()) {
-    nlohmann::json a = nlohmann::json::array();
-    for (const auto& e : n) a.push_back(ToJson(e));
-    return a;
+    *out = nlohmann::json::array();
+    for (const auto& e : n) {
+      nlohmann::json item;
+      RETURN_IF_ERROR(ToJson(e, depth + 1, nodes, &item));
+      out->push_back(std::move(item));
+    }
+    return OkStatus();
   }
-  if (n.IsNull()) return nullptr;
+  if (n.IsNull()) {
+    *out = nullptr;
+    return OkStatus();
+  }
   const std::string s = n.Scalar();
-  if (n.Tag() != "!") {  // unquoted
-    if (s == "true" || s == "false") return s == "true";
+  if (!IsValidUtf8(s)) return InvalidArgument("has a string that is not valid UTF-8");
+  if (n.Tag() != "!" && !s.empty()) {  // unquoted
+    if (s == "true" || s == "false") {
+      *out = s == "true";
+      return OkStatus();
+    }
     char* end = nullptr;
+    errno = 0;
     long long i = std::strtoll(s.c_str(), &end, 10);
-    if (!s.empty() && *end == '\0') return i;
+    if (*end == '\0' && errno == 0) {
+      *out = i;
+      return OkStatus();
+    }
+    // Too large for an int64 (ERANGE), or not an integer: a finite double, if it reads as one.
     double d = std::strtod(s.c_str(), &end);
-    if (!s.empty() && *end == '\0') return d;
+    if (*end == '\0' && std::isfinite(d)) {
+      *out = d;
+      return OkStatus();
+    }
   }
-  return s;
+  *out = s;
+  return OkStatus();
 }
 
 StatusOr<std::vector<Condition>> ParseConditions(const std::string& text, const std::string& where,
@@ -95,7 +132,12 @@ StatusOr<Action> ParseAction(ConfigMap m) {
   if (!m.Has("command")) return m.MissingKey("command");
   YAML::Node cmd = m.Raw("command");
   if (!cmd.IsMap()) return m.TypeError("command", "a mapping");
-  a.command_json = ToJson(cmd).dump();
+  nlohmann::json command;
+  size_t nodes = 0;
+  if (Status s = ToJson(cmd, 0, &nodes, &command); !s.ok()) {
+    return InvalidArgument(m.Where("command") + " " + s.message());
+  }
+  a.command_json = command.dump();
   RETURN_IF_ERROR(m.Finish());
   return a;
 }

@@ -49,6 +49,10 @@ bool ReadNumber(const nlohmann::json& v, const std::string& name, double lo, dou
   if (d < lo || d > hi) {
     return Reject(why, DropReason::kOutOfRange, "field '" + name + "' is outside its range");
   }
+  // Values are kept as floats; converting a double beyond float's range is undefined.
+  if (std::fabs(d) > std::numeric_limits<float>::max()) {
+    return Reject(why, DropReason::kOutOfRange, "field '" + name + "' is outside the float range");
+  }
   *out = d;
   return true;
 }
@@ -131,6 +135,15 @@ bool ParseReading(const SensorSchema& schema, std::string_view payload, int64_t 
     if (!it->is_number_integer()) {
       return Reject(why, DropReason::kWrongType,
                     "field '" + schema.timestamp_field + "' is not an integer (ms since epoch)");
+    }
+    // Sample time drives rule durations and rate limits: 1970 .. the end of year 9999, so
+    // differences of two timestamps cannot overflow.
+    if (it->is_number_unsigned()
+            ? it->get<uint64_t>() > uint64_t{kMaxTimestampMs}
+            : (it->get<int64_t>() < 0 || it->get<int64_t>() > kMaxTimestampMs)) {
+      return Reject(why, DropReason::kOutOfRange,
+                    "field '" + schema.timestamp_field +
+                        "' is not a time between 1970 and the year 9999 (ms since epoch)");
     }
     out->ts_ms = it->get<int64_t>();
   }

@@ -1,5 +1,6 @@
 // What a sensor message must look like: a JSON object whose declared fields are finite numbers
-// inside their valid range. Everything else is dropped with a reason that names the field, and
+// inside their valid range (and float's), with a timestamp, if declared, between 1970 and the
+// year 9999. Everything else is dropped with a reason that names the field, and
 // counted; nothing here logs payload contents (they are private sensor data).
 //
 // Pure and thread-compatible: a SensorSchema is immutable after parsing.
@@ -26,6 +27,9 @@ struct FieldSpec {
   // each checked against [min, max]; its elements are named "<name>.0", "<name>.1", ...
   uint32_t size = 1;
 };
+
+// The latest sample timestamp accepted: 9999-12-31T23:59:59.999Z, in ms since the epoch.
+constexpr int64_t kMaxTimestampMs = 253402300799999;
 
 struct SensorSchema {
   std::vector<FieldSpec> fields;

@@ -236,9 +236,10 @@ TEST(RevealedSum, DevicesRefuseASecondSumOverTheSameModel) {
     EXPECT_NE(ReadAll(record).find(id + " "), std::string::npos) << ReadAll(record);
   }
   const std::string db = c.state_dir() + "/coordinator.db";
+  // (Both records: the job's own and the fleet-wide table.)
   auto del = RunCommand({"/usr/bin/sqlite3", db,
                          "UPDATE jobs SET revealed = x'' WHERE id = '" + id +
-                             "'; SELECT length(revealed) FROM jobs;"},
+                             "'; DELETE FROM revealed_sums; SELECT length(revealed) FROM jobs;"},
                         c.dir());
   ASSERT_EQ(del.exit_code, 0) << del.output;
   EXPECT_NE(del.output.find("0"), std::string::npos) << del.output;

@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 
+#include <cstdio>
 #include <fstream>
 #include <vector>
 
@@ -319,6 +320,49 @@ TEST_F(LogFixture, RecordsFromBeforeTheKeyAreCarriedForwardAndPinned) {
   EXPECT_FALSE(bad->ok);
   EXPECT_EQ(bad->broken_line, 4u);
   EXPECT_NE(bad->reason.find("MAC"), std::string::npos) << bad->reason;
+}
+
+// The downgrade: someone who can write the log and the database (not the key) rewrites the
+// whole chain without MACs, with recomputed unkeyed hashes, and records that head without a
+// MAC. Once the log has been opened with its key that is refused, not pinned as history.
+TEST_F(LogFixture, AChainRewrittenWithoutMacsIsRefusedOnceTheLogWasKeyed) {
+  AppendN(3);
+  const AuditHead keyed_head = *recorded_;
+  auto forged = RewriteChain(
+      Lines(path_), 0, [](nlohmann::json* j) { (*j)["actor"] = "nobody"; }, /*drop_macs=*/true);
+  WriteLines(path_, forged);
+  auto v = VerifyAuditLog(path_);
+  ASSERT_TRUE(v.ok());
+  ASSERT_TRUE(v->ok) << "the unkeyed chain links: " << v->reason;
+  AuditHead forged_head = v->head;
+  forged_head.mac.clear();
+
+  // With the forged head "in the database" and the log known to be keyed: refused.
+  recorded_ = forged_head;
+  AuditLogOptions o = Options();
+  o.allow_unkeyed_history = false;
+  auto refused = AuditLog::Open(std::move(o));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("rewritten without MACs"), std::string::npos)
+      << refused.status().message();
+  // Without any recorded head as well.
+  recorded_.reset();
+  o = Options();
+  o.allow_unkeyed_history = false;
+  EXPECT_FALSE(AuditLog::Open(std::move(o)).ok());
+
+  // A head recorded without its MAC for a record that carries one: the database was edited.
+  std::remove(path_.c_str());
+  recorded_.reset();
+  AppendN(3);
+  AuditHead stripped = *recorded_;
+  stripped.mac.clear();
+  recorded_ = stripped;
+  auto edited = AuditLog::Open(Options());
+  ASSERT_FALSE(edited.ok());
+  EXPECT_NE(edited.status().message().find("without its MAC"), std::string::npos)
+      << edited.status().message();
+  (void)keyed_head;
 }
 
 TEST_F(LogFixture, AFailedAppendLeavesNoPartialRecordAndStopsTheLog) {

@@ -197,6 +197,31 @@ TEST(JobSpec, SemanticErrors) {
   }
 }
 
+// Fuzz findings (tests/fuzz/corpus/job_spec): a name that is not UTF-8 parsed, and then the
+// coordinator could not parse the JobSpec fleetctl sent (protobuf strings are UTF-8); a float
+// setting beyond float's range was converted anyway (undefined behaviour).
+TEST(JobSpec, StringsMustBeUtf8AndFloatsWithinTheFloatRange) {
+  for (const std::string& edit : {std::string("name: \"t\xff\""), std::string("name: t\xc3")}) {
+    std::string text = kValidJob;
+    text.replace(text.find("name: t"), 7, edit);
+    auto spec = ParseJobSpecYaml(text, "job.yaml");
+    ASSERT_FALSE(spec.ok());
+    EXPECT_NE(spec.status().message().find("job.yaml:1: key 'name': not valid UTF-8"),
+              std::string::npos)
+        << spec.status().message();
+  }
+  std::string text = std::string(kValidJob) + "selection: {labels: {site: \"w\xe9\"}}\n";
+  EXPECT_NE(ParseJobSpecYaml(text, "job.yaml").status().message().find("not valid UTF-8"),
+            std::string::npos);
+  text = std::string(kValidJob) + "train: {learning_rate: 1e300}\n";
+  auto spec = ParseJobSpecYaml(text, "job.yaml");
+  ASSERT_FALSE(spec.ok());
+  EXPECT_NE(spec.status().message().find(
+                "key 'train.learning_rate': expected number within the float range"),
+            std::string::npos)
+      << spec.status().message();
+}
+
 TEST(JobSpec, SequenceAndAutoencoderModels) {
   const std::string head = "name: t\ndataset: d\nrounds: 2\ntarget_clients: 3\n";
   auto cnn = ParseJobSpecYaml(head + "model: {type: cnn1d, input_dim: 16, channels: 2, "
@@ -321,6 +346,28 @@ TEST(Duration, SuffixesParseAndBadTextIsNamed) {
   }
   EXPECT_NE(ParseDurationSeconds("0s").status().message().find("must be positive"),
             std::string::npos);
+}
+
+// Fuzz finding (tests/fuzz/corpus/rules): 999999999999d is 8.6e16 s, and the rules' ms of it
+// overflowed an int64. Durations stop at 100 years.
+TEST(Duration, AtMostOneHundredYears) {
+  EXPECT_EQ(*ParseDurationSeconds("36525d"), kMaxDurationSeconds);
+  EXPECT_EQ(*ParseDurationSeconds("3155760000"), kMaxDurationSeconds);
+  for (const char* long_ago : {"36526d", "876601h", "999999999999d", "3155760001"}) {
+    auto r = ParseDurationSeconds(long_ago);
+    ASSERT_FALSE(r.ok()) << long_ago;
+    EXPECT_NE(r.status().message().find("longer than 100 years"), std::string::npos)
+        << r.status().message();
+  }
+}
+
+TEST(Utf8, WellFormedOnly) {
+  EXPECT_TRUE(IsValidUtf8(""));
+  EXPECT_TRUE(IsValidUtf8("ward 3 \xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80"));  // é € 😀
+  for (const char* bad : {"\xff", "a\xc3", "\xc0\xaf", "\xe0\x80\xaf", "\xed\xa0\x80",
+                          "\xf4\x90\x80\x80", "\x80", "\xc3\x28"}) {
+    EXPECT_FALSE(IsValidUtf8(bad)) << bad;
+  }
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include <cmath>
+#include <limits>
 #include <thread>
 
 #include "client/client_config.h"
@@ -346,6 +347,95 @@ TEST(ControlConfig, ShippedExamplesLoad) {
     EXPECT_TRUE(c->control->rules.default_action.has_value()) << name;
     EXPECT_TRUE(c->control->mqtt.has_value()) << name;
   }
+}
+
+// Fuzz findings (tests/fuzz/corpus/sensor_reading): a value beyond float's range, in a field
+// without declared bounds, was converted to float anyway (undefined behaviour); a timestamp
+// anywhere in int64 went on to the rules, where differences of two of them overflowed.
+TEST(SensorSchema, ValuesBeyondTheFloatRangeAndTimestampsOutside1970To9999AreDropped) {
+  SensorSchema s;
+  s.fields = {{"x", -std::numeric_limits<double>::infinity(),
+               std::numeric_limits<double>::infinity(), true, 1}};
+  s.timestamp_field = "ts";
+  Reading r;
+  Rejection why;
+  ASSERT_TRUE(ParseReading(s, R"({"x": 3.0e38, "ts": 0})", 5, &r, &why)) << why.detail;
+  ASSERT_TRUE(ParseReading(s, R"({"x": 1, "ts": 253402300799999})", 5, &r, &why));
+  EXPECT_EQ(r.ts_ms, kMaxTimestampMs);
+  for (const char* payload : {R"({"x": 1e300, "ts": 1})", R"({"x": -3.5e38, "ts": 1})"}) {
+    ASSERT_FALSE(ParseReading(s, payload, 5, &r, &why)) << payload;
+    EXPECT_EQ(why.reason, DropReason::kOutOfRange);
+    EXPECT_EQ(why.detail, "field 'x' is outside the float range");
+  }
+  for (const char* payload :
+       {R"({"x": 1, "ts": -1})", R"({"x": 1, "ts": 253402300800000})",
+        R"({"x": 1, "ts": -9223372036854775808})", R"({"x": 1, "ts": 18446744073709551615})"}) {
+    ASSERT_FALSE(ParseReading(s, payload, 5, &r, &why)) << payload;
+    EXPECT_EQ(why.reason, DropReason::kOutOfRange) << payload;
+    EXPECT_NE(why.detail.find("'ts' is not a time between 1970 and the year 9999"),
+              std::string::npos)
+        << why.detail;
+  }
+}
+
+// Fuzz finding (tests/fuzz/corpus/sensor_reading): normalized values, squares and sums of
+// readings near float's limit were converted to float however large (undefined behaviour).
+TEST(Preprocess, FeaturesSaturateAtTheFloatRange) {
+  PreprocessSpec spec;
+  spec.window = 2;
+  spec.normalize_mean = {0};
+  spec.normalize_std = {1e-6};
+  spec.features = {WindowFeature::kRaw, WindowFeature::kEnergy, WindowFeature::kStd};
+  Preprocessor p(spec, 1);
+  std::vector<float> row(p.output_dim());
+  float label;
+  EXPECT_FALSE(p.Push(At({3e38f}), row.data(), &label, nullptr));
+  ASSERT_TRUE(p.Push(At({-3e38f}), row.data(), &label, nullptr));
+  const float max = std::numeric_limits<float>::max();
+  EXPECT_EQ(row, (std::vector<float>{max, -max, max, max}));
+}
+
+// Fuzz findings (tests/fuzz/corpus/rules): command objects were converted to JSON without
+// checks, so a string that is not UTF-8 or a key that is not a string threw out of the config
+// parser, a few nested YAML aliases expanded into millions of values, and an integer too large
+// for int64 silently became 9223372036854775807; durations overflowed as milliseconds.
+TEST(Rules, CommandsAreCheckedUtf8BoundedJson) {
+  struct Case {
+    std::string from, to, expect;
+  };
+  const std::string bomb =
+      "{a: &a [1, 2, 3, 4, 5, 6, 7, 8], b: &b [*a, *a, *a, *a, *a, *a, *a, *a], "
+      "c: &c [*b, *b, *b, *b, *b, *b, *b, *b], d: [*c, *c, *c, *c, *c, *c, *c, *c]}";
+  const Case cases[] = {
+      {"command: {setpoint: eco}", "command: {setpoint: \"ec\xff\"}",
+       "rules[1].publish.command' has a string that is not valid UTF-8"},
+      {"command: {setpoint: eco}", "command: {\"se\xc3\": eco}", "a key that is not valid UTF-8"},
+      {"command: {setpoint: eco}", "command: {? [a, b] : eco}", "a key that is not a string"},
+      {"command: {setpoint: eco}", "command: " + bomb, "is larger than 1024 values"},
+      {"for: 15m", "for: 999999999999d", "longer than 100 years"},
+      {"min_interval: 1h", "min_interval: 36526d", "longer than 100 years"},
+  };
+  for (const Case& k : cases) {
+    std::string text = kRoom;
+    size_t at = text.find(k.from);
+    ASSERT_NE(at, std::string::npos) << k.from;
+    text.replace(at, k.from.size(), k.to);
+    StatusOr<ControlConfig> c = Parse(text);
+    ASSERT_FALSE(c.ok()) << k.to;
+    EXPECT_NE(c.status().message().find(k.expect), std::string::npos)
+        << k.to << " -> " << c.status().message();
+  }
+  std::string text = kRoom;
+  text.replace(text.find("{setpoint: eco}"), 15,
+               "{setpoint: eco, big: 99999999999999999999, n: -12, x: 1.5, s: nan, q: '7'}");
+  StatusOr<ControlConfig> c = Parse(text);
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  const nlohmann::json j = nlohmann::json::parse(c->rules.rules[1].publish.command_json);
+  EXPECT_EQ(j["big"], 1e20);
+  EXPECT_EQ(j["n"], -12);
+  EXPECT_EQ(j["x"], 1.5);
+  EXPECT_EQ(j["s"], "nan");
+  EXPECT_EQ(j["q"], "7");
 }
 
 TEST(LatencyHistogram, PercentilesWithinBucketResolution) {

@@ -1,7 +1,9 @@
 // Data sources on real files (UCI Occupancy, UCI HAR labels) and on malformed ones.
+#include "client/data_source.h"
+
 #include <gtest/gtest.h>
 
-#include "client/data_source.h"
+#include "client/client_config.h"
 #include "test_util.h"
 
 namespace fleet {
@@ -160,6 +162,78 @@ TEST(DataSource, ValidationSplitIsDeterministicAndComplete) {
   merged.insert(merged.end(), v1.features.begin(), v1.features.end());
   std::sort(merged.begin(), merged.end());
   EXPECT_EQ(merged, all.features);
+}
+
+// Fuzz findings (tests/fuzz/corpus/csv, config): values the old loader cast to integers or floats
+// they do not fit (undefined behaviour), rounded through a float, or threw on.
+TEST(DataSource, SubjectsMustBeExactIntegersBelowTwoToThe53) {
+  testing::TempDir dir;
+  DataFileSpec f;
+  f.path = dir.Write("s.csv", "16777217,1,0\n3,2,1\n");  // 2^24 + 1: no float holds it
+  f.features = {"1"};
+  f.label = "2";
+  f.subject = "0";
+  auto ds = LoadDataset(OneFile(f));
+  ASSERT_TRUE(ds.ok()) << ds.status().ToString();
+  EXPECT_EQ(ds->subjects, (std::vector<int64_t>{16777217, 3}));
+  for (const char* huge : {"1e30", "9007199254740993", "-1e300", "nan"}) {
+    f.path = dir.Write("h.csv", std::string(huge) + ",1,0\n");
+    auto bad = LoadDataset(OneFile(f));
+    ASSERT_FALSE(bad.ok()) << huge;
+    EXPECT_NE(bad.status().message().find(f.path + ":1: subject column 0 is not an integer"),
+              std::string::npos)
+        << bad.status().message();
+  }
+}
+
+TEST(DataSource, HugeColumnIndexIsAnErrorNotAnException) {
+  testing::TempDir dir;
+  DataFileSpec f;
+  f.path = dir.Write("c.csv", "1,2,0\n");
+  f.features = {"99999999999999999999999"};
+  f.label = "2";
+  auto ds = LoadDataset(OneFile(f));
+  ASSERT_FALSE(ds.ok());
+  EXPECT_NE(ds.status().message().find("column index 99999999999999999999999 is out of range"),
+            std::string::npos)
+      << ds.status().message();
+}
+
+TEST(DataSource, ValuesBeyondTheFloatRangeAfterNormalizationOrOffsetAreErrors) {
+  testing::TempDir dir;
+  DataFileSpec f;
+  f.path = dir.Write("n.csv", "3e38,0\n1,1\n");
+  f.features = {"0"};
+  f.label = "1";
+  DatasetSpec s = OneFile(f);
+  s.normalize_mean = {0};
+  s.normalize_std = {0.5};  // 3e38 / 0.5 is no float
+  auto ds = LoadDataset(s);
+  ASSERT_FALSE(ds.ok());
+  EXPECT_NE(ds.status().message().find("feature 0 of row 1 is beyond the float range once "
+                                       "normalized"),
+            std::string::npos)
+      << ds.status().message();
+  s = OneFile(f);
+  s.label_offset = 1e300;
+  ds = LoadDataset(s);
+  ASSERT_FALSE(ds.ok());
+  EXPECT_NE(ds.status().message().find(":1: label plus label_offset is beyond the float range"),
+            std::string::npos)
+      << ds.status().message();
+}
+
+TEST(DataSource, HugeSubjectInTheConfigIsAnErrorNotAnException) {
+  testing::TempDir dir;
+  const std::string p = dir.Write("client.yaml",
+                                  "device_id: d\ndatasets:\n  - name: x\n"
+                                  "    subjects: [1, 99999999999999999999]\n"
+                                  "    files: [{path: a.csv, features: rest, label: '0'}]\n");
+  auto c = LoadClientConfig(p);
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("subjects': expected list of non-negative integers"),
+            std::string::npos)
+      << c.status().message();
 }
 
 }  // namespace

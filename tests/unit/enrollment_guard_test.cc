@@ -90,9 +90,10 @@ TEST(DeviceCertificates, TheV7MigrationMarksDevicesThatJoinedBeforeAsLegacy) {
   // Back to v6, as a coordinator of the previous version left it.
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db, "DROP TABLE device_certs; PRAGMA user_version=6;", nullptr, nullptr,
-                         nullptr),
-            SQLITE_OK);
+  ASSERT_EQ(
+      sqlite3_exec(db, "DROP TABLE device_certs; DROP TABLE revealed_sums; PRAGMA user_version=6;",
+                   nullptr, nullptr, nullptr),
+      SQLITE_OK);
   sqlite3_close(db);
 
   auto store = std::move(OpenSqliteStore(path)).value();

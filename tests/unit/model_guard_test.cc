@@ -98,6 +98,16 @@ TEST_F(SignedTaskTest, CoordinatorEnvelopeIsTheSignedTaskEncodingAndVerifies) {
   EXPECT_NE(guard.Accept(unsigned_task).status().message().find("not signed"), std::string::npos);
 }
 
+// Fuzz finding (tests/fuzz/corpus/signed_task): for a task whose fields are all defaults the
+// envelope carried an empty task field that the SignedTask encoding leaves out.
+TEST_F(SignedTaskTest, EnvelopeOfAnEmptyTaskIsTheSignedTaskEncodingToo) {
+  const v1::Task empty;
+  v1::SignedTask expected;
+  expected.set_signature(crypto::SignTask(key_, ""));
+  EXPECT_EQ(SealTask(empty, &key_), expected.SerializeAsString());
+  EXPECT_EQ(SealTask(empty, nullptr), v1::SignedTask().SerializeAsString());
+}
+
 // Every field a device acts on is covered, not only job, round and parameters.
 TEST_F(SignedTaskTest, TamperingWithAnyFieldIsRefusedNamingTheSignature) {
   ModelGuard guard(key_.public_key());

@@ -3,6 +3,7 @@
 // of forged, replayed, fabricated, duplicated or out-of-order message the issues name.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -15,6 +16,7 @@
 #include "aggregation/secagg_server.h"
 #include "aggregation/secagg_wire.h"
 #include "crypto/pki.h"
+#include "crypto/prg.h"
 #include "crypto/random.h"
 #include "crypto/shamir.h"
 
@@ -67,6 +69,7 @@ class Sim {
     std::mt19937_64 rng(7);
     cfg_.set_modulus_bits(bits);
     cfg_.set_min_survivors(min_survivors);
+    SetThreatModel(threat_, &cfg_);  // signed with the task: clients derive (k, t) from it
     for (int i = 0; i < n; ++i) {
       keys_.push_back(std::make_unique<crypto::SigningKey>(crypto::SigningKey::Generate()));
       certs_.push_back(ca_.Issue(Name(i), crypto::ToString(keys_.back()->public_key())));
@@ -417,6 +420,51 @@ TEST(SecAgg, ClientRefusesToRevealBothSharesOrContradictSurvivors) {
   EXPECT_NE(r.status().message().find("signed the survivor set"), std::string::npos);
 }
 
+// Fuzz finding (tests/fuzz/corpus/secagg_client): a request naming a client twice was answered
+// with its share twice. Nothing more leaks (the same share), but the client answers only
+// well-formed requests: each client once.
+TEST(SecAgg, ClientRefusesAnUnmaskRequestNamingAClientTwice) {
+  Sim sim(4, Complete(4, 3));
+  auto& srv = *sim.server_;
+  for (int i = 0; i < 4; ++i) Sim::Ok(srv.Advertise(Name(i), *sim.clients_[i]->Advertise()));
+  srv.CloseStage();
+  for (int i = 0; i < 4; ++i) {
+    Sim::Ok(
+        sim.clients_[i]->OnNeighbours(srv.ResponseFor(Name(i), Stage::kAdvertise)->neighbours()));
+    Sim::Ok(srv.ShareKeys(Name(i), *sim.clients_[i]->ShareKeys()));
+  }
+  srv.CloseStage();
+  for (int i = 0; i < 4; ++i) {
+    Sim::Ok(sim.clients_[i]->OnShares(srv.ResponseFor(Name(i), Stage::kShareKeys)->shares()));
+    Sim::Ok(srv.MaskedInput(Name(i), *sim.clients_[i]->MaskInput(sim.inputs_[i])));
+  }
+  srv.CloseStage();
+  for (int i = 0; i < 4; ++i) {
+    auto c =
+        sim.clients_[i]->OnSurvivors(srv.ResponseFor(Name(i), Stage::kMaskedInput)->survivors());
+    Sim::Ok(srv.Consistency(Name(i), *c));
+  }
+  srv.CloseStage();
+  v1::SecAggUnmaskRequest twice = srv.ResponseFor(Name(0), Stage::kConsistency)->unmask();
+  twice.add_self_mask_of(twice.self_mask_of(0));
+  auto r = sim.clients_[0]->OnUnmaskRequest(twice);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(
+      r.status().message().find("names client " + std::to_string(twice.self_mask_of(0)) + " twice"),
+      std::string::npos)
+      << r.status().message();
+  twice = srv.ResponseFor(Name(1), Stage::kConsistency)->unmask();
+  twice.add_pairwise_of(7);
+  twice.add_pairwise_of(7);
+  r = sim.clients_[1]->OnUnmaskRequest(twice);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("names client 7 twice"), std::string::npos)
+      << r.status().message();
+  auto honest =
+      sim.clients_[2]->OnUnmaskRequest(srv.ResponseFor(Name(2), Stage::kConsistency)->unmask());
+  EXPECT_TRUE(honest.ok()) << honest.status().message();
+}
+
 TEST(SecAgg, ClientRefusesTooSmallSurvivorSet) {
   SecAggClient c({"job-1", 3, Name(0), {}, 8}, nullptr);
   // Out of order: survivors before anything else.
@@ -469,6 +517,38 @@ TEST(SecAggParams, DerivedFromThreatModelAndInsecureOverridesRefused) {
   SecAggThreatModel one;
   one.threshold = 1;
   EXPECT_FALSE(ValidateThreatModel(one).ok());
+}
+
+// Fuzz finding (tests/fuzz/corpus/job_spec): at high corrupt and dropout rates the search for k
+// summed every tail afresh, O(k^2) per k: 5 s for n = 1000 at 45% + 45%, 2 minutes for 3000
+// (gcc -O2), in job validation and at every secure round. The same parameters now come in
+// milliseconds.
+TEST(SecAggParams, ChoosingParametersIsFastAtHighRates) {
+  struct Case {
+    uint32_t n;
+    double rate;
+    uint32_t k, t;  // what the slow search chose
+  };
+  for (const Case& c :
+       {Case{1000, 0.45, 842, 424}, Case{3000, 0.3, 306, 157}, Case{1000, 0.3, 244, 126}}) {
+    SecAggThreatModel th;
+    th.corrupt_fraction = c.rate;
+    th.dropout_fraction = c.rate;
+    const auto start = std::chrono::steady_clock::now();
+    StatusOr<SecAggGraphParams> p = ChooseGraphParams(c.n, th);
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    ASSERT_TRUE(p.ok()) << p.status().message();
+    EXPECT_EQ(p->k, c.k) << c.n;
+    EXPECT_EQ(p->t, c.t) << c.n;
+    EXPECT_LT(s, 1.0) << "n=" << c.n << " rate " << c.rate;
+  }
+  SecAggThreatModel th;  // the largest rates at the largest n a spec can name
+  th.corrupt_fraction = 0.45;
+  th.dropout_fraction = 0.45;
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(ChooseGraphParams(4'000'000'000u, th).ok());
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 5.0);
 }
 
 TEST(Quantize, TwoThousandClientsCannotWrapAndMatchFloatFedAvg) {
@@ -1031,6 +1111,188 @@ TEST(Quantize, NonFiniteCoordinatesAreRefusedNamingTheCoordinate) {
   EXPECT_FALSE(DequantizeSum(sum, zero_bits).ok());
   sum[100] = ~uint64_t{0};  // a total weight no quantization can produce
   EXPECT_EQ(DequantizeSum(sum, spec).status().code(), StatusCode::kInternal);
+}
+
+// ------------------------------------------------ parameters a relay cannot weaken (#16 floors)
+
+// The relay's attack on a low threshold: with t = 2 over the four holders of the target's shares
+// (the target among them), it shows holders {1, 2} a survivor set with the target and {3, 4} one
+// without; each pair signs its own set (two signatures reach t), so the first pair reveals the
+// target's self-mask seed and the second its mask key, and the target's masked input opens. The
+// relay holds no CA key: every certificate and signature is real. Each client derives t = 3 for
+// n = 4 from the signed threat model and refuses the lowered threshold before making a share.
+TEST(SecAggFloors, ARelayLoweringTheThresholdGetsNoShareOfTheTarget) {
+  Sim sim(4, SecAggThreatModel{});  // 5% corrupt, 5% dropout: complete graph, t = 3
+  for (int i = 0; i < 4; ++i) {
+    Sim::Ok(sim.server_->Advertise(Name(i), *sim.clients_[i]->Advertise()));
+  }
+  sim.server_->CloseStage();
+  ASSERT_TRUE(sim.server_->params().complete);
+  ASSERT_EQ(sim.server_->params().t, 3u);
+  std::vector<v1::SecAggNeighbours> nb;
+  int refused = 0;
+  for (int i = 0; i < 4; ++i) {
+    nb.push_back(sim.server_->ResponseFor(Name(i), Stage::kAdvertise)->neighbours());
+    nb.back().set_threshold(2);
+    Status s = sim.clients_[i]->OnNeighbours(nb.back());
+    if (!s.ok()) {
+      ++refused;
+      EXPECT_NE(s.message().find("threshold 2 is below what the signed threat model gives"),
+                std::string::npos)
+          << s.message();
+    }
+    StatusOr<v1::SecAggShares> shares = sim.clients_[i]->ShareKeys();
+    EXPECT_EQ(shares.ok(), s.ok());
+    if (shares.ok()) Sim::Ok(sim.server_->ShareKeys(Name(i), *shares));
+  }
+  EXPECT_EQ(refused, 4);
+  if (refused > 0) return;
+
+  // Without the check: what the relay gets.
+  sim.server_->CloseStage();  // relays the shares unchanged
+  std::string target_masked;
+  for (int i = 0; i < 4; ++i) {
+    Sim::Ok(
+        sim.clients_[i]->OnShares(sim.server_->ResponseFor(Name(i), Stage::kShareKeys)->shares()));
+    StatusOr<std::string> m = sim.clients_[i]->MaskInput(sim.inputs_[i]);
+    Sim::Ok(m.status());
+    if (i == 0) target_masked = *m;
+  }
+  v1::SecAggSurvivors with_target, without_target;
+  for (uint32_t v : {1, 2, 3, 4}) with_target.add_indices(v);
+  for (uint32_t v : {2, 3, 4}) without_target.add_indices(v);
+  v1::SecAggUnmaskRequest ask_self, ask_key;
+  ask_self.add_self_mask_of(1);
+  ask_key.add_pairwise_of(1);
+  for (int i = 0; i < 4; ++i) {
+    auto c = sim.clients_[i]->OnSurvivors(i < 2 ? with_target : without_target);
+    Sim::Ok(c.status());
+    auto* sig = (i < 2 ? ask_self : ask_key).add_signatures();
+    sig->set_index(i + 1);
+    sig->set_signature(c->signature());
+  }
+  std::vector<crypto::ShamirShare> self_shares, key_shares;
+  for (int i = 0; i < 4; ++i) {
+    auto r = sim.clients_[i]->OnUnmaskRequest(i < 2 ? ask_self : ask_key);
+    Sim::Ok(r.status());
+    for (const auto& s : r->shares()) {
+      (s.self_mask() ? self_shares : key_shares).push_back(*crypto::DecodeShare(s.share()));
+    }
+  }
+  auto seed = crypto::ShamirReconstruct(self_shares, 2);
+  auto mask_key = crypto::ShamirReconstruct(key_shares, 2);
+  ASSERT_TRUE(seed.ok() && mask_key.ok());
+  crypto::Bytes32 mask_pk;
+  crypto_scalarmult_base(mask_pk.data(), mask_key->data());
+  uint32_t* w = reinterpret_cast<uint32_t*>(target_masked.data());
+  crypto::ApplyMask<uint32_t>(*seed, crypto::MaskSign::kSubtract, w, sim.length_);
+  for (const auto& p : nb[0].peers()) {
+    crypto::Bytes32 peer_pk;
+    crypto::FromString(p.keys().mask_public_key(), &peer_pk);
+    auto pair = crypto::AgreeKey(
+        *mask_key, mask_pk, peer_pk,
+        secagg_wire::MaskSeedContext(sim.Attempt(), {1, Name(0)}, {p.index(), p.device_id()}));
+    crypto::ApplyMask<uint32_t>(*pair, crypto::MaskSign::kSubtract, w, sim.length_);
+  }
+  EXPECT_FALSE(target_masked == *PackWords(sim.inputs_[0], 32))
+      << "the relay unmasked the target's input by itself";
+}
+
+// Every other way the relay could state weaker parameters than the signed task allows.
+TEST(SecAggFloors, ClientsDeriveKAndTFromTheSignedTaskAndRefuseWeakerOnes) {
+  SecAggThreatModel sparse;  // n = 50, 10% dropout: a Harary graph
+  sparse.dropout_fraction = 0.1;
+  Sim sim(50, sparse, 16);
+  for (int i = 0; i < 50; ++i) {
+    Sim::Ok(sim.server_->Advertise(Name(i), *sim.clients_[i]->Advertise()));
+  }
+  sim.server_->CloseStage();
+  const SecAggGraphParams p = sim.server_->params();
+  ASSERT_FALSE(p.complete);
+  const v1::SecAggNeighbours honest =
+      sim.server_->ResponseFor(Name(0), Stage::kAdvertise)->neighbours();
+  ASSERT_EQ(static_cast<uint32_t>(honest.peers_size()), p.k);
+  auto refuses = [&](const v1::SecAggNeighbours& nb, const std::string& expect,
+                     const SecAggClient::Options& o) {
+    SecAggClient c(o, sim.keys_[0].get());
+    ASSERT_TRUE(c.Advertise().ok());
+    Status s = c.OnNeighbours(nb);
+    EXPECT_FALSE(s.ok()) << expect;
+    EXPECT_NE(s.message().find(expect), std::string::npos) << s.message();
+    EXPECT_FALSE(c.ShareKeys().ok());
+  };
+  const SecAggClient::Options o = sim.Options(0);
+  {
+    SecAggClient c(o, sim.keys_[0].get());
+    ASSERT_TRUE(c.Advertise().ok());
+    Sim::Ok(c.OnNeighbours(honest));
+  }
+  v1::SecAggNeighbours low_t = honest;
+  low_t.set_threshold(p.t - 1);
+  refuses(low_t, "below what the signed threat model gives (n=50 k=" + std::to_string(p.k), o);
+  v1::SecAggNeighbours fewer = honest;
+  fewer.mutable_peers()->RemoveLast();
+  fewer.mutable_peers()->RemoveLast();
+  refuses(fewer, "sent " + std::to_string(p.k - 2) + " neighbours", o);
+  // More neighbours at the same threshold: more holders, so more disjoint groups reach t.
+  v1::SecAggNeighbours more = honest;
+  std::set<uint32_t> in;
+  for (const auto& q : honest.peers()) in.insert(q.index());
+  in.insert(honest.my_index());
+  for (uint32_t v = 1; v <= 50 && more.peers_size() < static_cast<int>(p.k) + 2; ++v) {
+    if (in.count(v) > 0) continue;
+    *more.add_peers() = sim.server_->ResponseFor(Name(static_cast<int>(v) - 1), Stage::kAdvertise)
+                            ->neighbours()
+                            .peers(0);  // stand-in entry, replaced below
+    v1::SecAggPeer* q = more.mutable_peers(more.peers_size() - 1);
+    q->set_index(v);
+    q->set_device_id(Name(static_cast<int>(v) - 1));
+  }
+  refuses(more, "sent " + std::to_string(p.k + 2) + " neighbours", o);
+  // A smaller n than the task's min_clients, and one the threat model cannot serve.
+  SecAggClient::Options strict = o;
+  strict.config.set_min_survivors(51);
+  refuses(honest, "the signed task's min_clients is 51", strict);
+  v1::SecAggNeighbours tiny = honest;
+  tiny.set_num_clients(2);
+  while (tiny.peers_size() > 1) tiny.mutable_peers()->RemoveLast();
+  tiny.set_my_index(1);
+  tiny.mutable_peers(0)->set_index(2);
+  SecAggClient::Options lax = o;
+  lax.config.set_min_survivors(0);
+  refuses(tiny, "min_clients is 3", lax);  // never below 3, whatever the task says
+  // An explicit threshold in the signed task is the floor (and passes the coordinator's rules).
+  SecAggClient::Options explicit_t = o;
+  explicit_t.config.set_neighbours(p.k);
+  explicit_t.config.set_threshold(p.t + 1);
+  refuses(honest, "threshold " + std::to_string(p.t) + " is below", explicit_t);
+  SecAggClient::Options insecure_t = o;
+  insecure_t.config.set_threshold(1);
+  refuses(honest, "threshold 1 would let any single holder", insecure_t);
+}
+
+// The survivor floor is the signed task's min_clients, whatever n the relay states.
+TEST(SecAggFloors, NoHelpUnmaskingASumBelowTheSignedMinClients) {
+  Sim sim(5, Complete(5, 4), 16, 32, /*min_survivors=*/4);
+  for (int i = 0; i < 5; ++i) {
+    Sim::Ok(sim.server_->Advertise(Name(i), *sim.clients_[i]->Advertise()));
+  }
+  sim.server_->CloseStage();
+  for (int i = 0; i < 5; ++i) {
+    Sim::Ok(sim.clients_[i]->OnNeighbours(
+        sim.server_->ResponseFor(Name(i), Stage::kAdvertise)->neighbours()));
+    Sim::Ok(sim.server_->ShareKeys(Name(i), *sim.clients_[i]->ShareKeys()));
+  }
+  sim.server_->CloseStage();
+  Sim::Ok(
+      sim.clients_[0]->OnShares(sim.server_->ResponseFor(Name(0), Stage::kShareKeys)->shares()));
+  Sim::Ok(sim.clients_[0]->MaskInput(sim.inputs_[0]).status());
+  v1::SecAggSurvivors three;
+  for (uint32_t v : {1, 2, 3}) three.add_indices(v);
+  auto c = sim.clients_[0]->OnSurvivors(three);
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("the signed task's min_clients is 4"), std::string::npos)
+      << c.status().message();
 }
 
 }  // namespace

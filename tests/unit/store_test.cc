@@ -89,7 +89,7 @@ TEST(SqliteStore, UsesWalAndPassesIntegrityCheck) {
   };
   EXPECT_EQ(one("PRAGMA journal_mode;"), "wal");
   EXPECT_EQ(one("PRAGMA integrity_check;"), "ok");
-  EXPECT_EQ(one("PRAGMA user_version;"), "7");
+  EXPECT_EQ(one("PRAGMA user_version;"), "8");
   EXPECT_EQ(one("PRAGMA synchronous;"), "2");  // FULL (per connection: ours sets it on open)
   // A database from a newer coordinator is refused, not silently rewritten.
   sqlite3_exec(db, "PRAGMA user_version=99;", nullptr, nullptr, nullptr);
@@ -160,7 +160,7 @@ TEST(SqliteStore, MigratesAVersion2Database) {
     ASSERT_TRUE(head.ok());
     EXPECT_FALSE(head->has_value());
   }
-  EXPECT_EQ(QueryOne(path, "PRAGMA user_version;"), "7");
+  EXPECT_EQ(QueryOne(path, "PRAGMA user_version;"), "8");
   EXPECT_EQ(QueryOne(path, "PRAGMA integrity_check;"), "ok");
 }
 
@@ -281,6 +281,55 @@ TEST(SqliteStore, RevealedSumsSurviveReopenAndDamageIsAClearError) {
             std::string::npos)
       << jobs.status().ToString();
   EXPECT_EQ(QueryOne(path, "SELECT hex(revealed) FROM jobs WHERE id='j';"), "FF");
+}
+
+// The fleet-wide table of revealed sums: by model hash across jobs, kept for good, and a damaged
+// row is a clear error (the caller then lets nobody join a sum over that model).
+TEST(SqliteStore, FleetWideRevealedSumsAreFoundByModelAcrossJobs) {
+  testing::TempDir dir;
+  const std::string path = dir.path() + "/c.db";
+  auto sum = [](const std::string& job, uint32_t attempt, char model, const std::string& dev) {
+    v1::RevealedSum r;
+    r.set_job_id(job);
+    r.set_round(1);
+    r.set_attempt(attempt);
+    r.set_model_blake2b(std::string(64, model));
+    r.add_devices(dev);
+    return r;
+  };
+  {
+    auto store = OpenSqliteStore(path);
+    ASSERT_TRUE(store.ok());
+    ASSERT_TRUE((*store)->SaveRevealedSum(sum("job-a", 1, 'a', "d1")).ok());
+    ASSERT_TRUE((*store)->SaveRevealedSum(sum("job-b", 1, 'a', "d2")).ok());
+    ASSERT_TRUE((*store)->SaveRevealedSum(sum("job-b", 2, 'b', "d3")).ok());
+    EXPECT_FALSE((*store)->SaveRevealedSum(sum("", 1, 'a', "d4")).ok()) << "needs a job id";
+  }
+  {
+    auto store = OpenSqliteStore(path);
+    ASSERT_TRUE(store.ok());
+    auto over_a = (*store)->LoadRevealedSums(std::string(64, 'a'));
+    ASSERT_TRUE(over_a.ok()) << over_a.status().ToString();
+    ASSERT_EQ(over_a->size(), 2u);
+    EXPECT_EQ((*over_a)[0].job_id(), "job-a");
+    EXPECT_EQ((*over_a)[1].job_id(), "job-b");
+    EXPECT_EQ((*over_a)[1].devices(0), "d2");
+    auto over_c = (*store)->LoadRevealedSums(std::string(64, 'c'));
+    ASSERT_TRUE(over_c.ok());
+    EXPECT_TRUE(over_c->empty());
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "UPDATE revealed_sums SET record=x'ff' WHERE job_id='job-a';", nullptr,
+                         nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  auto store = OpenSqliteStore(path);
+  ASSERT_TRUE(store.ok());
+  auto damaged = (*store)->LoadRevealedSums(std::string(64, 'a'));
+  ASSERT_FALSE(damaged.ok());
+  EXPECT_NE(damaged.status().message().find("unreadable revealed-sum record"), std::string::npos)
+      << damaged.status().ToString();
 }
 
 // Checkpoint files verify against their record: a truncated or altered file is DATA_LOSS with

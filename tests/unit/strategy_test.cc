@@ -170,7 +170,18 @@ TEST(StrategySpec, ValidCombinationsParseAndImpossibleOnesNameTheProblem) {
            {"strategy: {name: fedprox}\n", "fedprox needs mu > 0"},
            {"strategy: {name: fedavg, mu: 0.1}\n", "mu is for fedprox only"},
            {"strategy: {name: fedadam, beta1: 1.5}\n", "beta1 and beta2"},
-           {"strategy: {name: fedadam, tau: 0}\n", ""},
+           // Explicit zeros are values, not "the default": tau 0 is out of range.
+           {"strategy: {name: fedadam, tau: 0}\n", "tau must be in (0, 1]"},
+           {"strategy: {name: fedadam, server_learning_rate: 0}\n", "server_learning_rate"},
+           {"strategy: {name: multikrum, krum_select: 0}\nsecure_aggregation: {enabled: false}\n",
+            "krum_select must be >= 1"},
+           {"strategy: {name: krum, krum_select: 3}\nsecure_aggregation: {enabled: false}\n",
+            "is for multikrum"},
+           {"strategy: {name: fedavg, beta1: 0.5}\n", "beta1 is for fedadam"},
+           {"strategy: {name: fedavg, trim_fraction: 0.2}\n", "trim_fraction is for trimmed_mean"},
+           {"strategy: {name: median, byzantine: 1}\nsecure_aggregation: {enabled: false}\n",
+            "byzantine is for krum"},
+           {"strategy: {name: fedavg, krum_select: 1}\n", "krum_select is for krum"},
            {"strategy: {name: trimmed_mean, trim_fraction: 0.6}\nsecure_aggregation: {enabled: "
             "false}\n",
             "trim_fraction"},
@@ -180,14 +191,46 @@ TEST(StrategySpec, ValidCombinationsParseAndImpossibleOnesNameTheProblem) {
            {"strategy: {name: fedadam, momentum: 0.9}\n", "unknown key 'strategy.momentum'"},
        }) {
     auto s = ParseJobSpecYaml(std::string(kJob) + c.extra, "job.yaml");
-    if (c.expect.empty()) {  // tau: 0 means "default", which is valid
-      EXPECT_TRUE(s.ok()) << c.extra;
-      continue;
-    }
     ASSERT_FALSE(s.ok()) << c.extra;
     EXPECT_NE(s.status().message().find(c.expect), std::string::npos)
         << c.extra << " -> " << s.status().message();
   }
+}
+
+// A value the user sets is used as set, zero included; only an absent key takes the default.
+// (Before field presence, beta1: 0, trim_fraction: 0 and byzantine: 0 became 0.9, 0.1 and 1.)
+TEST(StrategySpec, ExplicitZerosAreKeptNotReplacedByDefaults) {
+  auto parse = [](const std::string& extra) {
+    auto s = ParseJobSpecYaml(std::string(kJob) + extra, "job.yaml");
+    EXPECT_TRUE(s.ok()) << extra << ": " << (s.ok() ? "" : s.status().message());
+    // Through the wire format too (the spec travels from fleetctl and is stored serialized).
+    v1::JobSpec copy;
+    EXPECT_TRUE(copy.ParseFromString(s.ok() ? s->SerializeAsString() : std::string()));
+    return StrategyParamsOf(copy.strategy());
+  };
+  StrategyParams adam = parse("strategy: {name: fedadam, beta1: 0, beta2: 0}\n");
+  EXPECT_EQ(adam.beta1, 0.0);
+  EXPECT_EQ(adam.beta2, 0.0);
+  EXPECT_EQ(ServerOptimizerFor(adam).beta1, 0.0);
+  StrategyParams trim = parse(
+      "strategy: {name: trimmed_mean, trim_fraction: 0}\nsecure_aggregation: {enabled: "
+      "false}\n");
+  EXPECT_EQ(trim.trim_fraction, 0.0);
+  StrategyParams krum =
+      parse("strategy: {name: krum, byzantine: 0}\nsecure_aggregation: {enabled: false}\n");
+  EXPECT_EQ(krum.byzantine, 0u);
+
+  // Absent keys: the documented defaults.
+  StrategyParams defaults = parse("strategy: {name: fedadam}\n");
+  EXPECT_DOUBLE_EQ(defaults.beta1, 0.9);
+  EXPECT_DOUBLE_EQ(defaults.beta2, 0.99);
+  EXPECT_DOUBLE_EQ(defaults.tau, 1e-3);
+  EXPECT_FALSE(defaults.server_learning_rate.has_value());
+  EXPECT_DOUBLE_EQ(ServerOptimizerFor(defaults).learning_rate, 0.01);
+  EXPECT_DOUBLE_EQ(
+      parse("strategy: {name: trimmed_mean}\nsecure_aggregation: {enabled: false}\n").trim_fraction,
+      0.1);
+  EXPECT_EQ(parse("strategy: {name: krum}\nsecure_aggregation: {enabled: false}\n").byzantine, 1u);
 }
 
 }  // namespace
