@@ -1,5 +1,8 @@
 #include "coordinator/services.h"
 
+#include <google/protobuf/unknown_field_set.h>
+#include <sodium.h>
+
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -577,14 +580,32 @@ grpc::ServerUnaryReactor* EnrollmentService::Enroll(grpc::CallbackServerContext*
 
 grpc::Status EnrollmentService::Handle(const grpc::ByteBuffer& request, const std::string& peer,
                                        grpc::ByteBuffer* response) {
-  // Nothing secret arrives (protocol v3: a token proof, not the token).
+  // A v3 device sends a token proof, not the token; a v2 device still sends the token itself
+  // (field 3, now unknown), refused below as a version mismatch. The request's bytes and any
+  // unknown length-delimited field are wiped when done (gRPC's own buffers are not ours).
   std::vector<grpc::Slice> slices;
   std::string bytes;
   if (request.Dump(&slices).ok()) {
     for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
   }
   v1::EnrollRequest req;
-  if (!req.ParseFromString(bytes)) {
+  const bool parsed = req.ParseFromString(bytes);
+  sodium_memzero(bytes.data(), bytes.size());
+  struct Wipe {
+    v1::EnrollRequest* r;
+    ~Wipe() {
+      google::protobuf::UnknownFieldSet* unknown = r->GetReflection()->MutableUnknownFields(r);
+      for (int i = 0; i < unknown->field_count(); ++i) {
+        google::protobuf::UnknownField* f = unknown->mutable_field(i);
+        if (f->type() == google::protobuf::UnknownField::TYPE_LENGTH_DELIMITED) {
+          std::string* v = f->mutable_length_delimited();
+          sodium_memzero(v->data(), v->size());
+        }
+      }
+      unknown->Clear();
+    }
+  } wipe{&req};
+  if (!parsed) {
     c_->refusals().Refused("malformed request", peer, "");
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "malformed EnrollRequest");
   }

@@ -84,7 +84,13 @@ class Process {
   }
 
   pid_t pid() const { return pid_; }
-  bool Running() const { return pid_ > 0 && waitpid(pid_, nullptr, WNOHANG) == 0; }
+  // Does not reap an exited process (WNOWAIT), so a later Wait still returns its exit code.
+  bool Running() const {
+    if (pid_ <= 0) return false;
+    siginfo_t info{};
+    return waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+           info.si_pid == 0;
+  }
   std::string Log() const { return ReadAll(log_); }
 
  private:

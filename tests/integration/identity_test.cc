@@ -4,6 +4,7 @@
 // `fleetctl device reset` retire the old one), request size and per-peer rate limits, and
 // refused enrollments coalesced in the audit log. Real coordinator, fleetctl and fleet-client
 // processes.
+#include <google/protobuf/unknown_field_set.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <gtest/gtest.h>
 
@@ -337,6 +338,8 @@ TEST(EnrollmentLimits, OversizedAndGarbageRequestsAreRefusedWithoutSpendingToken
                        crypto::ToString(crypto::SigningKey::Generate().public_key()));
   v1::EnrollRequest old_version = MakeEnrollRequest("sensor-1", token, csr);
   old_version.set_protocol_version(kProtocolVersion - 1);
+  // A v2 device sent the token itself, in field 3.
+  old_version.GetReflection()->MutableUnknownFields(&old_version)->AddLengthDelimited(3, token);
   struct Case {
     std::string bytes;
     StatusCode code;
