@@ -315,10 +315,10 @@ StatusOr<DeviceCredentials> RenewCertificate(v1::Device::Stub* stub, const Clien
   req.set_device_id(config.device_id);
   req.set_csr_pem(keys->csr);
   // Proof that this device holds the key of the certificate being renewed.
-  ASSIGN_OR_RETURN(std::string signature,
-                   crypto::SignWithKey(current.key_pem, crypto::RenewalMessage(
-                                                            config.device_id, csr_der,
-                                                            current.cert.serial)));
+  ASSIGN_OR_RETURN(
+      std::string signature,
+      crypto::SignWithKey(current.key_pem,
+                          crypto::RenewalMessage(config.device_id, csr_der, current.cert.serial)));
   req.set_possession_signature(signature);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));

@@ -1,6 +1,5 @@
 #include "coordinator/access.h"
 
-
 #include "common/log.h"
 
 namespace fleet {

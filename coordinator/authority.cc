@@ -82,9 +82,8 @@ Status WriteModelKey(const std::string& path) {
 }
 
 Status RefuseExisting(const std::string& path, const std::string& what) {
-  return Status(StatusCode::kAlreadyExists,
-                path + " already exists: refusing to overwrite " + what +
-                    ". Use a new --state-dir for a new fleet.");
+  return Status(StatusCode::kAlreadyExists, path + " already exists: refusing to overwrite " +
+                                                what + ". Use a new --state-dir for a new fleet.");
 }
 
 }  // namespace
@@ -97,12 +96,13 @@ Status InitPki(const std::string& state_dir, const InitOptions& o, int64_t now) 
   RETURN_IF_ERROR(MakePrivateDir(state_dir));
   RETURN_IF_ERROR(MakePrivateDir(p.dir));
   ASSIGN_OR_RETURN(std::string ca_key, crypto::GenerateP256Key());
-  ASSIGN_OR_RETURN(std::string ca, crypto::MakeCaCertificate(ca_key, "fleetfl CA", now - kCertBackdateS,
-                                                             now + o.ca_lifetime_s));
-  RETURN_IF_ERROR(IssueFile(ca, ca_key,
-                            ServerRequest(o.dns_names, o.ip_addresses, "fleet-coordinator", now,
-                                          o.server_lifetime_s),
-                            p.server_cert, p.server_key));
+  ASSIGN_OR_RETURN(
+      std::string ca,
+      crypto::MakeCaCertificate(ca_key, "fleetfl CA", now - kCertBackdateS, now + o.ca_lifetime_s));
+  RETURN_IF_ERROR(IssueFile(
+      ca, ca_key,
+      ServerRequest(o.dns_names, o.ip_addresses, "fleet-coordinator", now, o.server_lifetime_s),
+      p.server_cert, p.server_key));
   RETURN_IF_ERROR(IssueFile(
       ca, ca_key, ClientRequest(crypto::CertRole::kAdmin, o.admin_name, now, o.admin_lifetime_s),
       p.admin_cert, p.admin_key));
@@ -130,14 +130,15 @@ Status InitSeparateCa(const std::string& ca_dir, const std::string& coordinator_
     RETURN_IF_ERROR(MakePrivateDir(d));
   }
   ASSIGN_OR_RETURN(std::string ca_key, crypto::GenerateP256Key());
-  ASSIGN_OR_RETURN(std::string ca, crypto::MakeCaCertificate(ca_key, "fleetfl CA", now - kCertBackdateS,
-                                                             now + o.ca.ca_lifetime_s));
+  ASSIGN_OR_RETURN(std::string ca,
+                   crypto::MakeCaCertificate(ca_key, "fleetfl CA", now - kCertBackdateS,
+                                             now + o.ca.ca_lifetime_s));
   Status s = [&]() -> Status {
     // The CA's own: its listener's certificate, its administrators', the token and audit keys.
-    RETURN_IF_ERROR(IssueFile(ca, ca_key,
-                              ServerRequest(o.ca.dns_names, o.ca.ip_addresses, "fleet-ca", now,
-                                            o.ca.server_lifetime_s),
-                              ca_p.server_cert, ca_p.server_key));
+    RETURN_IF_ERROR(IssueFile(
+        ca, ca_key,
+        ServerRequest(o.ca.dns_names, o.ca.ip_addresses, "fleet-ca", now, o.ca.server_lifetime_s),
+        ca_p.server_cert, ca_p.server_key));
     RETURN_IF_ERROR(IssueFile(
         ca, ca_key,
         ClientRequest(crypto::CertRole::kCaAdmin, o.ca_admin_name, now, o.ca.admin_lifetime_s),
@@ -155,8 +156,8 @@ Status InitSeparateCa(const std::string& ca_dir, const std::string& coordinator_
         ClientRequest(crypto::CertRole::kAdmin, o.ca.admin_name, now, o.ca.admin_lifetime_s),
         co_p.admin_cert, co_p.admin_key));
     RETURN_IF_ERROR(IssueFile(ca, ca_key,
-                              ClientRequest(crypto::CertRole::kCoordinator, o.coordinator_name,
-                                            now, o.ca.server_lifetime_s),
+                              ClientRequest(crypto::CertRole::kCoordinator, o.coordinator_name, now,
+                                            o.ca.server_lifetime_s),
                               co_p.ca_client_cert, co_p.ca_client_key));
     RETURN_IF_ERROR(WriteModelKey(co_p.model_key));
     if (!FileExists(co_p.audit_key)) RETURN_IF_ERROR(CreateAuditKey(co_p.audit_key));
@@ -191,8 +192,8 @@ StatusOr<crypto::CsrInfo> Authority::CheckCsrFor(const std::string& device_id,
   StatusOr<crypto::CsrInfo> csr = crypto::ParseCsr(csr_pem);
   if (!csr.ok()) return InvalidArgument("bad CSR: " + csr.status().message());
   if (csr->common_name != device_id) {
-    return PermissionDenied("CSR names device '" + csr->common_name +
-                            "' but the request is for '" + device_id + "'");
+    return PermissionDenied("CSR names device '" + csr->common_name + "' but the request is for '" +
+                            device_id + "'");
   }
   if (Status key = CheckDeviceCsr(*csr); !key.ok()) {
     return InvalidArgument("bad CSR: " + key.message());

@@ -63,8 +63,8 @@ class Authority {
  public:
   // ca.pem, and ca.key when `ca_key` (the coordinator of a separate CA holds none), and the model
   // key when `model_key` (a separate CA has none).
-  static StatusOr<std::unique_ptr<Authority>> Load(const std::string& state_dir,
-                                                   bool ca_key = true, bool model_key = true);
+  static StatusOr<std::unique_ptr<Authority>> Load(const std::string& state_dir, bool ca_key = true,
+                                                   bool model_key = true);
   ~Authority();
   bool can_issue() const { return !ca_key_pem_.empty(); }
   bool has_model_key() const { return model_key_ != nullptr; }

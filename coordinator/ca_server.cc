@@ -204,8 +204,8 @@ int RunCaAdmin(const CaAdminCommand& c) {
                                     : !t.id_prefix().empty() ? "ids " + t.id_prefix() + "*"
                                                              : "any id";
         std::cout << t.id() << "  " << t.uses_left() << "/" << t.uses_total() << "  expires "
-                  << TimeString(t.expires_unix()) << "  " << (t.revoked() ? "revoked" : "-")
-                  << "  " << binding << "  " << t.label() << "\n";
+                  << TimeString(t.expires_unix()) << "  " << (t.revoked() ? "revoked" : "-") << "  "
+                  << binding << "  " << t.label() << "\n";
       }
       return 0;
     }

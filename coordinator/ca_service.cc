@@ -29,8 +29,8 @@ grpc::Status CaService::Allow(const grpc::ServerContext& ctx, bool coordinator, 
     const bool ok = (coordinator && peer->role == crypto::CertRole::kCoordinator) ||
                     (ca_admin && peer->role == crypto::CertRole::kCaAdmin);
     if (ok) {
-      *who = (peer->role == crypto::CertRole::kCoordinator ? "coordinator/" : "ca-admin/") +
-             peer->id;
+      *who =
+          (peer->role == crypto::CertRole::kCoordinator ? "coordinator/" : "ca-admin/") + peer->id;
       return grpc::Status::OK;
     }
     s = PermissionDenied(std::string("this CA method is for ") +
@@ -50,8 +50,8 @@ grpc::Status CaService::Enroll(grpc::ServerContext* ctx, const v1::CaEnrollReque
   if (grpc::Status v = CheckVersion(req->protocol_version()); !v.ok()) return v;
   StatusOr<v1::CaIssueResponse> r = registrar_->Enroll(*req);
   if (!r.ok()) {
-    FLEET_LOG(Warn) << "refused enrollment of '" << req->device_id().substr(0, 128) << "' relayed by "
-                    << who << ": " << r.status().message();
+    FLEET_LOG(Warn) << "refused enrollment of '" << req->device_id().substr(0, 128)
+                    << "' relayed by " << who << ": " << r.status().message();
   }
   return Reply(std::move(r), resp);
 }

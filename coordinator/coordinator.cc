@@ -23,8 +23,10 @@ StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOptions op
   ASSIGN_OR_RETURN(c->audit_, OpenAuditTrail(c->options_.state_dir, c->store_.get()));
   const bool separate_ca = !c->options_.ca_endpoint.empty();
   if (separate_ca && FileExists(pki.ca_key)) {
-    return FailedPrecondition(pki.ca_key + " exists, but this coordinator was started with a "
-                              "separate CA (" + c->options_.ca_endpoint +
+    return FailedPrecondition(pki.ca_key +
+                              " exists, but this coordinator was started with a "
+                              "separate CA (" +
+                              c->options_.ca_endpoint +
                               "): a coordinator of a separate CA must not hold the CA key; "
                               "move it to the CA's host");
   }
@@ -60,10 +62,10 @@ StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOptions op
     RegistrarOptions ro;
     ro.device_cert_lifetime_s = c->options_.device_cert_lifetime_s;
     ro.now = now;
-    ASSIGN_OR_RETURN(c->registrar_,
-                     LocalRegistrar::Create(c->authority_.get(), c->store_.get(), c->audit_.get(),
-                                            c->certs_.get(), c->refusals_.get(), pki.token_key,
-                                            std::move(ro)));
+    ASSIGN_OR_RETURN(
+        c->registrar_,
+        LocalRegistrar::Create(c->authority_.get(), c->store_.get(), c->audit_.get(),
+                               c->certs_.get(), c->refusals_.get(), pki.token_key, std::move(ro)));
   }
   RETURN_IF_ERROR(c->Recover());
   return c;
@@ -79,8 +81,9 @@ bool Coordinator::Probe() {
 
 Registrar* Coordinator::RegistrarOrError(Status* error) {
   if (!registrar_) {
-    *error = FailedPrecondition("this coordinator has no PKI (--insecure): it issues no "
-                                "certificates and keeps no bootstrap tokens");
+    *error = FailedPrecondition(
+        "this coordinator has no PKI (--insecure): it issues no "
+        "certificates and keeps no bootstrap tokens");
   }
   return registrar_.get();
 }
@@ -104,8 +107,10 @@ StatusOr<v1::EnrollResponse> Coordinator::Answer(const std::string& device_id,
       (void)certs_->Restore(device_id, previous);
       return Unavailable(std::string(event) + " of device '" + device_id +
                          "' not completed: the audit record cannot be written (" +
-                         audited.message() + "); the certificate the CA issued was not handed "
-                         "out (`fleetctl device reset " + device_id + "` lets it enroll again)");
+                         audited.message() +
+                         "); the certificate the CA issued was not handed "
+                         "out (`fleetctl device reset " +
+                         device_id + "` lets it enroll again)");
     }
   }
   v1::EnrollResponse resp;
@@ -233,10 +238,10 @@ StatusOr<v1::ResetDeviceResponse> Coordinator::ResetDevice(const std::string& id
   if (registrar->remote()) {
     DeviceCertificates::Previous previous;
     RETURN_IF_ERROR(certs_->Reset(id, Now(), &previous));
-    Status audited = audit_->Append(
-        "device_reset", by,
-        {{"device_id", id}, {"forgotten_serial", resp.forgotten_serial()},
-         {"ca", options_.ca_endpoint}});
+    Status audited = audit_->Append("device_reset", by,
+                                    {{"device_id", id},
+                                     {"forgotten_serial", resp.forgotten_serial()},
+                                     {"ca", options_.ca_endpoint}});
     if (!audited.ok()) {
       return Internal("device '" + id +
                       "' is reset (at the CA and here), but the reset is NOT in this "

@@ -64,7 +64,7 @@ class Coordinator {
                                      const std::string& certificate_pem);
   // Bootstrap tokens (the registrar's; refused with a separate CA, which makes them itself).
   StatusOr<std::pair<std::string, v1::TokenInfo>> CreateToken(const TokenSpec& spec,
-                                                               const std::string& by);
+                                                              const std::string& by);
   StatusOr<std::vector<v1::TokenInfo>> ListTokens();
   StatusOr<v1::TokenInfo> RevokeToken(const std::string& id, const std::string& by);
 

@@ -108,25 +108,27 @@ int main(int argc, char** argv) {
 
   // `fleet-coordinator ca ...`: a CA apart from the coordinator (docs/security.md, Deployments).
   auto* ca = app.add_subcommand(
-      "ca", "a certificate authority in a process (or on a host) of its own: it holds the CA key "
-            "and the bootstrap tokens, and authorizes every certificate itself");
+      "ca",
+      "a certificate authority in a process (or on a host) of its own: it holds the CA key "
+      "and the bootstrap tokens, and authorizes every certificate itself");
   ca->require_subcommand(1);
   ca->fallthrough();
   auto* ca_init = ca->add_subcommand(
-      "init", "create the CA's PKI in --state-dir/pki and the coordinator's (without the CA key) "
-              "in --coordinator-state-dir/pki; refuses to overwrite either");
+      "init",
+      "create the CA's PKI in --state-dir/pki and the coordinator's (without the CA key) "
+      "in --coordinator-state-dir/pki; refuses to overwrite either");
   std::string ca_coordinator_dir;
   std::vector<std::string> ca_names{"localhost"}, ca_ips{"127.0.0.1"}, co_names{"localhost"},
       co_ips{"127.0.0.1"};
-  ca_init->add_option("--coordinator-state-dir", ca_coordinator_dir,
-                      "the coordinator's state directory (move it to the coordinator's host)")
+  ca_init
+      ->add_option("--coordinator-state-dir", ca_coordinator_dir,
+                   "the coordinator's state directory (move it to the coordinator's host)")
       ->required();
   ca_init->add_option("--server-name", ca_names, "DNS names in the CA's certificate")
       ->capture_default_str();
   ca_init->add_option("--server-ip", ca_ips, "IP addresses in the CA's certificate")
       ->capture_default_str();
-  ca_init->add_option("--coordinator-name", co_names,
-                      "DNS names in the coordinator's certificate")
+  ca_init->add_option("--coordinator-name", co_names, "DNS names in the coordinator's certificate")
       ->capture_default_str();
   ca_init->add_option("--coordinator-ip", co_ips, "IP addresses in the coordinator's certificate")
       ->capture_default_str();
@@ -141,9 +143,10 @@ int main(int argc, char** argv) {
                        "write the bound port here once serving");
   ca_serve->add_option("--device-cert-ttl", ca_ttl, "lifetime of device certificates")
       ->capture_default_str();
-  ca_serve->add_option("--enroll-audit-interval-s", ca_audit_interval_s,
-                       "refused enrollments of one reason and address within this interval share "
-                       "one audit record")
+  ca_serve
+      ->add_option("--enroll-audit-interval-s", ca_audit_interval_s,
+                   "refused enrollments of one reason and address within this interval share "
+                   "one audit record")
       ->capture_default_str();
   ca_serve->fallthrough();
   fleet::CaAdminCommand ca_admin;
@@ -174,9 +177,10 @@ int main(int argc, char** argv) {
   ca_device->require_subcommand(1);
   ca_device->fallthrough();
   auto* ca_dreset = ca_device->add_subcommand(
-      "reset", "forget a device's current certificate at the CA so it may enroll again (the "
-               "coordinator refuses the old one once it learns of it: prefer `fleetctl device "
-               "reset`, which does both)");
+      "reset",
+      "forget a device's current certificate at the CA so it may enroll again (the "
+      "coordinator refuses the old one once it learns of it: prefer `fleetctl device "
+      "reset`, which does both)");
   ca_dreset->add_option("id", ca_admin.id, "device id")->required();
   ca_dreset->fallthrough();
   for (CLI::App* sub : {ca_tcreate, ca_tlist, ca_trevoke, ca_dreset}) {
@@ -271,8 +275,8 @@ int main(int argc, char** argv) {
       o.ca.ip_addresses = ca_ips;
       o.coordinator_dns_names = co_names;
       o.coordinator_ip_addresses = co_ips;
-      fleet::Status st = fleet::InitSeparateCa(cli.state_dir, ca_coordinator_dir, o,
-                                               fleet::UnixMillis() / 1000);
+      fleet::Status st =
+          fleet::InitSeparateCa(cli.state_dir, ca_coordinator_dir, o, fleet::UnixMillis() / 1000);
       if (!st.ok()) {
         std::cerr << "fleet-coordinator ca init: " << st.message() << "\n";
         return st.code() == fleet::StatusCode::kAlreadyExists ? kExitUsage : kExitError;

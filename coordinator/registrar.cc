@@ -74,8 +74,7 @@ StatusOr<std::unique_ptr<LocalRegistrar>> LocalRegistrar::Create(
   return r;
 }
 
-crypto::Secret32 LocalRegistrar::TokenSecret(const std::string& id,
-                                             const std::string& salt) const {
+crypto::Secret32 LocalRegistrar::TokenSecret(const std::string& id, const std::string& salt) const {
   // Tokens made since schema v7 (crypto/enroll_token.h names the token format).
   static constexpr char kDomain[] = "fleetfl token secret v1";
   crypto_generichash_state st;
@@ -304,7 +303,8 @@ StatusOr<v1::CaIssueResponse> LocalRegistrar::Enroll(const v1::CaEnrollRequest& 
   const std::string peer = req.peer().empty() ? "unknown" : req.peer().substr(0, 64);
   std::string reason;
   auto refuse = [&](const char* why, Status s) {
-    refusals_->Refused(why, peer, id.substr(0, 128), crypto::IsTokenId(req.token_id()) ? req.token_id() : "");
+    refusals_->Refused(why, peer, id.substr(0, 128),
+                       crypto::IsTokenId(req.token_id()) ? req.token_id() : "");
     return s;
   };
   if (Status valid = ValidateDeviceId(id); !valid.ok()) return refuse("bad device id", valid);
@@ -321,8 +321,7 @@ StatusOr<v1::CaIssueResponse> LocalRegistrar::Enroll(const v1::CaEnrollRequest& 
   // The token proof before the id's certificate: without one nothing about ids is revealed.
   if (Status proof = CheckProof(req.token_id(), req.token_proof(), id, csr_der, &reason);
       !proof.ok()) {
-    refusals_->Refused(reason, peer, id,
-                       crypto::IsTokenId(req.token_id()) ? req.token_id() : "");
+    refusals_->Refused(reason, peer, id, crypto::IsTokenId(req.token_id()) ? req.token_id() : "");
     return proof;
   }
   if (Status may = certs_->MayEnroll(id, options_.now()); !may.ok()) {
@@ -346,7 +345,8 @@ StatusOr<v1::CaIssueResponse> LocalRegistrar::Renew(const v1::CaRenewRequest& re
   }
   ASSIGN_OR_RETURN(crypto::CertInfo info, crypto::ParseCertificate(current));
   if (info.role != crypto::CertRole::kDevice || info.id != id) {
-    return PermissionDenied("renewal of '" + id + "' refused: the certificate is not that device's");
+    return PermissionDenied("renewal of '" + id +
+                            "' refused: the certificate is not that device's");
   }
   std::optional<DeviceCertRecord> record = certs_->Get(id);
   if (!record || record->state != DeviceCertRecord::State::kCurrent ||
@@ -382,7 +382,8 @@ StatusOr<v1::ResetDeviceResponse> LocalRegistrar::ResetDevice(const std::string&
   if (!audited.ok()) {
     Status restored = certs_->Restore(id, previous);
     if (!restored.ok()) FLEET_LOG(Error) << "device " << id << ": " << restored.message();
-    return Internal("device '" + id + "' not reset: the reset cannot be recorded in the audit log (" +
+    return Internal("device '" + id +
+                    "' not reset: the reset cannot be recorded in the audit log (" +
                     audited.message() + ")");
   }
   v1::ResetDeviceResponse resp;
@@ -428,7 +429,7 @@ class RemoteRegistrar final : public Registrar {
     return resp;
   }
   StatusOr<std::pair<std::string, v1::TokenInfo>> CreateToken(const TokenSpec&,
-                                                               const std::string&) override {
+                                                              const std::string&) override {
     return NoTokens();
   }
   StatusOr<std::vector<v1::TokenInfo>> ListTokens() override { return NoTokens(); }

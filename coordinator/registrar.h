@@ -56,7 +56,7 @@ class Registrar {
                                                         const std::string& by) = 0;
   // A new token (shown once) and its info. Fails closed: not made unless audited.
   virtual StatusOr<std::pair<std::string, v1::TokenInfo>> CreateToken(const TokenSpec& spec,
-                                                                       const std::string& by) = 0;
+                                                                      const std::string& by) = 0;
   virtual StatusOr<std::vector<v1::TokenInfo>> ListTokens() = 0;
   virtual StatusOr<v1::TokenInfo> RevokeToken(const std::string& id, const std::string& by) = 0;
 };
@@ -71,12 +71,9 @@ class LocalRegistrar final : public Registrar {
   // `authority` must hold the CA key. Everything passed must outlive the registrar. Loads the
   // tokens, and the token key from `token_key_path` (made if missing: tokens made with a lost
   // key no longer verify, which is logged).
-  static StatusOr<std::unique_ptr<LocalRegistrar>> Create(const Authority* authority,
-                                                          JobStore* store, AuditLog* audit,
-                                                          DeviceCertificates* certs,
-                                                          RefusalLog* refusals,
-                                                          const std::string& token_key_path,
-                                                          RegistrarOptions options);
+  static StatusOr<std::unique_ptr<LocalRegistrar>> Create(
+      const Authority* authority, JobStore* store, AuditLog* audit, DeviceCertificates* certs,
+      RefusalLog* refusals, const std::string& token_key_path, RegistrarOptions options);
   ~LocalRegistrar() override;
 
   bool remote() const override { return false; }
@@ -85,7 +82,7 @@ class LocalRegistrar final : public Registrar {
   StatusOr<v1::ResetDeviceResponse> ResetDevice(const std::string& device_id,
                                                 const std::string& by) override;
   StatusOr<std::pair<std::string, v1::TokenInfo>> CreateToken(const TokenSpec& spec,
-                                                               const std::string& by) override;
+                                                              const std::string& by) override;
   StatusOr<std::vector<v1::TokenInfo>> ListTokens() override;
   StatusOr<v1::TokenInfo> RevokeToken(const std::string& id, const std::string& by) override;
 

@@ -238,8 +238,8 @@ StatusOr<CertInfo> InfoOf(X509* cert) {
     const ASN1_IA5STRING* uri = gn->d.uniformResourceIdentifier;
     std::string u(reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)),
                   static_cast<size_t>(ASN1_STRING_length(uri)));
-    for (CertRole role : {CertRole::kDevice, CertRole::kAdmin, CertRole::kCoordinator,
-                          CertRole::kCaAdmin}) {
+    for (CertRole role :
+         {CertRole::kDevice, CertRole::kAdmin, CertRole::kCoordinator, CertRole::kCaAdmin}) {
       std::string prefix = IdentityUri(role, "");
       if (u.size() > prefix.size() && u.compare(0, prefix.size(), prefix) == 0) {
         if (info.role != CertRole::kNone) return InvalidArgument("certificate has two identities");
@@ -270,8 +270,10 @@ std::string IdentityUri(CertRole role, const std::string& id) {
   switch (role) {
     case CertRole::kDevice: return std::string(kUriPrefix) + "device/" + id;
     case CertRole::kAdmin: return std::string(kUriPrefix) + "admin/" + id;
-    case CertRole::kCoordinator: return std::string(kUriPrefix) + "coordinator/" + id;
-    case CertRole::kCaAdmin: return std::string(kUriPrefix) + "ca-admin/" + id;
+    case CertRole::kCoordinator:
+      return std::string(kUriPrefix) + "coordinator/" + id;
+    case CertRole::kCaAdmin:
+      return std::string(kUriPrefix) + "ca-admin/" + id;
     case CertRole::kNone: break;
   }
   return "";

@@ -1,11 +1,10 @@
 #include "harness.h"
 
-#include <algorithm>
-
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <ctime>
 #include <memory>
@@ -165,9 +164,9 @@ Cluster::Cluster(ClusterOptions options) : options_(options) {
 bool Cluster::StartCa(std::vector<std::string> extra) {
   std::string port_file = dir_ + "/ca-port";
   std::remove(port_file.c_str());
-  std::vector<std::string> argv{FLEET_COORDINATOR_BIN, "ca",      "serve",   "--state-dir",
-                                ca_state_dir(),        "--listen", "127.0.0.1:0", "--port-file",
-                                port_file};
+  std::vector<std::string> argv{FLEET_COORDINATOR_BIN, "ca",           "serve",
+                                "--state-dir",         ca_state_dir(), "--listen",
+                                "127.0.0.1:0",         "--port-file",  port_file};
   argv.insert(argv.end(), extra.begin(), extra.end());
   if (!ca_.Start(argv, dir_ + "/ca.log")) return false;
   bool up = WaitFor([&] { return !ReadAll(port_file).empty() || !ca_.Running(); },
@@ -180,8 +179,8 @@ bool Cluster::StartCa(std::vector<std::string> extra) {
 CommandResult Cluster::CaCommand(std::vector<std::string> args) {
   std::vector<std::string> argv{FLEET_COORDINATOR_BIN, "ca"};
   argv.insert(argv.end(), args.begin(), args.end());
-  for (const std::string& a : {std::string("--state-dir"), ca_state_dir(), std::string("--ca"),
-                               ca_address()}) {
+  for (const std::string& a :
+       {std::string("--state-dir"), ca_state_dir(), std::string("--ca"), ca_address()}) {
     argv.push_back(a);
   }
   return RunCommand(argv, dir_);
@@ -198,10 +197,9 @@ ClientTlsOptions Cluster::DeviceTls(const std::string& device_id, int64_t lifeti
   auto csr = crypto::ParseCsr(*crypto::MakeCsr(
       tls.key_pem, device_id,
       crypto::ToString((secagg_key != nullptr ? *secagg_key : throwaway).public_key())));
-  tls.cert_pem =
-      *(*Authority::Load(options_.separate_ca ? ca_state_dir() : dir_ + "/coordinator",
-                         /*ca_key=*/true, /*model_key=*/!options_.separate_ca))
-           ->IssueDeviceCertificate(*csr, device_id, now, lifetime_s);
+  tls.cert_pem = *(*Authority::Load(options_.separate_ca ? ca_state_dir() : dir_ + "/coordinator",
+                                    /*ca_key=*/true, /*model_key=*/!options_.separate_ca))
+                      ->IssueDeviceCertificate(*csr, device_id, now, lifetime_s);
   return tls;
 }
 
@@ -251,8 +249,8 @@ bool Cluster::StartCoordinator(std::vector<std::string> extra, int port) {
   port_ = std::stoi(ReadAll(port_file));
   if (ReadAll(bootstrap()).empty()) {
     // With a separate CA, tokens are made there.
-    std::vector<std::string> create{"token", "create", "--uses", "1000", "--ttl", "1h",
-                                    "--label", "integration-test"};
+    std::vector<std::string> create{"token", "create", "--uses",  "1000",
+                                    "--ttl", "1h",     "--label", "integration-test"};
     CommandResult t = options_.separate_ca ? CaCommand(create) : Fleetctl(create);
     if (t.exit_code != 0) return false;
     size_t at = t.output.find("fleet1_");  // stdout; the notice on stderr may come first

@@ -11,12 +11,12 @@
 
 #include <atomic>
 #include <chrono>
-#include <mutex>
-#include <map>
-#include <regex>
-#include <memory>
 #include <cstdlib>
 #include <fstream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <thread>

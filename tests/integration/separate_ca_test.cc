@@ -99,8 +99,7 @@ TEST(SeparateCa, DevicesEnrollRenewAndRunASecureRoundThroughACaThatHoldsTheKey) 
   // Tokens are made at the CA, not through the coordinator.
   CommandResult made_here = c.Fleetctl({"token", "create"});
   EXPECT_EQ(made_here.exit_code, 1) << made_here.output;
-  EXPECT_NE(made_here.output.find("bootstrap tokens are made and managed there"),
-            std::string::npos)
+  EXPECT_NE(made_here.output.find("bootstrap tokens are made and managed there"), std::string::npos)
       << made_here.output;
   // A reset goes through to the CA, which records who asked.
   CommandResult reset = c.Fleetctl({"device", "reset", "har-subject-1"});
@@ -190,8 +189,8 @@ TEST(SeparateCa, TheCaAuthorizesEveryIssueItselfAndRefusesWhatTheCoordinatorCann
   resigned.set_csr_pem(csr1b);
   EXPECT_EQ(renew(resigned, issued.certificate_pem()).error_code(), StatusCode::PERMISSION_DENIED);
   v1::CaIssueResponse renewed;
-  ASSERT_TRUE(renew(MakeRenewRequest("dev-1", new_csr, current), issued.certificate_pem(), &renewed)
-                  .ok());
+  ASSERT_TRUE(
+      renew(MakeRenewRequest("dev-1", new_csr, current), issued.certificate_pem(), &renewed).ok());
   // The old certificate is not current any more, even with a valid signature.
   std::string later_key;
   grpc::Status stale = renew(MakeRenewRequest("dev-1", NewCsr("dev-1", &later_key), current),
@@ -221,15 +220,14 @@ TEST(SeparateCa, TheCaAuthorizesEveryIssueItselfAndRefusesWhatTheCoordinatorCann
     grpc::ClientContext ctx;
     v1::CaIssueResponse resp;
     std::string k;
-    EXPECT_EQ(as_admin->Enroll(&ctx, CaEnroll("dev-4", token, NewCsr("dev-4", &k)), &resp)
-                  .error_code(),
-              StatusCode::PERMISSION_DENIED);
+    EXPECT_EQ(
+        as_admin->Enroll(&ctx, CaEnroll("dev-4", token, NewCsr("dev-4", &k)), &resp).error_code(),
+        StatusCode::PERMISSION_DENIED);
   }
   // Without a client certificate there is no handshake.
   ClientTlsOptions anonymous;
   anonymous.ca_file = co_pki + "/ca.pem";
-  auto nobody =
-      v1::CertificateAuthority::NewStub(*MakeChannel(c.ca_address(), anonymous, 4 << 20));
+  auto nobody = v1::CertificateAuthority::NewStub(*MakeChannel(c.ca_address(), anonymous, 4 << 20));
   grpc::ClientContext ctx;
   v1::ListTokensResponse list;
   EXPECT_EQ(nobody->ListTokens(&ctx, v1::ListTokensRequest(), &list).error_code(),

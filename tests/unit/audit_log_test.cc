@@ -15,9 +15,9 @@
 #include <vector>
 
 #include "common/file_util.h"
-#include "coordinator/registrar.h"
 #include "coordinator/audit_trail.h"
 #include "coordinator/authority.h"
+#include "coordinator/registrar.h"
 #include "coordinator/store.h"
 #include "test_util.h"
 
