@@ -158,7 +158,7 @@ TEST(DeviceProtocol, VersionMismatchIsFailedPreconditionNamingBothVersions) {
   grpc::Status s = f.Join("old-device", 99);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_NE(s.error_message().find("client speaks v99"), std::string::npos) << s.error_message();
-  EXPECT_NE(s.error_message().find("coordinator speaks v2"), std::string::npos);
+  EXPECT_NE(s.error_message().find("coordinator speaks v3"), std::string::npos);
   EXPECT_EQ(f.Join("bad id with spaces").error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
