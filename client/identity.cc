@@ -12,6 +12,7 @@
 #include "common/file_util.h"
 #include "common/grpc_util.h"
 #include "common/log.h"
+#include "crypto/enroll_token.h"
 
 namespace fleet {
 namespace {
@@ -267,7 +268,11 @@ StatusOr<DeviceCredentials> EnrollDevice(const ClientConfig& config, const Boots
     return FailedPrecondition("no bootstrap token to enroll with: add `token:` from `fleetctl "
                               "token create` to the bootstrap file");
   }
+  // The token's secret stays here: the request carries its id and a proof for this id and CSR.
+  StatusOr<crypto::ParsedToken> token = crypto::ParseToken(b.token);
+  if (!token.ok()) return InvalidArgument("bootstrap token: " + token.status().message());
   ASSIGN_OR_RETURN(std::unique_ptr<NewKeys> keys, KeysAndCsr(config.device_id));
+  ASSIGN_OR_RETURN(std::string csr_der, crypto::CsrDer(keys->csr));
   ClientTlsOptions tls;
   tls.ca_pem = b.ca_pem;
   tls.server_name = b.server_name;
@@ -276,13 +281,13 @@ StatusOr<DeviceCredentials> EnrollDevice(const ClientConfig& config, const Boots
   v1::EnrollRequest req;
   req.set_protocol_version(kProtocolVersion);
   req.set_device_id(config.device_id);
-  req.set_token(b.token);
+  req.set_token_id(token->id);
+  req.set_token_proof(crypto::EnrollProof(token->secret, token->id, config.device_id, csr_der));
   req.set_csr_pem(keys->csr);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   v1::EnrollResponse resp;
   grpc::Status s = stub->Enroll(&ctx, req, &resp);
-  sodium_memzero(req.mutable_token()->data(), req.token().size());
   if (!s.ok()) {
     if (s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED && retry_after != nullptr) {
       // The coordinator's rate limit says when: at least that long (else the caller's backoff).
@@ -304,10 +309,17 @@ StatusOr<DeviceCredentials> EnrollDevice(const ClientConfig& config, const Boots
 StatusOr<DeviceCredentials> RenewCertificate(v1::Device::Stub* stub, const ClientConfig& config,
                                              const DeviceCredentials& current, int64_t now) {
   ASSIGN_OR_RETURN(std::unique_ptr<NewKeys> keys, KeysAndCsr(config.device_id));
+  ASSIGN_OR_RETURN(std::string csr_der, crypto::CsrDer(keys->csr));
   v1::RenewRequest req;
   req.set_protocol_version(kProtocolVersion);
   req.set_device_id(config.device_id);
   req.set_csr_pem(keys->csr);
+  // Proof that this device holds the key of the certificate being renewed.
+  ASSIGN_OR_RETURN(
+      std::string signature,
+      crypto::SignWithKey(current.key_pem,
+                          crypto::RenewalMessage(config.device_id, csr_der, current.cert.serial)));
+  req.set_possession_signature(signature);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   v1::EnrollResponse resp;

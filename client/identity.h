@@ -60,7 +60,8 @@ int64_t RenewalTime(const crypto::CertInfo& cert);
 StatusOr<DeviceCredentials> LoadCredentials(const std::string& state_dir,
                                             const std::string& device_id, int64_t now);
 
-// Generates a key and a SecAgg signing key, sends a CSR for both with the bootstrap token over
+// Generates a key and a SecAgg signing key, sends a CSR for both with the bootstrap token's id and
+// a proof made with its secret (crypto/enroll_token.h; the secret is not sent) over
 // server-authenticated TLS pinned to the bootstrap CA, verifies and stores what comes back.
 // ResourceExhausted when the coordinator asks to retry later; then *retry_after (if given) is
 // how long it asked to wait.
@@ -68,7 +69,8 @@ StatusOr<DeviceCredentials> EnrollDevice(const ClientConfig& config, const Boots
                                          int64_t now,
                                          std::chrono::milliseconds* retry_after = nullptr);
 
-// A new key, SecAgg signing key and certificate over the current mTLS channel; stored on success.
+// A new key, SecAgg signing key and certificate over the current mTLS channel, the request signed
+// with the current certificate's key (proof of possession); stored on success.
 StatusOr<DeviceCredentials> RenewCertificate(v1::Device::Stub* stub, const ClientConfig& config,
                                              const DeviceCredentials& current, int64_t now);
 

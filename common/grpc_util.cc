@@ -69,8 +69,9 @@ StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
   // A client certificate is requested and, when one is sent, verified against the fleet CA.
   // Calls without one reach only Enrollment: AccessControl refuses them everywhere else.
   grpc::SslServerCredentialsOptions ssl(
-      opts.client_ca_file.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
-                                  : GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
+      opts.client_ca_file.empty()       ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+      : opts.require_client_certificate ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                                        : GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
   if (!opts.client_ca_file.empty()) {
     ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadFile(opts.client_ca_file));
   }

@@ -13,7 +13,9 @@
 namespace fleet {
 
 // v2: FetchTask answers with a SignedTask (the whole task signed over its exact bytes).
-constexpr uint32_t kProtocolVersion = 2;
+// v3: enrollment sends a token proof instead of the token; renewal proves possession of the
+// current key (crypto/enroll_token.h).
+constexpr uint32_t kProtocolVersion = 3;
 
 // In the ALREADY_EXISTS refusal of a PushUpdate while the same device's previous stream is still
 // open. Unlike the other ALREADY_EXISTS (the round already has this device's answer) it does not
@@ -25,6 +27,9 @@ struct ServerTlsOptions {
   std::string cert_file;       // PEM chain
   std::string key_file;        // PEM private key
   std::string client_ca_file;  // set: verify client certificates against this CA (mTLS)
+  // With client_ca_file: refuse handshakes without a client certificate (else they pass and
+  // each call decides).
+  bool require_client_certificate = false;
 };
 
 struct ClientTlsOptions {

@@ -3,9 +3,8 @@
 // injected clock, so a long-lived connection cannot outlive its certificate), that is the
 // device's current certificate (DeviceCertificates: a renewal, re-enrollment or reset retires the
 // old one) and whose device has not been revoked. Admin RPCs need an admin certificate.
-// Enrollment needs a bootstrap token, which may be bound to one device id or an id prefix. Also
-// owns the tokens, the revocations and the open calls of each device (cancelled on revocation
-// and reset). Thread-safe.
+// Enrollment needs a bootstrap token (checked by the Registrar). Also owns the revocations and
+// the open calls of each device (cancelled on revocation and reset). Thread-safe.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -22,16 +21,8 @@
 #include "coordinator/device_certs.h"
 #include "coordinator/store.h"
 #include "crypto/pki.h"
-#include "crypto/secret.h"
 
 namespace fleet {
-
-// What `fleetctl token create` asks for. At most one of device_id and id_prefix.
-struct TokenSpec {
-  int64_t ttl_s = 0;
-  uint32_t uses = 0;
-  std::string label, device_id, id_prefix;
-};
 
 struct Peer {
   crypto::CertRole role = crypto::CertRole::kNone;
@@ -47,8 +38,8 @@ class AccessControl {
   AccessControl(JobStore* store, AuditLog* audit, DeviceCertificates* certs, bool insecure,
                 std::function<int64_t()> now);
   ~AccessControl();
-  // Loads tokens and revocations, and the token key from `token_key_path` (made if missing).
-  Status Load(const std::string& token_key_path);
+  // Loads the revocations.
+  Status Load();
 
   // ---- calls
   // The verified certificate identity of the caller.
@@ -72,21 +63,6 @@ class AccessControl {
     grpc::ServerContextBase* ctx_;
   };
 
-  // ---- tokens
-  // A new token (shown once) and its info. Fails closed: not made unless audited.
-  StatusOr<std::pair<std::string, v1::TokenInfo>> CreateToken(const TokenSpec& spec,
-                                                              const std::string& by);
-  std::vector<v1::TokenInfo> ListTokens() const;
-  StatusOr<v1::TokenInfo> RevokeToken(const std::string& id, const std::string& by);
-  // Whether `token` may enroll `device_id` now, spending nothing. Returns the token's id; on a
-  // refusal *reason is a short fixed phrase for the audit log and *token_id the id ("" when the
-  // token is malformed).
-  StatusOr<std::string> CheckToken(const std::string& token, const std::string& device_id,
-                                   std::string* reason, std::string* token_id) const;
-  // Spends one use of the token `token_id` (CheckToken passed) for `device_id`: checked again
-  // and persisted before it returns, then audited (fails closed).
-  Status SpendToken(const std::string& token_id, const std::string& device_id);
-
   // ---- devices
   // Refuses every certificate of the device from now on, cancels its open calls and bars it
   // from enrolling again. Returns the number of calls cancelled. The caller records it in the
@@ -101,20 +77,13 @@ class AccessControl {
   int64_t now() const { return now_(); }
 
  private:
-  // BLAKE2b-256 keyed with the token key: the secret of a token with this id and salt.
-  std::string TokenSecret(const std::string& id, const std::string& salt) const;
-  Status CheckTokenLocked(const v1::TokenRecord& rec, const std::string& device_id,
-                          std::string* reason) const;
-
   JobStore* store_;
   AuditLog* audit_;
   DeviceCertificates* certs_;
   const bool insecure_;
   std::function<int64_t()> now_;
-  crypto::Secret32 token_key_;  // set by Load
 
   mutable std::mutex mu_;
-  std::map<std::string, v1::TokenRecord> tokens_;         // by id
   std::map<std::string, v1::DeviceRevocation> revoked_;   // by device id
   std::map<std::string, std::set<grpc::ServerContextBase*>> calls_;
   mutable std::map<std::string, Peer> peer_cache_;  // client certificate PEM -> identity

@@ -5,6 +5,7 @@
 #include "common/file_util.h"
 #include "common/job_spec.h"
 #include "common/log.h"
+#include "crypto/enroll_token.h"
 #include "crypto/random.h"
 
 namespace fleet {
@@ -20,26 +21,52 @@ StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOptions op
                    OpenSqliteStore(options.state_dir + "/coordinator.db"));
   std::unique_ptr<Coordinator> c(new Coordinator(std::move(options), std::move(store)));
   ASSIGN_OR_RETURN(c->audit_, OpenAuditTrail(c->options_.state_dir, c->store_.get()));
-  if (!c->options_.insecure || FileExists(pki.ca_key)) {
-    StatusOr<std::unique_ptr<Authority>> a = Authority::Load(c->options_.state_dir);
+  const bool separate_ca = !c->options_.ca_endpoint.empty();
+  if (separate_ca && FileExists(pki.ca_key)) {
+    return FailedPrecondition(pki.ca_key +
+                              " exists, but this coordinator was started with a "
+                              "separate CA (" +
+                              c->options_.ca_endpoint +
+                              "): a coordinator of a separate CA must not hold the CA key; "
+                              "move it to the CA's host");
+  }
+  if (!c->options_.insecure || FileExists(pki.ca_key) || separate_ca) {
+    StatusOr<std::unique_ptr<Authority>> a =
+        Authority::Load(c->options_.state_dir, /*ca_key=*/!separate_ca);
     if (!a.ok()) {
       return Status(a.status().code(),
                     a.status().message() + " (run `fleet-coordinator init --state-dir " +
-                        c->options_.state_dir + "` once to create the fleet PKI)");
+                        c->options_.state_dir + "` once to create the fleet PKI" +
+                        (separate_ca ? ", or `fleet-coordinator ca init ... "
+                                       "--coordinator-state-dir " +
+                                           c->options_.state_dir + "` for a separate CA)"
+                                     : ")"));
     }
     c->authority_ = std::move(a).value();
   } else {
     FLEET_LOG(Warn) << "no PKI in " << pki.dir << ": models are sent UNSIGNED (--insecure)";
   }
   const int64_t offset = c->options_.clock_offset_s;
+  auto now = [offset] { return UnixMillis() / 1000 + offset; };
   c->certs_ = std::make_unique<DeviceCertificates>(c->store_.get());
   RETURN_IF_ERROR(c->certs_->Load());
   c->access_ = std::make_unique<AccessControl>(c->store_.get(), c->audit_.get(), c->certs_.get(),
-                                               c->options_.insecure,
-                                               [offset] { return UnixMillis() / 1000 + offset; });
-  RETURN_IF_ERROR(MakePrivateDir(pki.dir));
-  RETURN_IF_ERROR(c->access_->Load(pki.token_key));
+                                               c->options_.insecure, now);
+  RETURN_IF_ERROR(c->access_->Load());
   c->refusals_ = std::make_unique<RefusalLog>(c->audit_.get(), c->options_.enroll_audit_interval);
+  if (separate_ca) {
+    c->registrar_ = ConnectRegistrar(c->options_.ca_endpoint, c->options_.ca_tls);
+    FLEET_LOG(Info) << "certificates and tokens are managed by the CA at "
+                    << c->options_.ca_endpoint << " (this coordinator holds no CA key)";
+  } else if (c->authority_ && c->authority_->can_issue()) {
+    RegistrarOptions ro;
+    ro.device_cert_lifetime_s = c->options_.device_cert_lifetime_s;
+    ro.now = now;
+    ASSIGN_OR_RETURN(
+        c->registrar_,
+        LocalRegistrar::Create(c->authority_.get(), c->store_.get(), c->audit_.get(),
+                               c->certs_.get(), c->refusals_.get(), pki.token_key, std::move(ro)));
+  }
   RETURN_IF_ERROR(c->Recover());
   return c;
 }
@@ -52,106 +79,127 @@ bool Coordinator::Probe() {
   return true;
 }
 
-StatusOr<crypto::CsrInfo> Coordinator::CheckCsr(const std::string& device_id,
-                                                const std::string& csr_pem) const {
-  if (!authority_) return FailedPrecondition("this coordinator has no PKI (--insecure)");
-  StatusOr<crypto::CsrInfo> csr = crypto::ParseCsr(csr_pem);
-  if (!csr.ok()) return InvalidArgument("bad CSR: " + csr.status().message());
-  if (csr->common_name != device_id) {
-    return PermissionDenied("CSR names device '" + csr->common_name +
-                            "' but the request is for '" + device_id + "'");
+Registrar* Coordinator::RegistrarOrError(Status* error) {
+  if (!registrar_) {
+    *error = FailedPrecondition(
+        "this coordinator has no PKI (--insecure): it issues no "
+        "certificates and keeps no bootstrap tokens");
   }
-  // Before any token use is spent on it: the CA would refuse it anyway.
-  if (Status key = Authority::CheckDeviceCsr(*csr); !key.ok()) {
-    return InvalidArgument("bad CSR: " + key.message());
-  }
-  return csr;
+  return registrar_.get();
 }
 
-StatusOr<v1::EnrollResponse> Coordinator::Issue(const std::string& device_id,
-                                                const crypto::CsrInfo& csr, const char* event,
-                                                const std::string& renewing) {
-  const int64_t now = Now();
-  ASSIGN_OR_RETURN(std::string cert, authority_->IssueDeviceCertificate(
-                                         csr, device_id, now, options_.device_cert_lifetime_s));
-  ASSIGN_OR_RETURN(crypto::CertInfo info, crypto::ParseCertificate(cert));
+StatusOr<v1::EnrollResponse> Coordinator::Answer(const std::string& device_id,
+                                                 const v1::CaIssueResponse& issued,
+                                                 const char* event, const std::string& renewing) {
+  if (registrar_->remote()) {
+    // The CA recorded the certificate as the id's current one; so does this coordinator, for
+    // the per-call check, and it records what it relayed (fail closed: not handed out).
+    DeviceCertificates::Previous previous;
+    RETURN_IF_ERROR(
+        certs_->Record(device_id, issued.serial(), issued.not_after_unix(), Now(), &previous));
+    nlohmann::json fields = {{"device_id", device_id},
+                             {"serial", issued.serial()},
+                             {"not_after", issued.not_after_unix()},
+                             {"ca", options_.ca_endpoint}};
+    if (!renewing.empty()) fields["replaces"] = renewing;
+    Status audited = audit_->Append(event, device_id, std::move(fields));
+    if (!audited.ok()) {
+      (void)certs_->Restore(device_id, previous);
+      return Unavailable(std::string(event) + " of device '" + device_id +
+                         "' not completed: the audit record cannot be written (" +
+                         audited.message() +
+                         "); the certificate the CA issued was not handed "
+                         "out (`fleetctl device reset " +
+                         device_id + "` lets it enroll again)");
+    }
+  }
   v1::EnrollResponse resp;
-  resp.set_certificate_pem(cert);
+  resp.set_certificate_pem(issued.certificate_pem());
   resp.set_ca_certificate_pem(authority_->ca_pem());
   resp.set_model_signing_public_key(crypto::ToString(authority_->model_key().public_key()));
-  resp.set_not_after_unix(info.not_after);
-  // Recorded before it is handed out: from now on it is the only certificate of the id that
-  // device RPCs accept.
-  ASSIGN_OR_RETURN(DeviceCertificates::Previous previous,
-                   certs_->Install(device_id, info.serial, info.not_after, now, renewing));
-  // Fail closed: a certificate whose issue is not on record is never handed out.
-  nlohmann::json fields = {
-      {"device_id", device_id}, {"serial", info.serial}, {"not_after", info.not_after}};
-  if (!renewing.empty()) fields["replaces"] = renewing;
-  Status audited = audit_->Append(event, device_id, std::move(fields));
-  if (!audited.ok()) {
-    Status restored = certs_->Restore(device_id, previous);
-    if (!restored.ok()) {
-      FLEET_LOG(Error) << "device " << device_id << ": the certificate record cannot be put back ("
-                       << restored.message() << "); `fleetctl device reset " << device_id
-                       << "` lets it enroll again";
-    }
-    return Unavailable(std::string(event) + " of device '" + device_id +
-                       "' not completed: the audit record cannot be written (" + audited.message() +
-                       "); no certificate was issued");
-  }
-  FLEET_LOG(Info) << "device " << device_id << ": " << event << ", certificate " << info.serial
-                  << " valid until unix " << info.not_after;
+  resp.set_not_after_unix(issued.not_after_unix());
   return resp;
 }
 
 StatusOr<v1::EnrollResponse> Coordinator::Enroll(const v1::EnrollRequest& req,
                                                  const std::string& peer) {
   const std::string& id = req.device_id();
-  std::string token_id;
+  const std::string token_id = crypto::IsTokenId(req.token_id()) ? req.token_id() : "";
   auto refuse = [&](const char* reason, Status why) {
     refusals_->Refused(reason, peer, id.substr(0, 128), token_id);
     return why;
   };
   if (Status valid = ValidateDeviceId(id); !valid.ok()) return refuse("bad device id", valid);
+  Status no_registrar;
+  Registrar* registrar = RegistrarOrError(&no_registrar);
+  if (registrar == nullptr) return no_registrar;
   // While the audit log refuses records no enrollment can complete: say so before a token use
   // is spent on it (the device retries).
   if (Status ready = audit_->Ready(); !ready.ok()) {
     return Unavailable("enrollment is suspended: " + ready.message());
-  }
-  // The token first: without a valid one nothing else is checked (nor revealed, such as whether
-  // an id has a certificate). Nothing is spent until every check passed.
-  std::string reason;
-  StatusOr<std::string> token = access_->CheckToken(req.token(), id, &reason, &token_id);
-  if (!token.ok()) {
-    refusals_->Refused(reason, peer, id, token_id);
-    return token.status();
   }
   if (access_->IsRevoked(id)) {
     return refuse("device revoked", PermissionDenied("device '" + id +
                                                      "' was revoked and cannot enroll again "
                                                      "under that id"));
   }
-  StatusOr<crypto::CsrInfo> csr = CheckCsr(id, req.csr_pem());
-  if (!csr.ok()) {
+  // The registrar checks again (it does not trust its caller); this spares it the obvious.
+  if (StatusOr<crypto::CsrInfo> csr = Authority::CheckCsrFor(id, req.csr_pem()); !csr.ok()) {
     return refuse(csr.status().code() == StatusCode::kPermissionDenied ? "CSR names another device"
                                                                        : "bad CSR",
                   csr.status());
   }
-  if (Status may = certs_->MayEnroll(id, Now()); !may.ok()) {
-    return refuse("device has a valid certificate", may);
-  }
-  RETURN_IF_ERROR(access_->SpendToken(*token, id));
-  return Issue(id, *csr, "enroll", "");
+  v1::CaEnrollRequest ca;
+  ca.set_protocol_version(kProtocolVersion);
+  ca.set_device_id(id);
+  ca.set_csr_pem(req.csr_pem());
+  ca.set_token_id(req.token_id());
+  ca.set_token_proof(req.token_proof());
+  ca.set_peer(peer);
+  ASSIGN_OR_RETURN(v1::CaIssueResponse issued, registrar->Enroll(ca));
+  return Answer(id, issued, "enroll", "");
 }
 
 StatusOr<v1::EnrollResponse> Coordinator::Renew(const v1::RenewRequest& req,
-                                                const std::string& current_serial) {
-  if (current_serial.empty()) {
+                                                const std::string& certificate_pem) {
+  Status no_registrar;
+  Registrar* registrar = RegistrarOrError(&no_registrar);
+  if (registrar == nullptr) return no_registrar;
+  if (certificate_pem.empty()) {
     return FailedPrecondition("Renew needs the device's current certificate (mutual TLS)");
   }
-  ASSIGN_OR_RETURN(crypto::CsrInfo csr, CheckCsr(req.device_id(), req.csr_pem()));
-  return Issue(req.device_id(), csr, "renew", current_serial);
+  ASSIGN_OR_RETURN(crypto::CsrInfo csr, Authority::CheckCsrFor(req.device_id(), req.csr_pem()));
+  ASSIGN_OR_RETURN(crypto::CertInfo current, crypto::ParseCertificate(certificate_pem));
+  v1::CaRenewRequest ca;
+  ca.set_protocol_version(kProtocolVersion);
+  ca.set_device_id(req.device_id());
+  ca.set_csr_pem(req.csr_pem());
+  ca.set_current_certificate_pem(certificate_pem);
+  ca.set_possession_signature(req.possession_signature());
+  ASSIGN_OR_RETURN(v1::CaIssueResponse issued, registrar->Renew(ca));
+  return Answer(req.device_id(), issued, "renew", current.serial);
+}
+
+StatusOr<std::pair<std::string, v1::TokenInfo>> Coordinator::CreateToken(const TokenSpec& spec,
+                                                                         const std::string& by) {
+  Status error;
+  Registrar* registrar = RegistrarOrError(&error);
+  if (registrar == nullptr) return error;
+  return registrar->CreateToken(spec, by);
+}
+
+StatusOr<std::vector<v1::TokenInfo>> Coordinator::ListTokens() {
+  Status error;
+  Registrar* registrar = RegistrarOrError(&error);
+  if (registrar == nullptr) return error;
+  return registrar->ListTokens();
+}
+
+StatusOr<v1::TokenInfo> Coordinator::RevokeToken(const std::string& id, const std::string& by) {
+  Status error;
+  Registrar* registrar = RegistrarOrError(&error);
+  if (registrar == nullptr) return error;
+  return registrar->RevokeToken(id, by);
 }
 
 StatusOr<uint32_t> Coordinator::RevokeDevice(const std::string& id, const std::string& by) {
@@ -174,35 +222,38 @@ StatusOr<uint32_t> Coordinator::RevokeDevice(const std::string& id, const std::s
 StatusOr<v1::ResetDeviceResponse> Coordinator::ResetDevice(const std::string& id,
                                                            const std::string& by) {
   RETURN_IF_ERROR(ValidateDeviceId(id));
+  Status no_registrar;
+  Registrar* registrar = RegistrarOrError(&no_registrar);
+  if (registrar == nullptr) return no_registrar;
   if (access_->IsRevoked(id)) {
     return FailedPrecondition("device '" + id +
                               "' is revoked: a reset does not lift a revocation (the id stays "
                               "barred; re-provision the device under a new id)");
   }
-  // Fail closed: a reset lets the id enroll again, so it happens only on record.
   if (Status ready = audit_->Ready(); !ready.ok()) {
     return Unavailable("device '" + id + "' not reset: " + ready.message());
   }
-  DeviceCertificates::Previous previous;
-  RETURN_IF_ERROR(certs_->Reset(id, Now(), &previous));
-  const std::string serial =
-      previous && previous->state == DeviceCertRecord::State::kCurrent ? previous->serial : "";
-  Status audited =
-      audit_->Append("device_reset", by, {{"device_id", id}, {"forgotten_serial", serial}});
-  if (!audited.ok()) {
-    Status restored = certs_->Restore(id, previous);
-    if (!restored.ok()) FLEET_LOG(Error) << "device " << id << ": " << restored.message();
-    return Internal("device '" + id +
-                    "' not reset: the reset cannot be recorded in the audit log (" +
-                    audited.message() + ")");
+  // The registrar's record decides who may enroll (audited there, failing closed).
+  ASSIGN_OR_RETURN(v1::ResetDeviceResponse resp, registrar->ResetDevice(id, by));
+  if (registrar->remote()) {
+    DeviceCertificates::Previous previous;
+    RETURN_IF_ERROR(certs_->Reset(id, Now(), &previous));
+    Status audited = audit_->Append("device_reset", by,
+                                    {{"device_id", id},
+                                     {"forgotten_serial", resp.forgotten_serial()},
+                                     {"ca", options_.ca_endpoint}});
+    if (!audited.ok()) {
+      return Internal("device '" + id +
+                      "' is reset (at the CA and here), but the reset is NOT in this "
+                      "coordinator's audit log: " +
+                      audited.message());
+    }
   }
-  v1::ResetDeviceResponse resp;
-  resp.set_forgotten_serial(serial);
   resp.set_closed_calls(access_->CancelCalls(id));
   registry_.Disconnect(id);
   FLEET_LOG(Warn) << "device " << id << " reset by " << by << ": certificate "
-                  << (serial.empty() ? "(none)" : serial) << " no longer accepted, "
-                  << resp.closed_calls() << " open calls closed";
+                  << (resp.forgotten_serial().empty() ? "(none)" : resp.forgotten_serial())
+                  << " no longer accepted, " << resp.closed_calls() << " open calls closed";
   return resp;
 }
 

@@ -17,6 +17,7 @@
 #include "coordinator/device_registry.h"
 #include "coordinator/job_runner.h"
 #include "coordinator/refusal_log.h"
+#include "coordinator/registrar.h"
 #include "coordinator/store.h"
 #include "coordinator/upload_slots.h"
 
@@ -34,6 +35,10 @@ struct CoordinatorOptions {
   uint32_t max_concurrent_updates = 8;
   // Refused enrollments of one (reason, peer) within this interval share an audit record.
   std::chrono::milliseconds enroll_audit_interval{60000};
+  // A separate CA process (host:port) that holds the CA key and the tokens, reached over mTLS
+  // with `ca_tls`; empty: the registrar runs in this process (state_dir/pki/ca.key).
+  std::string ca_endpoint;
+  ClientTlsOptions ca_tls;
 };
 
 class Coordinator {
@@ -53,10 +58,15 @@ class Coordinator {
   // Enrollment (server-authenticated TLS, bootstrap token) from `peer` (the client's address,
   // for the audit log's refusal records). Refused while the id has a valid certificate.
   StatusOr<v1::EnrollResponse> Enroll(const v1::EnrollRequest& request, const std::string& peer);
-  // Renewal over mTLS with the device's current certificate, serial `current_serial`, which the
-  // new certificate replaces.
+  // Renewal over mTLS with the device's current certificate (`certificate_pem`, which the new
+  // one replaces), proving possession of its key.
   StatusOr<v1::EnrollResponse> Renew(const v1::RenewRequest& request,
-                                     const std::string& current_serial);
+                                     const std::string& certificate_pem);
+  // Bootstrap tokens (the registrar's; refused with a separate CA, which makes them itself).
+  StatusOr<std::pair<std::string, v1::TokenInfo>> CreateToken(const TokenSpec& spec,
+                                                              const std::string& by);
+  StatusOr<std::vector<v1::TokenInfo>> ListTokens();
+  StatusOr<v1::TokenInfo> RevokeToken(const std::string& id, const std::string& by);
 
   // Device side. `certificate_pem`: the caller's mTLS certificate (empty with --insecure). With
   // TLS a Join's SecAgg signing key must be the one that certificate certifies (PERMISSION_DENIED
@@ -103,13 +113,13 @@ class Coordinator {
   void NotifyChanged();
   JobRunner* FindRunner(const std::string& id);
 
-  // A verified CSR whose common name is `device_id`, on a coordinator that can issue.
-  StatusOr<crypto::CsrInfo> CheckCsr(const std::string& device_id,
-                                     const std::string& csr_pem) const;
-  // Issues, records as the id's current certificate (`renewing`: the serial it replaces, ""
-  // for an enrollment), audits (fail closed: the record is put back) and answers.
-  StatusOr<v1::EnrollResponse> Issue(const std::string& device_id, const crypto::CsrInfo& csr,
-                                     const char* event, const std::string& renewing);
+  // The registrar, or null with *error saying there is none (--insecure without a PKI).
+  Registrar* RegistrarOrError(Status* error);
+  // The device's answer for a certificate the registrar issued; with a separate CA also
+  // recorded here (current certificate, audit record; fail closed).
+  StatusOr<v1::EnrollResponse> Answer(const std::string& device_id,
+                                      const v1::CaIssueResponse& issued, const char* event,
+                                      const std::string& renewing);
 
   const CoordinatorOptions options_;
   std::unique_ptr<JobStore> store_;
@@ -118,6 +128,7 @@ class Coordinator {
   std::unique_ptr<DeviceCertificates> certs_;
   std::unique_ptr<AccessControl> access_;
   std::unique_ptr<RefusalLog> refusals_;
+  std::unique_ptr<Registrar> registrar_;  // null: insecure without a PKI
   DeviceRegistry registry_;
   UploadSlots upload_slots_;
 

@@ -110,6 +110,21 @@ StatusOr<DeviceCertificates::Previous> DeviceCertificates::Install(const std::st
   return previous;
 }
 
+Status DeviceCertificates::Record(const std::string& device_id, const std::string& serial,
+                                  int64_t not_after, int64_t now, Previous* previous) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = records_.find(device_id);
+  previous->reset();
+  if (it != records_.end()) *previous = it->second;
+  DeviceCertRecord r;
+  r.device_id = device_id;
+  r.state = State::kCurrent;
+  r.serial = serial;
+  r.not_after = not_after;
+  r.updated_unix = now;
+  return SaveLocked(std::move(r));
+}
+
 Status DeviceCertificates::Restore(const std::string& device_id, const Previous& previous) {
   std::lock_guard<std::mutex> lock(mu_);
   if (previous) return SaveLocked(*previous);

@@ -44,6 +44,10 @@ class DeviceCertificates {
   // serial (the certificate the request came with). FailedPrecondition otherwise.
   StatusOr<Previous> Install(const std::string& device_id, const std::string& serial,
                              int64_t not_after, int64_t now, const std::string& renewing);
+  // Makes `serial` the id's current certificate whatever the record held: a coordinator's copy
+  // of what its separate CA decided. *previous is what it replaced.
+  Status Record(const std::string& device_id, const std::string& serial, int64_t not_after,
+                int64_t now, Previous* previous);
   // Puts back what Install replaced (the issue could not complete).
   Status Restore(const std::string& device_id, const Previous& previous);
 

@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "common/service.h"
 #include "common/signals.h"
+#include "coordinator/ca_service.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/services.h"
 #include "coordinator/settings.h"
@@ -98,6 +99,96 @@ int main(int argc, char** argv) {
                  "exit 0 without touching anything when the PKI already exists (for "
                  "ExecStartPre= on first boot)");
   init->fallthrough();  // `init --state-dir DIR`
+  auto* ca_ep = app.add_option("--ca-endpoint", cli.ca_endpoint,
+                               "host:port of a separate CA (`fleet-coordinator ca serve`): this "
+                               "coordinator then holds no CA key and no tokens");
+  auto* ca_sn = app.add_option("--ca-server-name", cli.ca_server_name,
+                               "name expected in the CA's certificate, when it differs from the "
+                               "endpoint's host");
+
+  // `fleet-coordinator ca ...`: a CA apart from the coordinator (docs/security.md, Deployments).
+  auto* ca = app.add_subcommand(
+      "ca",
+      "a certificate authority in a process (or on a host) of its own: it holds the CA key "
+      "and the bootstrap tokens, and authorizes every certificate itself");
+  ca->require_subcommand(1);
+  ca->fallthrough();
+  auto* ca_init = ca->add_subcommand(
+      "init",
+      "create the CA's PKI in --state-dir/pki and the coordinator's (without the CA key) "
+      "in --coordinator-state-dir/pki; refuses to overwrite either");
+  std::string ca_coordinator_dir;
+  std::vector<std::string> ca_names{"localhost"}, ca_ips{"127.0.0.1"}, co_names{"localhost"},
+      co_ips{"127.0.0.1"};
+  ca_init
+      ->add_option("--coordinator-state-dir", ca_coordinator_dir,
+                   "the coordinator's state directory (move it to the coordinator's host)")
+      ->required();
+  ca_init->add_option("--server-name", ca_names, "DNS names in the CA's certificate")
+      ->capture_default_str();
+  ca_init->add_option("--server-ip", ca_ips, "IP addresses in the CA's certificate")
+      ->capture_default_str();
+  ca_init->add_option("--coordinator-name", co_names, "DNS names in the coordinator's certificate")
+      ->capture_default_str();
+  ca_init->add_option("--coordinator-ip", co_ips, "IP addresses in the coordinator's certificate")
+      ->capture_default_str();
+  ca_init->fallthrough();
+  fleet::CaServeOptions ca_serve_options;
+  std::string ca_ttl = "7d";
+  uint32_t ca_audit_interval_s = 60;
+  auto* ca_serve = ca->add_subcommand("serve", "serve the CA to coordinators and CA admins (mTLS)");
+  ca_serve->add_option("--listen", ca_serve_options.listen, "host:port (port 0: any free)")
+      ->capture_default_str();
+  ca_serve->add_option("--port-file", ca_serve_options.port_file,
+                       "write the bound port here once serving");
+  ca_serve->add_option("--device-cert-ttl", ca_ttl, "lifetime of device certificates")
+      ->capture_default_str();
+  ca_serve
+      ->add_option("--enroll-audit-interval-s", ca_audit_interval_s,
+                   "refused enrollments of one reason and address within this interval share "
+                   "one audit record")
+      ->capture_default_str();
+  ca_serve->fallthrough();
+  fleet::CaAdminCommand ca_admin;
+  auto* ca_token = ca->add_subcommand("token", "bootstrap tokens, made and kept at the CA");
+  ca_token->require_subcommand(1);
+  ca_token->fallthrough();
+  std::string ca_token_ttl = "24h";
+  auto* ca_tcreate = ca_token->add_subcommand("create", "create a token; prints it once");
+  ca_tcreate->add_option("--ttl", ca_token_ttl, "lifetime, e.g. 90m, 24h, 7d")
+      ->capture_default_str();
+  ca_tcreate->add_option("--uses", ca_admin.spec.uses, "how many enrollments it allows")
+      ->capture_default_str();
+  ca_tcreate->add_option("--label", ca_admin.spec.label, "free text, e.g. site=ward3");
+  auto* ca_bind = ca_tcreate->add_option("--device-id", ca_admin.spec.device_id,
+                                         "the token enrolls only this device id");
+  ca_tcreate
+      ->add_option("--id-prefix", ca_admin.spec.id_prefix,
+                   "the token enrolls only device ids that start with this")
+      ->excludes(ca_bind);
+  ca_tcreate->fallthrough();
+  auto* ca_tlist = ca_token->add_subcommand("list", "list tokens (never their secrets)");
+  ca_tlist->fallthrough();
+  auto* ca_trevoke = ca_token->add_subcommand("revoke", "revoke a token by id");
+  ca_trevoke->add_option("id", ca_admin.id, "token id (the 16 hex digits after fleet1_)")
+      ->required();
+  ca_trevoke->fallthrough();
+  auto* ca_device = ca->add_subcommand("device", "devices' certificates at the CA");
+  ca_device->require_subcommand(1);
+  ca_device->fallthrough();
+  auto* ca_dreset = ca_device->add_subcommand(
+      "reset",
+      "forget a device's current certificate at the CA so it may enroll again (the "
+      "coordinator refuses the old one once it learns of it: prefer `fleetctl device "
+      "reset`, which does both)");
+  ca_dreset->add_option("id", ca_admin.id, "device id")->required();
+  ca_dreset->fallthrough();
+  for (CLI::App* sub : {ca_tcreate, ca_tlist, ca_trevoke, ca_dreset}) {
+    sub->add_option("--ca", ca_admin.endpoint, "the CA's host:port")->capture_default_str();
+    sub->add_option("--ca-server-name", ca_admin.server_name,
+                    "name expected in the CA's certificate");
+    sub->add_flag("--json", ca_admin.json, "JSON output");
+  }
   auto* audit_reset = app.add_subcommand(
       "audit-reset",
       "with the coordinator stopped: move an audit log the coordinator refused aside (kept as "
@@ -136,6 +227,8 @@ int main(int argc, char** argv) {
   if (*ea) s.enroll_audit_interval_s = cli.enroll_audit_interval_s;
   if (*ll) s.log_level = cli.log_level;
   if (*ttl) s.device_cert_ttl = cli.device_cert_ttl;
+  if (*ca_ep) s.ca_endpoint = cli.ca_endpoint;
+  if (*ca_sn) s.ca_server_name = cli.ca_server_name;
   s.port_file = cli.port_file;
   s.tls.insecure = insecure;
 
@@ -170,6 +263,68 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
 
+  if (ca->parsed()) {
+    fleet::SetLogComponent("ca");
+    if (!*state) {
+      std::cerr << "fleet-coordinator ca: --state-dir (the CA's state directory) is required\n";
+      return kExitUsage;
+    }
+    if (ca_init->parsed()) {
+      fleet::SeparateCaOptions o;
+      o.ca.dns_names = ca_names;
+      o.ca.ip_addresses = ca_ips;
+      o.coordinator_dns_names = co_names;
+      o.coordinator_ip_addresses = co_ips;
+      fleet::Status st =
+          fleet::InitSeparateCa(cli.state_dir, ca_coordinator_dir, o, fleet::UnixMillis() / 1000);
+      if (!st.ok()) {
+        std::cerr << "fleet-coordinator ca init: " << st.message() << "\n";
+        return st.code() == fleet::StatusCode::kAlreadyExists ? kExitUsage : kExitError;
+      }
+      fleet::PkiPaths c(cli.state_dir), d(ca_coordinator_dir);
+      std::cout << "CA PKI created in " << c.dir << " (all files 0600): ca.pem, ca.key (keep it "
+                << "on this host only), server.pem/.key (the CA's listener), admin.pem/.key "
+                << "(CA administrator, for `ca token`), token.key, audit.key\n"
+                << "coordinator PKI created in " << d.dir << " without the CA key: ca.pem, "
+                << "server.pem/.key, admin.pem/.key (for fleetctl), model-signing.key, "
+                << "audit.key, ca-client.pem/.key (its identity towards the CA). Move "
+                << ca_coordinator_dir << " to the coordinator's host and start it with "
+                << "--ca-endpoint HOST:PORT\n";
+      return kExitOk;
+    }
+    if (ca_serve->parsed()) {
+      auto lifetime = fleet::ParseDurationSeconds(ca_ttl);
+      if (!lifetime.ok() || ca_audit_interval_s == 0) {
+        std::cerr << "fleet-coordinator ca serve: "
+                  << (lifetime.ok() ? "--enroll-audit-interval-s must be at least 1"
+                                    : "--device-cert-ttl: " + lifetime.status().message())
+                  << "\n";
+        return kExitUsage;
+      }
+      ca_serve_options.state_dir = cli.state_dir;
+      ca_serve_options.device_cert_lifetime_s = *lifetime;
+      ca_serve_options.refusal_interval = std::chrono::seconds(ca_audit_interval_s);
+      return fleet::RunCaServer(ca_serve_options);
+    }
+    ca_admin.state_dir = cli.state_dir;
+    if (ca_tcreate->parsed()) {
+      auto parsed = fleet::ParseDurationSeconds(ca_token_ttl);
+      if (!parsed.ok()) {
+        std::cerr << "fleet-coordinator ca token create: --ttl: " << parsed.status().message()
+                  << "\n";
+        return kExitUsage;
+      }
+      ca_admin.spec.ttl_s = *parsed;
+      ca_admin.op = fleet::CaAdminCommand::Op::kCreateToken;
+    } else if (ca_tlist->parsed()) {
+      ca_admin.op = fleet::CaAdminCommand::Op::kListTokens;
+    } else if (ca_trevoke->parsed()) {
+      ca_admin.op = fleet::CaAdminCommand::Op::kRevokeToken;
+    } else {
+      ca_admin.op = fleet::CaAdminCommand::Op::kResetDevice;
+    }
+    return fleet::RunCaAdmin(ca_admin);
+  }
   if (audit_reset->parsed()) {
     auto store = fleet::OpenSqliteStore(s.state_dir + "/coordinator.db");
     if (!store.ok()) {
@@ -244,6 +399,30 @@ int main(int argc, char** argv) {
   options.device_cert_lifetime_s = *cert_ttl;
   options.clock_offset_s = clock_offset_s;
   options.enroll_audit_interval = std::chrono::seconds(s.enroll_audit_interval_s);
+  if (!s.ca_endpoint.empty()) {
+    fleet::PkiPaths p(s.state_dir);
+    options.ca_endpoint = s.ca_endpoint;
+    options.ca_tls.ca_file = p.ca_cert;
+    options.ca_tls.cert_file = p.ca_client_cert;
+    options.ca_tls.key_file = p.ca_client_key;
+    options.ca_tls.server_name = s.ca_server_name;
+    if (s.tls.insecure) {
+      std::cerr << "fleet-coordinator: --ca-endpoint needs TLS (not --insecure)\n";
+      return kExitUsage;
+    }
+    if (fleet::FileExists(p.ca_key)) {
+      std::cerr << "fleet-coordinator: " << p.ca_key << " exists, but --ca-endpoint says the CA "
+                << "lives apart: a coordinator of a separate CA must not hold the CA key (move "
+                << "it to the CA's host)\n";
+      return kExitUsage;
+    }
+    if (!fleet::FileExists(p.ca_client_cert)) {
+      std::cerr << "fleet-coordinator: no " << p.ca_client_cert << " (the coordinator's identity "
+                << "towards the CA, made by `fleet-coordinator ca init --coordinator-state-dir "
+                << s.state_dir << "`)\n";
+      return kExitUsage;
+    }
+  }
   auto coordinator = fleet::Coordinator::Create(options);
   if (!coordinator.ok()) {
     FLEET_LOG(Error) << coordinator.status().message();

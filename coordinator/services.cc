@@ -1,5 +1,6 @@
 #include "coordinator/services.h"
 
+#include <google/protobuf/unknown_field_set.h>
 #include <sodium.h>
 
 #include <condition_variable>
@@ -495,8 +496,7 @@ grpc::Status DeviceService::Renew(grpc::ServerContext* ctx, const v1::RenewReque
   grpc::Status v = CheckVersion(req->protocol_version());
   if (!v.ok()) return v;
   if (grpc::Status a = Allow(*ctx, req->device_id()); !a.ok()) return a;
-  StatusOr<Peer> peer = c_->access().Authenticate(*ctx);
-  return Reply(c_->Renew(*req, peer.ok() ? peer->serial : ""), resp);
+  return Reply(c_->Renew(*req, PeerCertificatePem(*ctx)), resp);
 }
 
 grpc::Status DeviceService::Allow(const grpc::ServerContextBase& ctx,
@@ -580,7 +580,9 @@ grpc::ServerUnaryReactor* EnrollmentService::Enroll(grpc::CallbackServerContext*
 
 grpc::Status EnrollmentService::Handle(const grpc::ByteBuffer& request, const std::string& peer,
                                        grpc::ByteBuffer* response) {
-  // The bytes and the parsed token are wiped when done (gRPC's own buffers are not ours).
+  // A v3 device sends a token proof, not the token; a v2 device still sends the token itself
+  // (field 3, now unknown), refused below as a version mismatch. The request's bytes and any
+  // unknown length-delimited field are wiped when done (gRPC's own buffers are not ours).
   std::vector<grpc::Slice> slices;
   std::string bytes;
   if (request.Dump(&slices).ok()) {
@@ -591,7 +593,17 @@ grpc::Status EnrollmentService::Handle(const grpc::ByteBuffer& request, const st
   sodium_memzero(bytes.data(), bytes.size());
   struct Wipe {
     v1::EnrollRequest* r;
-    ~Wipe() { sodium_memzero(r->mutable_token()->data(), r->token().size()); }
+    ~Wipe() {
+      google::protobuf::UnknownFieldSet* unknown = r->GetReflection()->MutableUnknownFields(r);
+      for (int i = 0; i < unknown->field_count(); ++i) {
+        google::protobuf::UnknownField* f = unknown->mutable_field(i);
+        if (f->type() == google::protobuf::UnknownField::TYPE_LENGTH_DELIMITED) {
+          std::string* v = f->mutable_length_delimited();
+          sodium_memzero(v->data(), v->size());
+        }
+      }
+      unknown->Clear();
+    }
   } wipe{&req};
   if (!parsed) {
     c_->refusals().Refused("malformed request", peer, "");
@@ -707,7 +719,7 @@ grpc::Status AdminService::CreateToken(grpc::ServerContext* ctx,
   spec.label = req->label();
   spec.device_id = req->device_id();
   spec.id_prefix = req->id_prefix();
-  auto r = c_->access().CreateToken(spec, who);
+  auto r = c_->CreateToken(spec, who);
   if (!r.ok()) return ToGrpcStatus(r.status());
   resp->set_token(r->first);
   *resp->mutable_info() = r->second;
@@ -718,7 +730,9 @@ grpc::Status AdminService::ListTokens(grpc::ServerContext* ctx, const v1::ListTo
                                       v1::ListTokensResponse* resp) {
   std::string who;
   if (grpc::Status a = Allow(*ctx, &who); !a.ok()) return a;
-  for (auto& t : c_->access().ListTokens()) *resp->add_tokens() = std::move(t);
+  StatusOr<std::vector<v1::TokenInfo>> tokens = c_->ListTokens();
+  if (!tokens.ok()) return ToGrpcStatus(tokens.status());
+  for (auto& t : *tokens) *resp->add_tokens() = std::move(t);
   return grpc::Status::OK;
 }
 
@@ -726,7 +740,7 @@ grpc::Status AdminService::RevokeToken(grpc::ServerContext* ctx, const v1::Revok
                                        v1::TokenInfo* resp) {
   std::string who;
   if (grpc::Status a = Allow(*ctx, &who); !a.ok()) return a;
-  return Reply(c_->access().RevokeToken(req->id(), who), resp);
+  return Reply(c_->RevokeToken(req->id(), who), resp);
 }
 
 grpc::Status AdminService::RevokeDevice(grpc::ServerContext* ctx,

@@ -23,6 +23,8 @@ Status ParseCoordinatorConfig(const std::string& text, const std::string& source
   RETURN_IF_ERROR(m.Get("enroll_audit_interval_s", &s->enroll_audit_interval_s));
   RETURN_IF_ERROR(m.Get("log_level", &s->log_level));
   RETURN_IF_ERROR(m.Get("device_cert_ttl", &s->device_cert_ttl));
+  RETURN_IF_ERROR(m.Get("ca_endpoint", &s->ca_endpoint));
+  RETURN_IF_ERROR(m.Get("ca_server_name", &s->ca_server_name));
   ASSIGN_OR_RETURN(ConfigMap tls, m.Child("tls"));
   RETURN_IF_ERROR(tls.Get("cert", &s->tls.cert_file));
   RETURN_IF_ERROR(tls.Get("key", &s->tls.key_file));

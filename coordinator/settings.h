@@ -28,6 +28,8 @@ struct CoordinatorSettings {
   uint32_t enroll_audit_interval_s = 60;
   std::string log_level = "info";
   std::string port_file;
+  std::string ca_endpoint;  // a separate CA (`ca serve`); empty: the CA key is in state_dir/pki
+  std::string ca_server_name;
 };
 
 // Reads the config `text` (named `source` in errors) over *s: keys it does not name keep their

@@ -238,7 +238,8 @@ StatusOr<CertInfo> InfoOf(X509* cert) {
     const ASN1_IA5STRING* uri = gn->d.uniformResourceIdentifier;
     std::string u(reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)),
                   static_cast<size_t>(ASN1_STRING_length(uri)));
-    for (CertRole role : {CertRole::kDevice, CertRole::kAdmin}) {
+    for (CertRole role :
+         {CertRole::kDevice, CertRole::kAdmin, CertRole::kCoordinator, CertRole::kCaAdmin}) {
       std::string prefix = IdentityUri(role, "");
       if (u.size() > prefix.size() && u.compare(0, prefix.size(), prefix) == 0) {
         if (info.role != CertRole::kNone) return InvalidArgument("certificate has two identities");
@@ -269,6 +270,10 @@ std::string IdentityUri(CertRole role, const std::string& id) {
   switch (role) {
     case CertRole::kDevice: return std::string(kUriPrefix) + "device/" + id;
     case CertRole::kAdmin: return std::string(kUriPrefix) + "admin/" + id;
+    case CertRole::kCoordinator:
+      return std::string(kUriPrefix) + "coordinator/" + id;
+    case CertRole::kCaAdmin:
+      return std::string(kUriPrefix) + "ca-admin/" + id;
     case CertRole::kNone: break;
   }
   return "";
@@ -375,6 +380,53 @@ StatusOr<std::string> MakeCsr(const std::string& key_pem, const std::string& com
   Bio out(BIO_new(BIO_s_mem()));
   if (!PEM_write_bio_X509_REQ(out.get(), req.get())) return Internal(SslError("cannot encode CSR"));
   return BioString(out.get());
+}
+
+StatusOr<std::string> CsrDer(const std::string& pem) {
+  if (pem.size() > kMaxPem) return InvalidArgument("CSR too large");
+  Bio bio = ReadBio(pem);
+  Req req(PEM_read_bio_X509_REQ(bio.get(), nullptr, nullptr, nullptr));
+  if (!req) return InvalidArgument(SslError("not a PEM certificate signing request"));
+  unsigned char* der = nullptr;
+  const int len = i2d_X509_REQ(req.get(), &der);
+  if (len <= 0) return Internal(SslError("cannot encode CSR"));
+  std::string out(reinterpret_cast<const char*>(der), static_cast<size_t>(len));
+  OPENSSL_free(der);
+  return out;
+}
+
+StatusOr<std::string> SignWithKey(const std::string& key_pem, std::string_view message) {
+  ASSIGN_OR_RETURN(Key key, LoadPrivateKey(key_pem));
+  Ptr<EVP_MD_CTX, EVP_MD_CTX_free> ctx(EVP_MD_CTX_new());
+  size_t len = 0;
+  if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key.get()) != 1 ||
+      EVP_DigestSign(ctx.get(), nullptr, &len,
+                     reinterpret_cast<const unsigned char*>(message.data()), message.size()) != 1) {
+    return Internal(SslError("cannot sign"));
+  }
+  std::string sig(len, '\0');
+  if (EVP_DigestSign(ctx.get(), reinterpret_cast<unsigned char*>(sig.data()), &len,
+                     reinterpret_cast<const unsigned char*>(message.data()), message.size()) != 1) {
+    return Internal(SslError("cannot sign"));
+  }
+  sig.resize(len);
+  return sig;
+}
+
+bool VerifyWithCertificate(const std::string& cert_pem, std::string_view message,
+                           std::string_view signature) {
+  StatusOr<Cert> cert = LoadCert(cert_pem);
+  if (!cert.ok()) return false;
+  Key key(X509_get_pubkey(cert->get()));
+  Ptr<EVP_MD_CTX, EVP_MD_CTX_free> ctx(EVP_MD_CTX_new());
+  const bool ok =
+      key && ctx &&
+      EVP_DigestVerifyInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key.get()) == 1 &&
+      EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(signature.data()),
+                       signature.size(), reinterpret_cast<const unsigned char*>(message.data()),
+                       message.size()) == 1;
+  ERR_clear_error();
+  return ok;
 }
 
 StatusOr<CsrInfo> ParseCsr(const std::string& pem) {

@@ -1,8 +1,10 @@
 // X.509 for fleetfl's private PKI, on OpenSSL 3: P-256 keys, the CA, certificate signing
 // requests and certificates, identity and chain checks. Keys and certificates travel as PEM.
 //
-// Identity is a SAN URI: fleetfl://device/<id> or fleetfl://admin/<name>. The coordinator's own
-// certificate has no URI (extendedKeyUsage serverAuth, DNS/IP SANs). Times are Unix seconds so
+// Identity is a SAN URI: fleetfl://device/<id>, fleetfl://admin/<name> (administrators of a
+// coordinator), fleetfl://coordinator/<name> (a coordinator's client identity towards a separate
+// CA) or fleetfl://ca-admin/<name> (administrators of a separate CA: they create tokens). Server
+// certificates have no URI (extendedKeyUsage serverAuth, DNS/IP SANs). Times are Unix seconds so
 // callers inject their clock. Thread-safe: no shared state.
 #pragma once
 
@@ -16,7 +18,7 @@
 
 namespace fleet::crypto {
 
-enum class CertRole { kNone, kDevice, kAdmin };
+enum class CertRole { kNone, kDevice, kAdmin, kCoordinator, kCaAdmin };
 
 // The X.509 extension (non-critical) that certifies a device's Ed25519 secure-aggregation signing
 // key: extnValue is the DER OCTET STRING of the 32-byte public key. The OID is in the UUID arc
@@ -61,6 +63,15 @@ StatusOr<std::string> PublicKeyOf(const std::string& key_pem);
 // `secagg_public_key` it also requests the kSecAggKeyOid extension.
 StatusOr<std::string> MakeCsr(const std::string& key_pem, const std::string& common_name,
                               const std::string& secagg_public_key = "");
+
+// The DER encoding of a PEM CSR (what enrollment proofs and renewal signatures cover).
+StatusOr<std::string> CsrDer(const std::string& pem);
+
+// ECDSA-SHA256 signature (DER) of `message` with the P-256 private key `key_pem`.
+StatusOr<std::string> SignWithKey(const std::string& key_pem, std::string_view message);
+// True when `signature` is an ECDSA-SHA256 signature of `message` by the key of `cert_pem`.
+bool VerifyWithCertificate(const std::string& cert_pem, std::string_view message,
+                           std::string_view signature);
 
 struct CsrInfo {
   std::string common_name;

@@ -1,12 +1,15 @@
 // Fuzz target: certificate signing requests, the first thing the coordinator parses from a party
 // it does not know yet (Enroll, reachable with a bootstrap token and no certificate; and Renew).
-// Runs what Coordinator::CheckCsr and Issue do: ParseCsr, the device-id and SecAgg-key checks,
-// then the real Authority (a PKI made once in a temporary directory) issues the certificate.
+// Runs what the coordinator and the registrar do with one (coordinator/registrar.cc):
+// Authority::CheckCsrFor (ParseCsr, the device-id and SecAgg-key checks), CsrDer (the bytes an
+// enrollment proof and a renewal signature cover), then the real Authority (a PKI made once in a
+// temporary directory) issues the certificate.
 //
 // Input: byte 0 even: the rest is DER, wrapped in PEM as a device sends it; odd: the rest is the
 // PEM text itself. Checks beyond "no crash": a CSR that passes every check yields a certificate
 // that chains to the CA and names exactly that device and that SecAgg key, as a device checks it
-// before use (client/identity.cc).
+// before use (client/identity.cc); its DER (what proofs cover) is the same on every call and
+// is the same CSR again.
 #include <cstdlib>
 #include <string>
 
@@ -50,10 +53,26 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   StatusOr<crypto::CsrInfo> csr = crypto::ParseCsr(pem);
   if (!csr.ok()) return 0;
   FUZZ_CHECK(!csr->common_name.empty(), "CSR accepted without a common name");
-  // Enroll validates the requested id, and CheckCsr wants the CSR to name exactly it.
+  // Enroll validates the requested id, and CheckCsrFor wants the CSR to name exactly it.
   const std::string device_id = csr->common_name;
   if (!ValidateDeviceId(device_id).ok()) return 0;
-  if (!Authority::CheckDeviceCsr(*csr).ok()) return 0;
+  StatusOr<crypto::CsrInfo> checked = Authority::CheckCsrFor(device_id, pem);
+  FUZZ_CHECK(checked.ok() == Authority::CheckDeviceCsr(*csr).ok(),
+             "CheckCsrFor and CheckDeviceCsr disagree: %s", checked.status().message().c_str());
+  if (!checked.ok()) return 0;
+  FUZZ_CHECK(checked->public_key_pem == csr->public_key_pem &&
+                 checked->secagg_public_key == csr->secagg_public_key,
+             "CheckCsrFor returned another CSR");
+  StatusOr<std::string> csr_der = crypto::CsrDer(pem);
+  FUZZ_CHECK(csr_der.ok(), "a checked CSR has no DER: %s", csr_der.status().message().c_str());
+  const std::string again_pem = fuzz::Pem("CERTIFICATE REQUEST", *csr_der);
+  StatusOr<crypto::CsrInfo> again = crypto::ParseCsr(again_pem);
+  FUZZ_CHECK(again.ok() && again->common_name == csr->common_name &&
+                 again->public_key_pem == csr->public_key_pem &&
+                 again->secagg_public_key == csr->secagg_public_key,
+             "the DER of a checked CSR is another CSR");
+  StatusOr<std::string> der_again = crypto::CsrDer(pem);
+  FUZZ_CHECK(der_again.ok() && *der_again == *csr_der, "CsrDer is not deterministic");
   StatusOr<std::string> cert = ca.IssueDeviceCertificate(*csr, device_id, kNow, 7 * 86400);
   FUZZ_CHECK(cert.ok(), "a CSR that passed every check was not issued: %s",
              cert.status().message().c_str());

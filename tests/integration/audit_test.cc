@@ -270,13 +270,10 @@ grpc::Status Enroll(Cluster& c, const std::string& id, const std::string& token,
   ClientTlsOptions tls;
   tls.ca_pem = ReadAll(c.ca());
   auto stub = v1::Enrollment::NewStub(*MakeChannel(c.address(), tls, 4 << 20));
-  v1::EnrollRequest req;
-  req.set_protocol_version(kProtocolVersion);
-  req.set_device_id(id);
-  req.set_token(token);
   // A current client's CSR: it asks the CA to certify its SecAgg signing key.
   const std::string secagg_key = crypto::ToString(crypto::SigningKey::Generate().public_key());
-  req.set_csr_pem(*crypto::MakeCsr(*crypto::GenerateP256Key(), id, secagg_key));
+  v1::EnrollRequest req =
+      MakeEnrollRequest(id, token, *crypto::MakeCsr(*crypto::GenerateP256Key(), id, secagg_key));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   return stub->Enroll(&ctx, req, resp);

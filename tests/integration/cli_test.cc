@@ -17,7 +17,7 @@ TEST(Cli, HelpAndVersionExitZero) {
   }
   auto v = RunCommand({FLEET_COORDINATOR_BIN, "--version"}, c.dir());
   EXPECT_EQ(v.exit_code, 0);
-  EXPECT_NE(v.output.find("protocol v2"), std::string::npos);
+  EXPECT_NE(v.output.find("protocol v3"), std::string::npos);
 }
 
 // What systemd's Type=notify and WatchdogSec= see: READY once serving, watchdog pings while

@@ -159,7 +159,7 @@ TEST(DeviceProtocol, VersionMismatchIsFailedPreconditionNamingBothVersions) {
   grpc::Status s = f.Join("old-device", 99);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_NE(s.error_message().find("client speaks v99"), std::string::npos) << s.error_message();
-  EXPECT_NE(s.error_message().find("coordinator speaks v2"), std::string::npos);
+  EXPECT_NE(s.error_message().find("coordinator speaks v3"), std::string::npos);
   EXPECT_EQ(f.Join("bad id with spaces").error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
@@ -299,11 +299,10 @@ TEST(DeviceProtocol, JoinWithASigningKeyItsCertificateDoesNotCertifyIsRefused) {
   auto device = v1::Device::NewStub(*MakeChannel(c.address(), first, 4 << 20));
   ClientTlsOptions renewed = first;
   renewed.key_pem = *crypto::GenerateP256Key();
-  v1::RenewRequest renew;
-  renew.set_protocol_version(kProtocolVersion);
-  renew.set_device_id("ward3-bed12");
-  renew.set_csr_pem(
-      *crypto::MakeCsr(renewed.key_pem, "ward3-bed12", crypto::ToString(other.public_key())));
+  v1::RenewRequest renew = MakeRenewRequest(
+      "ward3-bed12",
+      *crypto::MakeCsr(renewed.key_pem, "ward3-bed12", crypto::ToString(other.public_key())),
+      first);
   grpc::ClientContext renew_ctx;
   v1::EnrollResponse issued;
   ASSERT_TRUE(device->Renew(&renew_ctx, renew, &issued).ok());

@@ -41,12 +41,9 @@ grpc::Status Enroll(Cluster& c, const std::string& id, const std::string& token,
   ClientTlsOptions tls;
   tls.ca_pem = ca_pem.empty() ? ReadAll(c.ca()) : ca_pem;
   auto stub = v1::Enrollment::NewStub(*MakeChannel(c.address(), tls, 4 << 20));
-  v1::EnrollRequest req;
-  req.set_protocol_version(kProtocolVersion);
-  req.set_device_id(id);
-  req.set_token(token);
   const std::string secagg_key = crypto::ToString(crypto::SigningKey::Generate().public_key());
-  req.set_csr_pem(csr.empty() ? *crypto::MakeCsr(*crypto::GenerateP256Key(), id, secagg_key) : csr);
+  v1::EnrollRequest req = MakeEnrollRequest(
+      id, token, csr.empty() ? *crypto::MakeCsr(*crypto::GenerateP256Key(), id, secagg_key) : csr);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   v1::EnrollResponse resp;

@@ -1,16 +1,16 @@
 #include "harness.h"
 
-#include <algorithm>
-
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <ctime>
 #include <memory>
 
 #include "coordinator/authority.h"
+#include "crypto/enroll_token.h"
 #include "crypto/pki.h"
 
 namespace fleet::testing {
@@ -103,6 +103,37 @@ void TcpProxy::Pump(int from, int to, bool upstream, std::shared_ptr<std::atomic
   shutdown(to, SHUT_RDWR);
 }
 
+v1::EnrollRequest MakeEnrollRequest(const std::string& device_id, const std::string& token,
+                                    const std::string& csr_pem) {
+  v1::EnrollRequest req;
+  req.set_protocol_version(kProtocolVersion);
+  req.set_device_id(device_id);
+  req.set_csr_pem(csr_pem);
+  StatusOr<crypto::ParsedToken> parsed = crypto::ParseToken(token);
+  StatusOr<std::string> der = crypto::CsrDer(csr_pem);
+  if (parsed.ok() && der.ok()) {
+    req.set_token_id(parsed->id);
+    req.set_token_proof(crypto::EnrollProof(parsed->secret, parsed->id, device_id, *der));
+  } else {
+    const size_t start = token.rfind("fleet1_", 0) == 0 ? 7 : 0;
+    req.set_token_id(token.substr(start, token.find('_', start) - start));
+    req.set_token_proof(std::string(crypto::kTokenProofBytes, '\0'));
+  }
+  return req;
+}
+
+v1::RenewRequest MakeRenewRequest(const std::string& device_id, const std::string& csr_pem,
+                                  const ClientTlsOptions& current) {
+  v1::RenewRequest req;
+  req.set_protocol_version(kProtocolVersion);
+  req.set_device_id(device_id);
+  req.set_csr_pem(csr_pem);
+  const std::string serial = crypto::ParseCertificate(current.cert_pem)->serial;
+  req.set_possession_signature(*crypto::SignWithKey(
+      current.key_pem, crypto::RenewalMessage(device_id, *crypto::CsrDer(csr_pem), serial)));
+  return req;
+}
+
 int FreePort() {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
@@ -117,11 +148,42 @@ int FreePort() {
   return port;
 }
 
-Cluster::Cluster() {
+Cluster::Cluster(ClusterOptions options) : options_(options) {
   const char* base = std::getenv("TMPDIR");
   std::string tmpl = std::string(base ? base : "/tmp") + "/fleet-it.XXXXXX";
   dir_ = mkdtemp(tmpl.data());
-  RunCommand({FLEET_COORDINATOR_BIN, "init", "--state-dir", dir_ + "/coordinator"}, dir_);
+  if (options_.separate_ca) {
+    RunCommand({FLEET_COORDINATOR_BIN, "ca", "init", "--state-dir", ca_state_dir(),
+                "--coordinator-state-dir", dir_ + "/coordinator"},
+               dir_);
+  } else {
+    RunCommand({FLEET_COORDINATOR_BIN, "init", "--state-dir", dir_ + "/coordinator"}, dir_);
+  }
+}
+
+bool Cluster::StartCa(std::vector<std::string> extra) {
+  std::string port_file = dir_ + "/ca-port";
+  std::remove(port_file.c_str());
+  std::vector<std::string> argv{FLEET_COORDINATOR_BIN, "ca",           "serve",
+                                "--state-dir",         ca_state_dir(), "--listen",
+                                "127.0.0.1:0",         "--port-file",  port_file};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  if (!ca_.Start(argv, dir_ + "/ca.log")) return false;
+  bool up = WaitFor([&] { return !ReadAll(port_file).empty() || !ca_.Running(); },
+                    std::chrono::seconds(20));
+  if (!up || ReadAll(port_file).empty()) return false;
+  ca_port_ = std::stoi(ReadAll(port_file));
+  return true;
+}
+
+CommandResult Cluster::CaCommand(std::vector<std::string> args) {
+  std::vector<std::string> argv{FLEET_COORDINATOR_BIN, "ca"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  for (const std::string& a :
+       {std::string("--state-dir"), ca_state_dir(), std::string("--ca"), ca_address()}) {
+    argv.push_back(a);
+  }
+  return RunCommand(argv, dir_);
 }
 
 ClientTlsOptions Cluster::DeviceTls(const std::string& device_id, int64_t lifetime_s,
@@ -135,7 +197,8 @@ ClientTlsOptions Cluster::DeviceTls(const std::string& device_id, int64_t lifeti
   auto csr = crypto::ParseCsr(*crypto::MakeCsr(
       tls.key_pem, device_id,
       crypto::ToString((secagg_key != nullptr ? *secagg_key : throwaway).public_key())));
-  tls.cert_pem = *(*Authority::Load(dir_ + "/coordinator"))
+  tls.cert_pem = *(*Authority::Load(options_.separate_ca ? ca_state_dir() : dir_ + "/coordinator",
+                                    /*ca_key=*/true, /*model_key=*/!options_.separate_ca))
                       ->IssueDeviceCertificate(*csr, device_id, now, lifetime_s);
   return tls;
 }
@@ -151,6 +214,7 @@ ClientTlsOptions Cluster::AdminTls() const {
 Cluster::~Cluster() {
   for (auto& c : clients_) c->Kill(SIGKILL);
   coordinator_.Kill(SIGKILL);
+  ca_.Kill(SIGKILL);
   if (std::getenv("FLEET_KEEP_TEST_DIRS") == nullptr) {
     std::system(("rm -rf '" + dir_ + "'").c_str());
   }
@@ -172,6 +236,10 @@ bool Cluster::StartCoordinator(std::vector<std::string> extra, int port) {
       argv.push_back(a);
     }
   }
+  if (options_.separate_ca) {
+    argv.push_back("--ca-endpoint");
+    argv.push_back(ca_address());
+  }
   argv.insert(argv.end(), extra.begin(), extra.end());
   argv.insert(argv.begin(), coordinator_wrapper_.begin(), coordinator_wrapper_.end());
   if (!coordinator_.Start(argv, dir_ + "/coordinator.log")) return false;
@@ -180,8 +248,10 @@ bool Cluster::StartCoordinator(std::vector<std::string> extra, int port) {
   if (!up || ReadAll(port_file).empty()) return false;
   port_ = std::stoi(ReadAll(port_file));
   if (ReadAll(bootstrap()).empty()) {
-    CommandResult t = Fleetctl({"token", "create", "--uses", "1000", "--ttl", "1h", "--label",
-                                "integration-test"});
+    // With a separate CA, tokens are made there.
+    std::vector<std::string> create{"token", "create", "--uses",  "1000",
+                                    "--ttl", "1h",     "--label", "integration-test"};
+    CommandResult t = options_.separate_ca ? CaCommand(create) : Fleetctl(create);
     if (t.exit_code != 0) return false;
     size_t at = t.output.find("fleet1_");  // stdout; the notice on stderr may come first
     if (at == std::string::npos) return false;

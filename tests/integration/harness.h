@@ -11,12 +11,12 @@
 
 #include <atomic>
 #include <chrono>
-#include <mutex>
-#include <map>
-#include <regex>
-#include <memory>
 #include <cstdlib>
 #include <fstream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -24,6 +24,7 @@
 
 #include "common/grpc_util.h"
 #include "crypto/keys.h"
+#include "proto/fleet.pb.h"
 
 extern char** environ;
 
@@ -83,7 +84,13 @@ class Process {
   }
 
   pid_t pid() const { return pid_; }
-  bool Running() const { return pid_ > 0 && waitpid(pid_, nullptr, WNOHANG) == 0; }
+  // Does not reap an exited process (WNOWAIT), so a later Wait still returns its exit code.
+  bool Running() const {
+    if (pid_ <= 0) return false;
+    siginfo_t info{};
+    return waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+           info.si_pid == 0;
+  }
   std::string Log() const { return ReadAll(log_); }
 
  private:
@@ -131,6 +138,16 @@ inline std::vector<int> JsonInts(const std::string& json, const std::string& key
   return out;
 }
 
+// An EnrollRequest as a protocol v3 device makes it from a bootstrap token: the token's id and a
+// proof made with its secret over (device id, CSR DER). A malformed token gives the text between
+// "fleet1_" and the next '_' as the id and a zero proof, which the registrar refuses as malformed
+// (or unknown).
+v1::EnrollRequest MakeEnrollRequest(const std::string& device_id, const std::string& token,
+                                    const std::string& csr_pem);
+// A RenewRequest for `csr_pem`, signed with the key of the certificate being renewed.
+v1::RenewRequest MakeRenewRequest(const std::string& device_id, const std::string& csr_pem,
+                                  const ClientTlsOptions& current);
+
 // A free loopback port (bound, read back, released): for tests that must know the port before
 // the coordinator starts.
 int FreePort();
@@ -168,9 +185,15 @@ class TcpProxy {
   std::thread accept_;
 };
 
+struct ClusterOptions {
+  // The CA in a process of its own (`fleet-coordinator ca init` + `ca serve`, state in dir/ca);
+  // the coordinator's state directory has no CA key and it is started with --ca-endpoint.
+  bool separate_ca = false;
+};
+
 class Cluster {
  public:
-  Cluster();
+  explicit Cluster(ClusterOptions options = {});
   ~Cluster();
 
   const std::string& dir() const { return dir_; }
@@ -183,8 +206,16 @@ class Cluster {
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
   int port() const { return port_; }
 
-  // Starts the coordinator with TLS on port 0 (or `port`) and waits until it serves.
+  // Starts the coordinator with TLS on port 0 (or `port`) and waits until it serves. With a
+  // separate CA, StartCa first.
   bool StartCoordinator(std::vector<std::string> extra = {}, int port = 0);
+  // Separate CA: starts `fleet-coordinator ca serve` on port 0 and waits until it serves.
+  bool StartCa(std::vector<std::string> extra = {});
+  std::string ca_state_dir() const { return dir_ + "/ca"; }
+  std::string ca_address() const { return "127.0.0.1:" + std::to_string(ca_port_); }
+  Process& ca_process() { return ca_; }
+  // `fleet-coordinator ca ARGS --state-dir CA_STATE_DIR --ca CA_ADDRESS` (the CA admin's tools).
+  CommandResult CaCommand(std::vector<std::string> args);
   // Runs later coordinators under `wrapper` (argv prefix, e.g. unshare + mount); {} for none.
   void set_coordinator_wrapper(std::vector<std::string> wrapper) {
     coordinator_wrapper_ = std::move(wrapper);
@@ -222,9 +253,10 @@ class Cluster {
   ClientTlsOptions AdminTls() const;
 
  private:
+  const ClusterOptions options_;
   std::string dir_;
-  int port_ = 0;
-  Process coordinator_;
+  int port_ = 0, ca_port_ = 0;
+  Process coordinator_, ca_;
   std::vector<std::string> coordinator_wrapper_;
   std::map<int, std::string> client_config_extra_;
   bool allow_plain_rounds_ = true;

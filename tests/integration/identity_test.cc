@@ -4,9 +4,11 @@
 // `fleetctl device reset` retire the old one), request size and per-peer rate limits, and
 // refused enrollments coalesced in the audit log. Real coordinator, fleetctl and fleet-client
 // processes.
+#include <google/protobuf/unknown_field_set.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <fstream>
 #include <future>
 #include <nlohmann/json.hpp>
@@ -76,11 +78,8 @@ grpc::Status Enroll(Cluster& c, const std::string& id, const std::string& token,
                     ClientTlsOptions* tls = nullptr, grpc::ClientContext* ctx_out = nullptr) {
   auto stub = v1::Enrollment::NewStub(*MakeChannel(c.address(), ServerOnly(c), 4 << 20));
   const std::string key = *crypto::GenerateP256Key();
-  v1::EnrollRequest req;
-  req.set_protocol_version(kProtocolVersion);
-  req.set_device_id(id);
-  req.set_token(token);
-  req.set_csr_pem(
+  v1::EnrollRequest req = MakeEnrollRequest(
+      id, token,
       *crypto::MakeCsr(key, id, crypto::ToString(crypto::SigningKey::Generate().public_key())));
   grpc::ClientContext local;
   grpc::ClientContext& ctx = ctx_out ? *ctx_out : local;
@@ -102,11 +101,9 @@ grpc::Status Renew(Cluster& c, const ClientTlsOptions& tls, const std::string& i
   auto stub = v1::Device::NewStub(*MakeChannel(c.address(), tls, 4 << 20));
   const std::string key = *crypto::GenerateP256Key();
   const crypto::SigningKey throwaway = crypto::SigningKey::Generate();
-  v1::RenewRequest req;
-  req.set_protocol_version(kProtocolVersion);
-  req.set_device_id(id);
-  req.set_csr_pem(
-      *crypto::MakeCsr(key, id, crypto::ToString((secagg ? *secagg : throwaway).public_key())));
+  v1::RenewRequest req = MakeRenewRequest(
+      id, *crypto::MakeCsr(key, id, crypto::ToString((secagg ? *secagg : throwaway).public_key())),
+      tls);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   v1::EnrollResponse resp;
@@ -331,31 +328,29 @@ TEST(EnrollmentLimits, OversizedAndGarbageRequestsAreRefusedWithoutSpendingToken
   Cluster c;
   ASSERT_TRUE(c.StartCoordinator()) << c.coordinator().Log();
   const std::string token = NewToken(c);
-  auto request = [&](const std::string& token_field, const std::string& csr) {
-    v1::EnrollRequest req;
-    req.set_protocol_version(kProtocolVersion);
-    req.set_device_id("sensor-1");
-    req.set_token(token_field);
-    req.set_csr_pem(csr);
+  auto request = [&](const std::string& padding, const std::string& csr) {
+    v1::EnrollRequest req = MakeEnrollRequest("sensor-1", token, csr);
+    req.set_token_id(req.token_id() + padding);
     return req.SerializeAsString();
   };
   const std::string csr =
       *crypto::MakeCsr(*crypto::GenerateP256Key(), "sensor-1",
                        crypto::ToString(crypto::SigningKey::Generate().public_key()));
-  v1::EnrollRequest old_version;
+  v1::EnrollRequest old_version = MakeEnrollRequest("sensor-1", token, csr);
   old_version.set_protocol_version(kProtocolVersion - 1);
-  old_version.set_token(token);
+  // A v2 device sent the token itself, in field 3.
+  old_version.GetReflection()->MutableUnknownFields(&old_version)->AddLengthDelimited(3, token);
   struct Case {
     std::string bytes;
     StatusCode code;
     std::string says;
   };
   const std::vector<Case> cases = {
-      {request(token + std::string(20000, 'a'), csr), StatusCode::INVALID_ARGUMENT,
+      {request(std::string(20000, 'a'), csr), StatusCode::INVALID_ARGUMENT,
        "exceeds the limit of 16384 (refused unparsed)"},
-      {request(token, std::string(1 << 20, 'Q')), StatusCode::INVALID_ARGUMENT,
+      {request("", std::string(1 << 20, 'Q')), StatusCode::INVALID_ARGUMENT,
        "exceeds the limit of 16384"},
-      {request(token, csr + std::string(16385, ' ')), StatusCode::INVALID_ARGUMENT,
+      {request("", csr + std::string(16385, ' ')), StatusCode::INVALID_ARGUMENT,
        "exceeds the limit of 16384"},
       {std::string(16385, '\x01'), StatusCode::INVALID_ARGUMENT, "exceeds the limit"},
       {std::string("\xff\xff\xff\xff\xff", 5), StatusCode::INVALID_ARGUMENT,
@@ -417,8 +412,20 @@ TEST(EnrollmentLimits, APeerOverTheRateLimitIsToldWhenToRetryAndRecovers) {
   }
   EXPECT_TRUE(audited) << Audit(c);
 
-  // The bucket is empty again: a real device runs into the limit, waits as told and enrolls.
+  // A real device runs into the limit, waits as told and enrolls. Until it starts enrolling
+  // (its start-up time varies with the machine's load) the bucket is kept empty.
+  std::atomic<bool> starting{true};
+  std::thread drain([&] {
+    while (starting) {
+      Enroll(c, "sensor-1", bad);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  });
   Process& client = c.StartHarClient(5);
+  WaitFor([&] { return client.Log().find("enrolling with") != std::string::npos; },
+          std::chrono::seconds(60));
+  starting = false;
+  drain.join();
   EXPECT_TRUE(WaitFor(
       [&] { return client.Log().find("too many enrollment requests") != std::string::npos; },
       std::chrono::seconds(10)))
@@ -433,12 +440,16 @@ TEST(EnrollmentLimits, RefusedEnrollmentsAreCoalescedInTheAuditLog) {
   ASSERT_TRUE(c.StartCoordinator({"--enroll-audit-interval-s", "2"})) << c.coordinator().Log();
   // One channel, so that the 30 requests fit well inside one interval.
   auto stub = v1::Enrollment::NewStub(*MakeChannel(c.address(), ServerOnly(c), 4 << 20));
-  v1::EnrollRequest req;
-  req.set_protocol_version(kProtocolVersion);
-  req.set_token("fleet1_0123456789abcdef_" + std::string(64, 'a'));
-  const auto start = std::chrono::steady_clock::now();
+  std::vector<v1::EnrollRequest> requests;
   for (int i = 0; i < 30; ++i) {
-    req.set_device_id("sensor-" + std::to_string(i));
+    const std::string id = "sensor-" + std::to_string(i);
+    requests.push_back(MakeEnrollRequest(
+        id, "fleet1_0123456789abcdef_" + std::string(64, 'a'),
+        *crypto::MakeCsr(*crypto::GenerateP256Key(), id,
+                         crypto::ToString(crypto::SigningKey::Generate().public_key()))));
+  }
+  const auto start = std::chrono::steady_clock::now();
+  for (const v1::EnrollRequest& req : requests) {
     grpc::ClientContext ctx;
     v1::EnrollResponse resp;
     ASSERT_EQ(stub->Enroll(&ctx, req, &resp).error_code(), StatusCode::UNAUTHENTICATED);

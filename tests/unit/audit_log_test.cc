@@ -15,9 +15,9 @@
 #include <vector>
 
 #include "common/file_util.h"
-#include "coordinator/access.h"
 #include "coordinator/audit_trail.h"
 #include "coordinator/authority.h"
+#include "coordinator/registrar.h"
 #include "coordinator/store.h"
 #include "test_util.h"
 
@@ -521,10 +521,18 @@ TEST(FailClosed, TokensThatCannotBeAudited) {
   }
   auto log = OpenAuditTrail(state, store->get());
   ASSERT_TRUE(log.ok()) << log.status().message();
+  // Tokens belong to the registrar, which needs the CA.
+  ASSERT_TRUE(InitPki(state, InitOptions(), 1000).ok());
+  auto authority = Authority::Load(state);
+  ASSERT_TRUE(authority.ok()) << authority.status().message();
   DeviceCertificates certs(store->get());
-  AccessControl access(store->get(), log->get(), &certs, /*insecure=*/false,
-                       [] { return int64_t{1000}; });
-  ASSERT_TRUE(access.Load(state + "/pki/token.key").ok());
+  RefusalLog refusals(log->get(), std::chrono::seconds(60));
+  RegistrarOptions ro;
+  ro.now = [] { return int64_t{1000}; };
+  auto registrar = LocalRegistrar::Create(authority->get(), store->get(), log->get(), &certs,
+                                          &refusals, state + "/pki/token.key", ro);
+  ASSERT_TRUE(registrar.ok()) << registrar.status().message();
+  LocalRegistrar& access = **registrar;
   auto token = [](const std::string& label) {
     TokenSpec spec;
     spec.ttl_s = 3600;
@@ -551,8 +559,8 @@ TEST(FailClosed, TokensThatCannotBeAudited) {
                                             "NOT in the audit log"),
             std::string::npos)
       << revoked.status().message();
-  ASSERT_EQ(access.ListTokens().size(), 1u);
-  EXPECT_TRUE(access.ListTokens()[0].revoked());
+  ASSERT_EQ(access.ListTokens()->size(), 1u);
+  EXPECT_TRUE((*access.ListTokens())[0].revoked());
   auto stored = (*store)->LoadTokens();
   ASSERT_TRUE(stored.ok());
   ASSERT_EQ(stored->size(), 1u);
@@ -561,7 +569,7 @@ TEST(FailClosed, TokensThatCannotBeAudited) {
   ASSERT_FALSE(second.ok());
   EXPECT_NE(second.status().message().find("token not created"), std::string::npos)
       << second.status().message();
-  EXPECT_EQ(access.ListTokens().size(), 1u);
+  EXPECT_EQ(access.ListTokens()->size(), 1u);
   EXPECT_EQ((*store)->LoadTokens()->size(), 1u);
 }
 
