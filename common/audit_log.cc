@@ -46,6 +46,12 @@ std::string Mac(const AuditKey& key, const std::string& hash) {
   return Hex(m, sizeof m);
 }
 
+// One record as the log stores it. Invalid UTF-8 in a field (another party's text cut by bytes)
+// becomes U+FFFD instead of an exception that would end the process.
+std::string Dump(const nlohmann::json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 bool SameMac(const std::string& a, const std::string& b) {
   return a.size() == b.size() && sodium_memcmp(a.data(), b.data(), a.size()) == 0;
 }
@@ -61,6 +67,13 @@ std::string CheckRecord(const std::string& line, const Chain& chain, const Audit
                         AuditHead* head) {
   nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) return "not a JSON object";
+  // The hash covers the parsed record, so the line must be exactly what Append writes for it:
+  // otherwise duplicate keys (readers differ on which one wins), reordered keys or whitespace
+  // could be changed without the key.
+  if (Dump(j) != line) {
+    return "not in the form the log writes (a record was edited: duplicate or reordered keys, "
+           "or whitespace)";
+  }
   if (!j.contains("hash") || !j["hash"].is_string()) return "no hash";
   if (!j.contains("prev") || !j["prev"].is_string()) return "no prev";
   if (!j.contains("seq") || !j["seq"].is_number_unsigned()) return "no seq";
@@ -87,7 +100,7 @@ std::string CheckRecord(const std::string& line, const Chain& chain, const Audit
   head->mac = has_mac ? j["mac"].get<std::string>() : "";
   j.erase("hash");
   j.erase("mac");
-  if (Hash(chain.prev, j.dump()) != head->hash)
+  if (Hash(chain.prev, Dump(j)) != head->hash)
     return "hash does not match the record (it was edited)";
   if (key != nullptr && has_mac && !SameMac(Mac(*key, head->hash), head->mac)) {
     return "MAC does not verify with the key (the record was rewritten with a recomputed hash, "
@@ -389,11 +402,11 @@ Status AuditLog::AppendLocked(const std::string& event, const std::string& actor
   j["prev"] = head_.hash;
   AuditHead next;
   next.seq = head_.seq + 1;
-  next.hash = Hash(head_.hash, j.dump());
+  next.hash = Hash(head_.hash, Dump(j));
   next.mac = Mac(*options_.key, next.hash);
   j["hash"] = next.hash;
   j["mac"] = next.mac;
-  const std::string line = j.dump() + "\n";
+  const std::string line = Dump(j) + "\n";
 
   std::string error;
   if (failpoint::Armed("audit.append_fail." + event, static_cast<uint32_t>(next.seq))) {

@@ -303,6 +303,14 @@ StatusOr<int64_t> ParseDurationSeconds(const std::string& text) {
   return n * unit;
 }
 
+std::string Utf8Prefix(std::string_view s, size_t max_bytes) {
+  if (s.size() <= max_bytes) return std::string(s);
+  size_t end = max_bytes;
+  // Back up over continuation bytes to the start of the sequence the cut falls in.
+  while (end > 0 && (static_cast<unsigned char>(s[end]) & 0xc0) == 0x80) --end;
+  return std::string(s.substr(0, end));
+}
+
 bool IsValidUtf8(std::string_view s) {
   size_t i = 0;
   while (i < s.size()) {

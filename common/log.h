@@ -14,9 +14,11 @@ void SetLogLevel(LogLevel level);
 bool ParseLogLevel(const std::string& name, LogLevel* level);
 void SetLogComponent(const std::string& component);  // e.g. "coordinator", "client/dev-3"
 bool LogEnabled(LogLevel level);
-// Writes one line. Control characters in `message` (C0, DEL and the C1 range U+0080..U+009F)
-// and backslashes are escaped (\n, \r, \t, \\, \xHH, \u00HH), so text another party sent
-// (a device's decline reason, a label) can neither start a forged log line nor drive a terminal.
+// Writes one line. Control characters in `message` (C0, DEL, C1 U+0080..U+009F), bidirectional
+// formatting characters (U+061C, U+200E/F, U+202A..U+202E, U+2066..U+2069), bytes that are not
+// UTF-8, and backslashes are escaped (\n, \r, \t, \\, \xHH, \uHHHH), so text another party
+// sent (a device's decline reason, a label) can neither start a forged log line, drive a
+// terminal, nor reorder what a reader sees.
 void LogLine(LogLevel level, const std::string& message);
 // The escaping LogLine applies.
 std::string EscapeForLog(const std::string& text);

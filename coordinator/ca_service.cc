@@ -1,5 +1,6 @@
 #include "coordinator/ca_service.h"
 
+#include "common/config.h"
 #include "common/log.h"
 
 namespace fleet {
@@ -50,7 +51,7 @@ grpc::Status CaService::Enroll(grpc::ServerContext* ctx, const v1::CaEnrollReque
   if (grpc::Status v = CheckVersion(req->protocol_version()); !v.ok()) return v;
   StatusOr<v1::CaIssueResponse> r = registrar_->Enroll(*req);
   if (!r.ok()) {
-    FLEET_LOG(Warn) << "refused enrollment of '" << req->device_id().substr(0, 128)
+    FLEET_LOG(Warn) << "refused enrollment of '" << Utf8Prefix(req->device_id(), 128)
                     << "' relayed by " << who << ": " << r.status().message();
   }
   return Reply(std::move(r), resp);
@@ -63,8 +64,8 @@ grpc::Status CaService::Renew(grpc::ServerContext* ctx, const v1::CaRenewRequest
   if (grpc::Status v = CheckVersion(req->protocol_version()); !v.ok()) return v;
   StatusOr<v1::CaIssueResponse> r = registrar_->Renew(*req);
   if (!r.ok()) {
-    FLEET_LOG(Warn) << "refused renewal of '" << req->device_id().substr(0, 128) << "' relayed by "
-                    << who << ": " << r.status().message();
+    FLEET_LOG(Warn) << "refused renewal of '" << Utf8Prefix(req->device_id(), 128)
+                    << "' relayed by " << who << ": " << r.status().message();
   }
   return Reply(std::move(r), resp);
 }
@@ -75,7 +76,7 @@ grpc::Status CaService::ResetDevice(grpc::ServerContext* ctx, const v1::CaResetR
   if (grpc::Status a = Allow(*ctx, true, true, &who); !a.ok()) return a;
   if (grpc::Status v = CheckVersion(req->protocol_version()); !v.ok()) return v;
   const std::string by =
-      req->requested_by().empty() ? who : who + " for " + req->requested_by().substr(0, 128);
+      req->requested_by().empty() ? who : who + " for " + Utf8Prefix(req->requested_by(), 128);
   return Reply(registrar_->ResetDevice(req->device_id(), by), resp);
 }
 

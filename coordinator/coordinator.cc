@@ -126,7 +126,7 @@ StatusOr<v1::EnrollResponse> Coordinator::Enroll(const v1::EnrollRequest& req,
   const std::string& id = req.device_id();
   const std::string token_id = crypto::IsTokenId(req.token_id()) ? req.token_id() : "";
   auto refuse = [&](const char* reason, Status why) {
-    refusals_->Refused(reason, peer, id.substr(0, 128), token_id);
+    refusals_->Refused(reason, peer, Utf8Prefix(id, 128), token_id);
     return why;
   };
   if (Status valid = ValidateDeviceId(id); !valid.ok()) return refuse("bad device id", valid);

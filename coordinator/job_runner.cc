@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "common/clock.h"
+#include "common/config.h"
 #include "common/failpoint.h"
 #include "common/file_util.h"
 #include "common/job_spec.h"
@@ -554,7 +555,7 @@ Status JobRunner::OnUpdate(const v1::UpdateHeader& header, std::string_view payl
   if (!header.error().empty()) {
     round_.rejected++;
     FLEET_LOG(Warn) << "job " << job_.id() << " round " << round_.round << ": device " << device
-                    << " could not train: " << header.error().substr(0, 300);
+                    << " could not train: " << Utf8Prefix(header.error(), 300);
     return OkStatus();
   }
 
@@ -599,7 +600,7 @@ Status JobRunner::OnMetrics(const v1::MetricsReport& report) {
   cv_.notify_all();
   if (!report.error().empty()) {
     FLEET_LOG(Warn) << "job " << job_.id() << ": device " << device
-                    << " could not evaluate: " << report.error().substr(0, 300);
+                    << " could not evaluate: " << Utf8Prefix(report.error(), 300);
     return OkStatus();
   }
   if (!std::isfinite(report.loss()) || !std::isfinite(report.accuracy()) ||

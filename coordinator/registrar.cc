@@ -303,7 +303,7 @@ StatusOr<v1::CaIssueResponse> LocalRegistrar::Enroll(const v1::CaEnrollRequest& 
   const std::string peer = req.peer().empty() ? "unknown" : req.peer().substr(0, 64);
   std::string reason;
   auto refuse = [&](const char* why, Status s) {
-    refusals_->Refused(why, peer, id.substr(0, 128),
+    refusals_->Refused(why, peer, Utf8Prefix(id, 128),
                        crypto::IsTokenId(req.token_id()) ? req.token_id() : "");
     return s;
   };

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "common/clock.h"
+#include "common/config.h"
 #include "common/failpoint.h"
 #include "common/job_spec.h"
 #include "common/log.h"
@@ -210,7 +211,7 @@ Status JobRunner::OnMaskedUpdate(const v1::UpdateHeader& header, std::string_vie
     if (round_.answered.insert(device).second) round_.rejected++;
     cv_.notify_all();
     FLEET_LOG(Warn) << "job " << job_.id() << " round " << round_.round << ": device " << device
-                    << " declined: " << header.error().substr(0, 300);
+                    << " declined: " << Utf8Prefix(header.error(), 300);
     return OkStatus();
   }
   if (!secagg_ || secagg_->round() != header.round()) {

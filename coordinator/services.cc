@@ -172,7 +172,12 @@ class IngestWorkers {
       std::function<void()> work = std::move(queue_.front());
       queue_.pop_front();
       lock.unlock();
-      work();
+      try {
+        work();
+      } catch (const std::exception& e) {
+        // A bug reachable by another party's bytes must not end the coordinator.
+        FLEET_LOG(Error) << "request handler failed: " << e.what();
+      }
       lock.lock();
     }
   }
@@ -504,7 +509,7 @@ grpc::Status DeviceService::Allow(const grpc::ServerContextBase& ctx,
   Status s = ValidateDeviceId(device_id);
   if (s.ok()) s = c_->access().CheckDevice(ctx, device_id);
   if (s.ok()) return grpc::Status::OK;
-  FLEET_LOG(Warn) << "refused device RPC for '" << device_id.substr(0, 128) << "' from "
+  FLEET_LOG(Warn) << "refused device RPC for '" << Utf8Prefix(device_id, 128) << "' from "
                   << ctx.peer() << ": " << s.message();
   return ToGrpcStatus(s);
 }
@@ -613,7 +618,7 @@ grpc::Status EnrollmentService::Handle(const grpc::ByteBuffer& request, const st
   if (!v.ok()) return v;
   StatusOr<v1::EnrollResponse> r = c_->Enroll(req, peer);
   if (!r.ok()) {
-    FLEET_LOG(Warn) << "refused enrollment of '" << req.device_id().substr(0, 128)
+    FLEET_LOG(Warn) << "refused enrollment of '" << Utf8Prefix(req.device_id(), 128)
                     << "': " << r.status().message();
     return ToGrpcStatus(r.status());
   }

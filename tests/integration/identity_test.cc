@@ -479,5 +479,37 @@ TEST(EnrollmentLimits, RefusedEnrollmentsAreCoalescedInTheAuditLog) {
   EXPECT_EQ(refusals().size(), 2u) << "nothing more to record";
 }
 
+// A refused enrollment is audited with the id it named, cut to 128 bytes. An id whose 128th byte
+// falls inside a UTF-8 sequence made the audit record invalid UTF-8, the JSON encoder threw, and
+// the coordinator died: one request from anyone on the network, no token needed.
+TEST(EnrollmentLimits, AnIdCutInsideAUtf8SequenceIsAuditedNotACrash) {
+  Cluster c;
+  ASSERT_TRUE(c.StartCoordinator()) << c.coordinator().Log();
+  auto stub = v1::Enrollment::NewStub(*MakeChannel(c.address(), ServerOnly(c), 4 << 20));
+  const std::string id = std::string(127, 'a') + "\xc3\xa9";  // e-acute across byte 128
+  v1::EnrollRequest req = MakeEnrollRequest(
+      "sensor-1", "fleet1_0123456789abcdef_" + std::string(64, 'a'),
+      *crypto::MakeCsr(*crypto::GenerateP256Key(), "sensor-1",
+                       crypto::ToString(crypto::SigningKey::Generate().public_key())));
+  req.set_device_id(id);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::EnrollResponse resp;
+  grpc::Status s = stub->Enroll(&ctx, req, &resp);
+  EXPECT_FALSE(s.ok());
+  EXPECT_TRUE(
+      WaitFor([&] { return !AuditRecords(c, "enroll_refused").empty(); }, std::chrono::seconds(10)))
+      << Audit(c) << c.coordinator().Log();
+  ASSERT_TRUE(c.coordinator().Running()) << c.coordinator().Log();
+  auto records = AuditRecords(c, "enroll_refused");
+  ASSERT_FALSE(records.empty());
+  EXPECT_NE(records[0].dump().find(std::string(127, 'a')), std::string::npos) << records[0].dump();
+  auto verify = c.Fleetctl(
+      {"audit", "verify", c.state_dir() + "/audit.log", "--key", c.state_dir() + "/pki/audit.key"});
+  EXPECT_EQ(verify.exit_code, 0) << verify.output;
+  auto list = c.Fleetctl({"device", "list"});  // still answering
+  EXPECT_EQ(list.exit_code, 0) << list.output;
+}
+
 }  // namespace
 }  // namespace fleet::testing

@@ -160,6 +160,52 @@ TEST_F(LogFixture, ARewrittenRecordWithRecomputedHashesIsCaughtByItsMac) {
       << log.status().message();
 }
 
+// Without the key, an editor can still change how a record is written without changing what
+// it parses to: a duplicate key (which readers resolve differently), key order, whitespace.
+TEST_F(LogFixture, ALineNotInTheFormTheLogWritesIsAnEdit) {
+  AppendN(3);
+  const auto original = Lines(path_);
+  auto line = original[1];
+  const std::string event = "\"event\":\"round_complete\"";
+  ASSERT_NE(line.find(event), std::string::npos) << line;
+  for (const std::string& edited : {line.substr(0, line.find(event)) + "\"event\":\"job_stop\"," +
+                                        line.substr(line.find(event)),
+                                    line.substr(0, 1) + " " + line.substr(1)}) {
+    auto lines = original;
+    lines[1] = edited;
+    WriteLines(path_, lines);
+    // It parses to the same record (the parser keeps the last duplicate), so the hash and MAC
+    // still match: only the form gives it away.
+    EXPECT_EQ(nlohmann::json::parse(edited), nlohmann::json::parse(line));
+    auto v = VerifyAuditLog(path_, &key_);
+    ASSERT_TRUE(v.ok());
+    EXPECT_FALSE(v->ok) << edited;
+    EXPECT_EQ(v->broken_line, 2u);
+    EXPECT_NE(v->reason.find("not in the form the log writes"), std::string::npos) << v->reason;
+  }
+  WriteLines(path_, original);
+  auto v = VerifyAuditLog(path_, &key_);
+  ASSERT_TRUE(v.ok());
+  EXPECT_TRUE(v->ok) << v->reason;
+}
+
+// Another party's text cut by bytes can be invalid UTF-8: it is recorded (as U+FFFD), not thrown
+// out of the process.
+TEST_F(LogFixture, InvalidUtf8InAFieldIsRecordedNotThrown) {
+  auto log = OpenOk();
+  ASSERT_NE(log, nullptr);
+  const std::string cut = std::string(127, 'a') + "\xc3";  // half of an e-acute
+  ASSERT_TRUE(log->Append("enroll_refused", "unauthenticated", {{"device_id", cut}}).ok());
+  ASSERT_TRUE(log->Append("round_complete", "coordinator", {{"round", 1}}).ok());
+  auto v = VerifyAuditLog(path_, &key_);
+  ASSERT_TRUE(v.ok());
+  EXPECT_TRUE(v->ok) << v->reason;
+  EXPECT_EQ(v->head.seq, 2u);
+  const auto lines = Lines(path_);
+  EXPECT_EQ(nlohmann::json::parse(lines[0])["device_id"].get<std::string>(),
+            std::string(127, 'a') + "\xef\xbf\xbd");
+}
+
 TEST_F(LogFixture, RemovedMacsAreNoticed) {
   AppendN(5);
   const auto original = Lines(path_);

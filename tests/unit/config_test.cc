@@ -413,5 +413,17 @@ TEST(Utf8, WellFormedOnly) {
   }
 }
 
+TEST(Utf8Prefix, NeverCutsInsideASequence) {
+  EXPECT_EQ(Utf8Prefix("short", 128), "short");
+  EXPECT_EQ(Utf8Prefix("abcdef", 3), "abc");
+  const std::string e_acute = "\xc3\xa9";          // 2 bytes
+  EXPECT_EQ(Utf8Prefix("ab" + e_acute, 3), "ab");  // the cut falls inside it
+  EXPECT_EQ(Utf8Prefix("ab" + e_acute, 4), "ab" + e_acute);
+  EXPECT_EQ(Utf8Prefix("\xf0\x9f\x98\x80x", 2), "");  // inside a 4-byte sequence
+  const std::string id = std::string(127, 'a') + e_acute;
+  EXPECT_TRUE(IsValidUtf8(Utf8Prefix(id, 128)));
+  EXPECT_EQ(Utf8Prefix(id, 128).size(), 127u);
+}
+
 }  // namespace
 }  // namespace fleet

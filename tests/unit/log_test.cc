@@ -16,6 +16,11 @@ TEST(Log, ControlCharactersAndBackslashesAreEscaped) {
                          "31m"),
             "C1 \\u009b31m");                       // CSI in its C1 form
   EXPECT_EQ(EscapeForLog("\xc2\xa0"), "\xc2\xa0");  // U+00A0 is not a control
+  EXPECT_EQ(EscapeForLog("raw \x9b"
+                         "31m \xff"),
+            "raw \\x9b31m \\xff");                                         // not UTF-8: bytes
+  EXPECT_EQ(EscapeForLog("cut \xc3"), "cut \\xc3");                        // a truncated sequence
+  EXPECT_EQ(EscapeForLog("abc\xe2\x80\xaetxt.exe"), "abc\\u202etxt.exe");  // bidi override
   // A forged escape is told apart from a real one.
   EXPECT_EQ(EscapeForLog("looks like \\n"), "looks like \\\\n");
 }
