@@ -11,6 +11,10 @@
 #                             N in {10, 50}, D=1e5 (median of SECAGG_REPEATS=3 alternating runs
 #                             each), with protocol bytes per client, and the floor of that ratio
 #                             on this machine (ratio_floor_shared_cores).
+#                             SECAGG_BASELINE=COMMIT also builds that commit (in
+#                             build-baseline/, from a git worktree) and runs its secure rounds
+#                             alternating with this tree's: secure_vs_baseline is the ratio of
+#                             the two medians, measured in the same run.
 #   scripts/bench.sh scale    fleet-sim: SCALE_DEVICES (10000) virtual devices connected with
 #                             heartbeats (coordinator RSS, heartbeats/s), then plain rounds for
 #                             N in {100, 1000} x D in {1e5, 1e6}: s/round and peak RSS, next to the
@@ -64,6 +68,23 @@ case "$what" in
     ;;
   secagg)
     out="$root/bench/results/secagg.json"
+    base_build=""
+    if [ -n "${SECAGG_BASELINE:-}" ]; then
+      base_src=$root/build-baseline/src
+      base_build=$root/build-baseline/build
+      base_sha=$(git -C "$root" rev-parse --verify "$SECAGG_BASELINE^{commit}")
+      if [ "$(git -C "$base_src" rev-parse HEAD 2>/dev/null)" != "$base_sha" ]; then
+        rm -rf "$base_src"; git -C "$root" worktree prune
+        git -C "$root" worktree add --detach "$base_src" "$base_sha" >/dev/null
+      fi
+      # The same configuration as scripts/build.sh (the baseline's own may predate --target).
+      [ -f "$base_build/build.ninja" ] ||
+        CCACHE_BASEDIR=$base_src CCACHE_NOHASHDIR=1 cmake -S "$base_src" -B "$base_build" -G Ninja \
+          -DCMAKE_BUILD_TYPE=${BUILD_TYPE:-RelWithDebInfo} >/dev/null
+      CCACHE_BASEDIR=$base_src CCACHE_NOHASHDIR=1 cmake --build "$base_build" -j "${JOBS:-$(nproc)}" \
+        --target round_bench fleet-coordinator >/dev/null
+      echo "secagg: baseline $base_sha built in $base_build" >&2
+    fi
     micro=$("$build/bench/secagg_bench" 1e5 30 50 0.1)
     echo "secagg: $micro" >&2
     {
@@ -74,13 +95,22 @@ case "$what" in
       for n in 10 50; do
         # Shared cores make single runs noisy: plain and secure alternate, SECAGG_REPEATS (3)
         # times each, and the median run of each mode is reported with all runs listed.
-        plains=(); secures=()
+        plains=(); secures=(); bases=()
         for _ in $(seq "${SECAGG_REPEATS:-3}"); do
           plains+=("$("$build/bench/round_bench" "$build/coordinator/fleet-coordinator" "$n" 1e5 plain)")
           secures+=("$("$build/bench/round_bench" "$build/coordinator/fleet-coordinator" "$n" 1e5 secure)")
+          [ -n "$base_build" ] && bases+=("$("$base_build/bench/round_bench" \
+            "$base_build/coordinator/fleet-coordinator" "$n" 1e5 secure)")
         done
         plain=$(median_run "${plains[@]}")
         secure=$(median_run "${secures[@]}")
+        baseline=""
+        if [ -n "$base_build" ]; then
+          base=$(median_run "${bases[@]}")
+          baseline=$(printf ', "baseline_commit": "%s", "baseline_secagg_s_per_round": %s, "baseline_runs_s": %s, "secure_vs_baseline": %.3f' \
+            "$base_sha" "$(field s_per_round "$base")" "$(runs_s "${bases[@]}")" \
+            "$(awk -v a="$(field s_per_round "$secure")" -v b="$(field s_per_round "$base")" 'BEGIN{print a/b}')")
+        fi
         p=$(field s_per_round "$plain")
         s=$(field s_per_round "$secure")
         b=$(field protocol_bytes_per_client "$secure")
@@ -100,9 +130,9 @@ case "$what" in
           -v sg="$(field ed25519_sign_us "$micro")" -v v="$(field ed25519_verify_us "$micro")" \
           'BEGIN{dev = (2*k*x + 2*sg + (k+t)*v) / 1e6 + (k+1)*d/r;
                  printf "%.2f", (p + (n*dev + n*d/r) / c) / p}')
-        line=$(printf '{"n": %s, "d": 100000, "secagg_s_per_round": %s, "plain_s_per_round": %s, "ratio": %.2f, "ratio_floor_shared_cores": %s, "ratio_est_devices_on_own_cpu": %s, "protocol_bytes_per_client": %s, "secagg_runs_s": %s, "plain_runs_s": %s, "secure_run": %s, "plain_run": %s}' \
+        line=$(printf '{"n": %s, "d": 100000, "secagg_s_per_round": %s, "plain_s_per_round": %s, "ratio": %.2f, "ratio_floor_shared_cores": %s, "ratio_est_devices_on_own_cpu": %s, "protocol_bytes_per_client": %s, "secagg_runs_s": %s, "plain_runs_s": %s, "secure_run": %s, "plain_run": %s%s}' \
           "$n" "$s" "$p" "$(awk -v a="$s" -v b="$p" 'BEGIN{print a/b}')" "$floor" "$est" "$b" \
-          "$(runs_s "${secures[@]}")" "$(runs_s "${plains[@]}")" "$secure" "$plain")
+          "$(runs_s "${secures[@]}")" "$(runs_s "${plains[@]}")" "$secure" "$plain" "$baseline")
         echo "secagg: $line" >&2
         printf '%s  %s\n' "$sep" "$line"
         sep=","
