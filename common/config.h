@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "common/utf8.h"
 
 namespace fleet {
 
@@ -83,14 +84,6 @@ StatusOr<int64_t> ParseDurationSeconds(const std::string& text);
 
 // Device ids: 1..128 of [A-Za-z0-9._-].
 Status ValidateDeviceId(const std::string& id);
-
-// Well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF). Config strings
-// end up in protobuf `string` fields and JSON, which take nothing else.
-bool IsValidUtf8(std::string_view s);
-// The longest prefix of `s` of at most `max_bytes` that does not end inside a UTF-8 sequence:
-// for cutting another party's text before it is logged or audited (a byte cut can leave an
-// invalid sequence, which JSON encoders refuse).
-std::string Utf8Prefix(std::string_view s, size_t max_bytes);
 
 // The longest duration ParseDurationSeconds accepts: 100 years (36525 days). Anything a config
 // means is far shorter, and milliseconds of it still fit an int64 with room to add timestamps.

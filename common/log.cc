@@ -7,6 +7,8 @@
 #include <ctime>
 #include <mutex>
 
+#include "common/utf8.h"
+
 namespace fleet {
 namespace {
 std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
@@ -43,30 +45,6 @@ void SetLogComponent(const std::string& component) {
 bool LogEnabled(LogLevel level) { return static_cast<int>(level) >= g_level.load(); }
 
 namespace {
-// Length of the well-formed UTF-8 sequence at text[i] and its code point; 0 if none starts there.
-size_t Utf8Sequence(const std::string& text, size_t i, uint32_t* cp) {
-  const auto c = static_cast<unsigned char>(text[i]);
-  size_t len;
-  if ((c & 0xe0) == 0xc0) {
-    len = 2, *cp = c & 0x1f;
-  } else if ((c & 0xf0) == 0xe0) {
-    len = 3, *cp = c & 0x0f;
-  } else if ((c & 0xf8) == 0xf0) {
-    len = 4, *cp = c & 0x07;
-  } else {
-    return 0;
-  }
-  if (text.size() - i < len) return 0;
-  for (size_t k = 1; k < len; ++k) {
-    const auto cc = static_cast<unsigned char>(text[i + k]);
-    if ((cc & 0xc0) != 0x80) return 0;
-    *cp = (*cp << 6) | (cc & 0x3f);
-  }
-  static constexpr uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
-  if (*cp < kMin[len] || *cp > 0x10ffff || (*cp >= 0xd800 && *cp <= 0xdfff)) return 0;
-  return len;
-}
-
 // C1 controls and the bidirectional formatting characters (which reorder what a reader sees).
 bool EscapedCodePoint(uint32_t cp) {
   return (cp >= 0x80 && cp <= 0x9f) || (cp >= 0x202a && cp <= 0x202e) ||
@@ -99,7 +77,7 @@ std::string EscapeForLog(const std::string& text) {
       out += static_cast<char>(c);
     } else {
       uint32_t cp = 0;
-      const size_t len = Utf8Sequence(text, i, &cp);
+      const size_t len = Utf8SequenceAt(text, i, &cp);
       if (len == 0) {
         hex_byte(c);  // not UTF-8: a raw byte (0x9b is CSI on 8-bit terminals)
       } else if (EscapedCodePoint(cp)) {

@@ -1,7 +1,7 @@
 #include "coordinator/ca_service.h"
 
-#include "common/config.h"
 #include "common/log.h"
+#include "common/utf8.h"
 
 namespace fleet {
 namespace {

@@ -5,12 +5,12 @@
 #include <cmath>
 
 #include "common/clock.h"
-#include "common/config.h"
 #include "common/failpoint.h"
 #include "common/file_util.h"
 #include "common/job_spec.h"
 #include "common/log.h"
 #include "common/tensor_codec.h"
+#include "common/utf8.h"
 #include "coordinator/task_envelope.h"
 
 namespace fleet {

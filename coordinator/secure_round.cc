@@ -6,10 +6,10 @@
 #include <utility>
 
 #include "common/clock.h"
-#include "common/config.h"
 #include "common/failpoint.h"
 #include "common/job_spec.h"
 #include "common/log.h"
+#include "common/utf8.h"
 #include "coordinator/job_runner.h"
 
 namespace fleet {
