@@ -20,6 +20,18 @@ Status DeviceCertificates::SaveLocked(DeviceCertRecord record) {
   return OkStatus();
 }
 
+Status DeviceCertificates::SaveCurrentLocked(const std::string& device_id,
+                                             const std::string& serial, int64_t not_after,
+                                             int64_t now) {
+  DeviceCertRecord r;
+  r.device_id = device_id;
+  r.state = State::kCurrent;
+  r.serial = serial;
+  r.not_after = not_after;
+  r.updated_unix = now;
+  return SaveLocked(std::move(r));
+}
+
 Status DeviceCertificates::CheckCurrent(const std::string& device_id, const std::string& serial,
                                         int64_t not_after, int64_t now) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -38,13 +50,7 @@ Status DeviceCertificates::CheckCurrent(const std::string& device_id, const std:
                            "again with a bootstrap token");
   }
   // Issued before certificates were recorded: the first one seen becomes the current one.
-  DeviceCertRecord r;
-  r.device_id = device_id;
-  r.state = State::kCurrent;
-  r.serial = serial;
-  r.not_after = not_after;
-  r.updated_unix = now;
-  Status saved = SaveLocked(std::move(r));
+  Status saved = SaveCurrentLocked(device_id, serial, not_after, now);
   if (!saved.ok()) {
     return Unavailable("cannot record the certificate of device '" + device_id +
                        "': " + saved.message());
@@ -100,13 +106,7 @@ StatusOr<DeviceCertificates::Previous> DeviceCertificates::Install(const std::st
     return FailedPrecondition("certificate " + renewing + " of '" + device_id +
                               "' stopped being current while it was being renewed");
   }
-  DeviceCertRecord r;
-  r.device_id = device_id;
-  r.state = State::kCurrent;
-  r.serial = serial;
-  r.not_after = not_after;
-  r.updated_unix = now;
-  RETURN_IF_ERROR(SaveLocked(std::move(r)));
+  RETURN_IF_ERROR(SaveCurrentLocked(device_id, serial, not_after, now));
   return previous;
 }
 
@@ -116,13 +116,7 @@ Status DeviceCertificates::Record(const std::string& device_id, const std::strin
   auto it = records_.find(device_id);
   previous->reset();
   if (it != records_.end()) *previous = it->second;
-  DeviceCertRecord r;
-  r.device_id = device_id;
-  r.state = State::kCurrent;
-  r.serial = serial;
-  r.not_after = not_after;
-  r.updated_unix = now;
-  return SaveLocked(std::move(r));
+  return SaveCurrentLocked(device_id, serial, not_after, now);
 }
 
 Status DeviceCertificates::Restore(const std::string& device_id, const Previous& previous) {

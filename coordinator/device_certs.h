@@ -60,6 +60,9 @@ class DeviceCertificates {
  private:
   Status MayEnrollLocked(const std::string& device_id, int64_t now) const;
   Status SaveLocked(DeviceCertRecord record);
+  // Records `serial` as the id's current certificate.
+  Status SaveCurrentLocked(const std::string& device_id, const std::string& serial,
+                           int64_t not_after, int64_t now);
 
   JobStore* const store_;
   mutable std::mutex mu_;
