@@ -84,13 +84,7 @@ grpc::Status CaService::CreateToken(grpc::ServerContext* ctx, const v1::CreateTo
                                     v1::CreateTokenResponse* resp) {
   std::string who;
   if (grpc::Status a = Allow(*ctx, false, true, &who); !a.ok()) return a;
-  TokenSpec spec;
-  spec.ttl_s = req->ttl_s();
-  spec.uses = req->uses();
-  spec.label = req->label();
-  spec.device_id = req->device_id();
-  spec.id_prefix = req->id_prefix();
-  auto r = registrar_->CreateToken(spec, who);
+  auto r = registrar_->CreateToken(TokenSpecOf(*req), who);
   if (!r.ok()) return ToGrpcStatus(r.status());
   resp->set_token(r->first);
   *resp->mutable_info() = r->second;

@@ -11,6 +11,16 @@
 #include "crypto/random.h"
 
 namespace fleet {
+
+TokenSpec TokenSpecOf(const v1::CreateTokenRequest& request) {
+  TokenSpec spec;
+  spec.ttl_s = request.ttl_s();
+  spec.uses = request.uses();
+  spec.label = request.label();
+  spec.device_id = request.device_id();
+  spec.id_prefix = request.id_prefix();
+  return spec;
+}
 namespace {
 
 constexpr size_t kTokenSaltBytes = 16;

@@ -43,6 +43,8 @@ struct TokenSpec {
   uint32_t uses = 0;
   std::string label, device_id, id_prefix;
 };
+// The spec of an Admin or CA CreateToken request.
+TokenSpec TokenSpecOf(const v1::CreateTokenRequest& request);
 
 class Registrar {
  public:

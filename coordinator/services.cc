@@ -718,13 +718,7 @@ grpc::Status AdminService::CreateToken(grpc::ServerContext* ctx,
                                        v1::CreateTokenResponse* resp) {
   std::string who;
   if (grpc::Status a = Allow(*ctx, &who); !a.ok()) return a;
-  TokenSpec spec;
-  spec.ttl_s = req->ttl_s();
-  spec.uses = req->uses();
-  spec.label = req->label();
-  spec.device_id = req->device_id();
-  spec.id_prefix = req->id_prefix();
-  auto r = c_->CreateToken(spec, who);
+  auto r = c_->CreateToken(TokenSpecOf(*req), who);
   if (!r.ok()) return ToGrpcStatus(r.status());
   resp->set_token(r->first);
   *resp->mutable_info() = r->second;
