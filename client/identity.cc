@@ -35,21 +35,27 @@ struct NewKeys {
   ~NewKeys() { sodium_memzero(key_pem.data(), key_pem.size()); }
 };
 
+// Reads from `fd` into buf until end of file or `cap` bytes (a full buffer means the file may be
+// longer), then closes it. Returns the bytes read.
+size_t ReadAndClose(int fd, char* buf, size_t cap) {
+  size_t n = 0;
+  while (n < cap) {
+    const ssize_t r = ::read(fd, buf + n, cap - n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    n += static_cast<size_t>(r);
+  }
+  ::close(fd);
+  return n;
+}
+
 // The Ed25519 key in a seed file; NotFound when there is none. Read straight into one buffer
 // (not through stream buffers) so that every copy of the seed is wiped.
 StatusOr<crypto::SigningKey> LoadSecAggKey(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0) return NotFound("cannot open " + path + ": " + std::strerror(errno));
   char buf[2 * crypto::Secret32::size() + 3];  // hex, a line end, one byte to see overlength
-  size_t n = 0;
-  for (;;) {
-    const ssize_t r = ::read(fd, buf + n, sizeof buf - n);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) break;
-    n += static_cast<size_t>(r);
-    if (n == sizeof buf) break;
-  }
-  ::close(fd);
+  const size_t n = ReadAndClose(fd, buf, sizeof buf);
   crypto::Secret32 seed;
   const bool ok = crypto::FromHex(std::string(buf, n), seed.data(), seed.size());  // wipes it
   sodium_memzero(buf, sizeof buf);
@@ -62,15 +68,7 @@ StatusOr<std::string> LoadTokenFile(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0) return NotFound("cannot open token file " + path + ": " + std::strerror(errno));
   char buf[512];  // a token is 88 characters; more than this is not a token file
-  size_t n = 0;
-  for (;;) {
-    const ssize_t r = ::read(fd, buf + n, sizeof buf - n);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) break;
-    n += static_cast<size_t>(r);
-    if (n == sizeof buf) break;
-  }
-  ::close(fd);
+  const size_t n = ReadAndClose(fd, buf, sizeof buf);
   size_t begin = 0, end = n;
   auto space = [](char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; };
   while (begin < end && space(buf[begin])) ++begin;
